@@ -1,0 +1,1 @@
+"""The `reviewscore` command: one surface over training and scoring."""

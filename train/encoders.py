@@ -1,0 +1,133 @@
+"""Resolves what users pass as `--encoder` to an encoder and its preprocessor.
+
+Three forms are accepted: a name from the TensorFlow "Classify text with BERT"
+tutorial (mapped to its TF Hub encoder and matching preprocessor exactly as
+the tutorial maps them), a TF Hub / Kaggle URL, or a local directory written
+by `reviewscore import-encoder`. Hub handles need the internet; offline they
+fail within seconds with a message that names the local alternative.
+"""
+import dataclasses
+import hashlib
+import os
+import pathlib
+import socket
+import urllib.parse
+from typing import Optional
+
+from train.import_encoder import (ENCODER_DIR, PREPROCESSOR_DIR,
+                                  read_encoder_info)
+
+_TFHUB = "https://tfhub.dev"
+_UNCASED_PREPROCESS = f"{_TFHUB}/tensorflow/bert_en_uncased_preprocess/3"
+
+
+def _tutorial_handles() -> dict:
+  handles = {
+      "bert_en_uncased_L-12_H-768_A-12":
+          (f"{_TFHUB}/tensorflow/bert_en_uncased_L-12_H-768_A-12/3",
+           _UNCASED_PREPROCESS),
+      "bert_en_cased_L-12_H-768_A-12":
+          (f"{_TFHUB}/tensorflow/bert_en_cased_L-12_H-768_A-12/3",
+           f"{_TFHUB}/tensorflow/bert_en_cased_preprocess/3"),
+      "bert_multi_cased_L-12_H-768_A-12":
+          (f"{_TFHUB}/tensorflow/bert_multi_cased_L-12_H-768_A-12/3",
+           f"{_TFHUB}/tensorflow/bert_multi_cased_preprocess/3"),
+      "albert_en_base": (f"{_TFHUB}/tensorflow/albert_en_base/2",
+                         f"{_TFHUB}/tensorflow/albert_en_preprocess/3"),
+      "electra_small": (f"{_TFHUB}/google/electra_small/2", _UNCASED_PREPROCESS),
+      "electra_base": (f"{_TFHUB}/google/electra_base/2", _UNCASED_PREPROCESS),
+      "experts_pubmed": (f"{_TFHUB}/google/experts/bert/pubmed/2",
+                         _UNCASED_PREPROCESS),
+      "experts_wiki_books": (f"{_TFHUB}/google/experts/bert/wiki_books/2",
+                             _UNCASED_PREPROCESS),
+      "talking-heads_base":
+          (f"{_TFHUB}/tensorflow/talkheads_ggelu_bert_en_base/1",
+           _UNCASED_PREPROCESS),
+  }
+  for layers in (2, 4, 6, 8, 10, 12):
+    for hidden in (128, 256, 512, 768):
+      name = f"small_bert/bert_en_uncased_L-{layers}_H-{hidden}_A-{hidden // 64}"
+      handles[name] = (f"{_TFHUB}/tensorflow/{name}/1", _UNCASED_PREPROCESS)
+  return handles
+
+
+TUTORIAL_ENCODERS = _tutorial_handles()
+
+
+class EncoderUnavailable(Exception):
+  """The encoder cannot be loaded: unknown name, bad directory, or offline."""
+
+
+@dataclasses.dataclass(frozen=True)
+class EncoderSource:
+  """Where an encoder and its matching preprocessor are loaded from."""
+  name: str
+  encoder: str
+  preprocessor: str
+  local_info: Optional[dict] = None  # encoder_info.json of an imported encoder
+
+  @property
+  def is_local(self) -> bool:
+    return self.local_info is not None
+
+  def provenance(self) -> dict:
+    """What a model card says about the encoder's origin."""
+    record = {"name": self.name, "encoder": self.encoder,
+              "preprocessor": self.preprocessor}
+    if self.local_info:
+      record["checkpoint"] = self.local_info.get("checkpoint")
+      record["bert_config"] = self.local_info.get("bert_config")
+    return record
+
+
+def _is_url(handle: str) -> bool:
+  return urllib.parse.urlparse(handle).scheme in ("http", "https", "gs")
+
+
+def _hub_cache_has(handle: str) -> bool:
+  cache = os.environ.get("TFHUB_CACHE_DIR")
+  if not cache:
+    return False
+  digest = hashlib.sha1(handle.encode("utf-8")).hexdigest()
+  return (pathlib.Path(cache) / digest).is_dir()
+
+
+def check_reachable(handle: str, *, timeout_s: float = 5.0) -> None:
+  """Fails fast, with the local alternative, when a hub handle cannot load."""
+  if not _is_url(handle) or _hub_cache_has(handle):
+    return
+  host = urllib.parse.urlparse(handle).hostname or ""
+  try:
+    socket.create_connection((host, 443), timeout=timeout_s).close()
+  except OSError as e:
+    raise EncoderUnavailable(
+        f"cannot reach {host} to download {handle} ({e.__class__.__name__}); "
+        "offline, import a local encoder with `reviewscore import-encoder "
+        "encoders/minilm` and pass `--encoder encoders/minilm`") from None
+
+
+def resolve_encoder(spec: str, *, preprocessor: Optional[str] = None
+                    ) -> EncoderSource:
+  """Maps a tutorial name, URL or local directory to an EncoderSource."""
+  path = pathlib.Path(spec).expanduser()
+  if path.is_dir():
+    if not (path / ENCODER_DIR).is_dir() or not (
+        preprocessor or (path / PREPROCESSOR_DIR).is_dir()):
+      raise EncoderUnavailable(
+          f"{spec}: not an encoder directory (expected {ENCODER_DIR}/ and "
+          f"{PREPROCESSOR_DIR}/ as `reviewscore import-encoder` writes them)")
+    return EncoderSource(
+        name=str(path.resolve()), encoder=str(path / ENCODER_DIR),
+        preprocessor=preprocessor or str(path / PREPROCESSOR_DIR),
+        local_info=read_encoder_info(path) or {})
+  if spec in TUTORIAL_ENCODERS:
+    encoder, matching = TUTORIAL_ENCODERS[spec]
+    return EncoderSource(name=spec, encoder=encoder,
+                         preprocessor=preprocessor or matching)
+  if _is_url(spec):
+    return EncoderSource(name=spec, encoder=spec,
+                         preprocessor=preprocessor or _UNCASED_PREPROCESS)
+  known = ", ".join(sorted(TUTORIAL_ENCODERS)[:3])
+  raise EncoderUnavailable(
+      f"{spec!r} is neither a local encoder directory, a URL nor a tutorial "
+      f"encoder name (e.g. {known}, …)")

