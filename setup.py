@@ -17,6 +17,8 @@ RUNTIME = [
     "numpy>=1.26,<3",
     "safetensors>=0.4,<1",
     "matplotlib>=3.8,<4",
+    # tensorflow-hub 0.16 imports pkg_resources, which setuptools 80+ dropped.
+    "setuptools>=65,<80",
 ]
 
 # Tests read outputs the way analytics users do.

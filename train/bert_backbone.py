@@ -32,14 +32,16 @@ class LayerNorm(tf_keras.layers.Layer):
   """Layer normalisation computed in float32 whatever the compute dtype."""
 
   def __init__(self, epsilon: float, **kwargs):
-    # autocast=False: gamma and beta are read in float32, not rounded to bf16.
-    super().__init__(autocast=False, **kwargs)
+    super().__init__(**kwargs)
     self.epsilon = epsilon
 
   def build(self, input_shape):
     width = input_shape[-1]
-    self.gamma = self.add_weight("gamma", [width], initializer="ones")
-    self.beta = self.add_weight("beta", [width], initializer="zeros")
+    # Read in float32, not rounded to the bfloat16 compute dtype.
+    self.gamma = self.add_weight("gamma", [width], initializer="ones",
+                                 experimental_autocast=False)
+    self.beta = self.add_weight("beta", [width], initializer="zeros",
+                                experimental_autocast=False)
 
   def call(self, x):
     x32 = tf.cast(x, tf.float32)
@@ -70,8 +72,12 @@ class TransformerBlock(tf_keras.layers.Layer):
     self.output_norm = LayerNorm(config.layer_norm_eps, name="output_layer_norm",
                                  dtype=self.dtype_policy)
     self.activation = _ACTIVATIONS[config.hidden_act]
-    self.hidden_dropout = tf_keras.layers.Dropout(config.hidden_dropout)
-    self.attention_dropout = tf_keras.layers.Dropout(config.attention_dropout)
+    # Dropouts share the block's policy so that they do not cast bfloat16
+    # activations back to float32 between matmuls.
+    self.hidden_dropout = tf_keras.layers.Dropout(config.hidden_dropout,
+                                                  dtype=self.dtype_policy)
+    self.attention_dropout = tf_keras.layers.Dropout(config.attention_dropout,
+                                                     dtype=self.dtype_policy)
 
   def _split_heads(self, x, batch, length):
     x = tf.reshape(x, [batch, length, self.config.num_heads, self.head_size])
@@ -108,13 +114,13 @@ class BertBackbone(tf_keras.layers.Layer):
   """
 
   def __init__(self, config: BertConfig, **kwargs):
-    # autocast=False: embedding tables are summed in float32, then cast once.
-    super().__init__(autocast=False, **kwargs)
+    super().__init__(**kwargs)
     self.config = config
     self.embedding_norm = LayerNorm(config.layer_norm_eps,
                                     name="embeddings_layer_norm",
                                     dtype=self.dtype_policy)
-    self.embedding_dropout = tf_keras.layers.Dropout(config.hidden_dropout)
+    self.embedding_dropout = tf_keras.layers.Dropout(config.hidden_dropout,
+                                                     dtype=self.dtype_policy)
     self.blocks = [
         TransformerBlock(config, name=f"transformer_layer_{i}",
                          dtype=self.dtype_policy)
@@ -126,14 +132,18 @@ class BertBackbone(tf_keras.layers.Layer):
 
   def build(self, input_shape):
     c = self.config
+    # Embedding tables are summed in float32 and cast once (no autocast).
     init = lambda: tf_keras.initializers.TruncatedNormal(stddev=0.02)
     self.word_embeddings = self.add_weight(
-        "word_embeddings", [c.vocab_size, c.hidden_size], initializer=init())
+        "word_embeddings", [c.vocab_size, c.hidden_size], initializer=init(),
+        experimental_autocast=False)
     self.position_embeddings = self.add_weight(
         "position_embeddings", [c.max_position_embeddings, c.hidden_size],
-        initializer=init())
+        initializer=init(),
+        experimental_autocast=False)
     self.type_embeddings = self.add_weight(
-        "type_embeddings", [c.type_vocab_size, c.hidden_size], initializer=init())
+        "type_embeddings", [c.type_vocab_size, c.hidden_size], initializer=init(),
+        experimental_autocast=False)
     super().build(input_shape)
 
   def call(self, inputs: Dict[str, tf.Tensor], training=False):

@@ -47,10 +47,128 @@ def import_encoder_command(paths, seq_length, overwrite):
              f"{out}/encoder_info.json (weights sha256 {checkpoint.weights_sha256})")
 
 
+def _library_errors():
+  """The exceptions that mean bad input rather than a bug: one line each."""
+  from train.data import DataError
+  from train.encoders import EncoderUnavailable
+  from train.export import ReloadMismatch
+  from train.hf_checkpoint import CheckpointError
+  from train.run import RunExists
+  from train.trainer import ResumeMismatch, TrainingDiverged
+  return (DataError, EncoderUnavailable, ReloadMismatch, CheckpointError,
+          RunExists, ResumeMismatch, TrainingDiverged, FileExistsError)
+
+
+def _echo_err(message: str) -> None:
+  click.echo(message, err=True)
+
+
 @click.command()
-def train():
-  """Fine-tune BERT on labelled reviews (not yet wired)."""
-  raise click.ClickException("not implemented yet")
+@click.option("--data", "data_path", required=True,
+              type=click.Path(exists=True, path_type=pathlib.Path),
+              help="aclImdb-style tree (train/pos, train/neg, optional test/) "
+              "or Parquet file / directory with train.parquet and test.parquet.")
+@click.option("--encoder", required=True,
+              help="Directory from `import-encoder`, a tutorial name such as "
+              "small_bert/bert_en_uncased_L-4_H-512_A-8, or a TF Hub URL.")
+@click.option("--out", required=True,
+              type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Run directory: checkpoints, saved_model/, model_card.json.")
+@click.option("--preprocessor", default=None,
+              help="Override the preprocessor matched to the encoder.")
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1, 100))
+@click.option("--learning-rate", default=3e-5, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True))
+@click.option("--warmup-fraction", default=0.1, show_default=True,
+              type=click.FloatRange(0, 1))
+@click.option("--weight-decay", default=0.01, show_default=True,
+              type=click.FloatRange(0, 1))
+@click.option("--seq-length", default=128, show_default=True,
+              type=click.IntRange(16, 512), help="Wordpieces per review.")
+@click.option("--truncation", default="head", show_default=True,
+              type=click.Choice(["head", "head+tail"]),
+              help="Keep the first wordpieces, or the first --head-tokens and "
+              "the last ones (Sun et al. 2019).")
+@click.option("--head-tokens", default=128, show_default=True,
+              type=click.IntRange(1, 510), help="Head length for head+tail.")
+@click.option("--precision", default="float32", show_default=True,
+              type=click.Choice(["float32", "bfloat16", "float16"]),
+              help="Mixed precision: bfloat16 on CPUs with AVX-512 BF16, "
+              "float16 on GPUs.")
+@click.option("--pooling", default="cls", show_default=True,
+              type=click.Choice(["cls", "mean"]),
+              help="Encoder pooled output ([CLS] + tanh) or masked mean.")
+@click.option("--dropout", default=0.1, show_default=True, type=click.FloatRange(0, 1, max_open=True))
+@click.option("--patience", default=1, show_default=True, type=click.IntRange(0, 100),
+              help="Early stopping: epochs without a lower validation loss "
+              "before stopping (0 = never); the best weights are restored.")
+@click.option("--max-examples", default=None, type=click.IntRange(10),
+              help="Use a random subset of the labelled reviews (quick runs).")
+@click.option("--max-test-examples", default=None, type=click.IntRange(1),
+              help="Evaluate on a random subset of the test reviews.")
+@click.option("--validation-fraction", default=0.2, show_default=True,
+              type=click.FloatRange(0, 1, min_open=True, max_open=True))
+@click.option("--seed", default=42, show_default=True, type=int)
+@click.option("--checkpoint-every", default=500, show_default=True,
+              type=click.IntRange(1), help="Steps between checkpoints (and "
+              "one at the end of every epoch).")
+@click.option("--length-bucketing/--no-length-bucketing", default=True,
+              show_default=True, help="Batch reviews of similar length together.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--id-column", default="review_id", show_default=True)
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint.")
+def train(data_path, encoder, out, preprocessor, batch_size, epochs,
+          learning_rate, warmup_fraction, weight_decay, seq_length, truncation,
+          head_tokens, precision, pooling, dropout, patience, max_examples,
+          max_test_examples, validation_fraction, seed, checkpoint_every,
+          length_bucketing, text_column, label_column, id_column, resume):
+  """Fine-tune a BERT classifier on labelled reviews and export it.
+
+  Writes OUT/saved_model (raw strings in; logits, probability and label out),
+  OUT/model_card.json, OUT/history.json and OUT/training_curves.png. Progress
+  (per step, with the time left) goes to stderr.
+
+  \b
+  Example:
+      reviewscore import-encoder encoders/minilm
+      reviewscore train --data ../shared/data/imdb --encoder encoders/minilm \\
+          --out models/quick --max-examples 2000 --epochs 1
+  """
+  if precision == "float16":
+    import tensorflow as tf
+    if not tf.config.list_physical_devices("GPU"):
+      raise click.BadParameter("float16 needs a GPU; on CPUs use bfloat16",
+                               param_hint="--precision")
+  if truncation == "head" and head_tokens != 128:
+    raise click.UsageError("--head-tokens applies only to --truncation head+tail")
+  if truncation == "head+tail" and head_tokens > seq_length - 2:
+    raise click.BadParameter(f"must be at most --seq-length - 2 = {seq_length - 2}",
+                             param_hint="--head-tokens")
+  from train.run import train_and_export
+  from train.trainer import TrainSettings
+  settings = TrainSettings(
+      batch_size=batch_size, epochs=epochs, learning_rate=learning_rate,
+      warmup_fraction=warmup_fraction, weight_decay=weight_decay,
+      seq_length=seq_length, truncation=truncation, head_tokens=head_tokens,
+      precision=precision, pooling=pooling, dropout=dropout, patience=patience,
+      length_bucketing=length_bucketing, checkpoint_every_steps=checkpoint_every,
+      seed=seed, validation_fraction=validation_fraction,
+      max_examples=max_examples)
+  try:
+    card = train_and_export(
+        data_path=data_path, encoder=encoder, out=out, settings=settings,
+        preprocessor=preprocessor, text_column=text_column,
+        label_column=label_column, id_column=id_column, resume=resume,
+        max_test_examples=max_test_examples, progress=_echo_err)
+  except _library_errors() as e:
+    raise click.ClickException(str(e)) from None
+  summary = {split: round(m["accuracy"], 4)
+             for split, m in card["metrics"].items() if m.get("accuracy") is not None}
+  click.echo(f"model written to {out} (fingerprint {card['model_fingerprint'][:12]}); "
+             f"accuracy {summary}")
 
 
 @click.command()

@@ -1,0 +1,103 @@
+"""PNG figures for numbers people would rather look at than read."""
+import pathlib
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; workers and CI have no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.metrics import calibration_bins, roc_curve  # noqa: E402
+
+
+def _save(fig, path) -> pathlib.Path:
+  path = pathlib.Path(path)
+  fig.tight_layout()
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+  return path
+
+
+def score_histogram(scores, path, *, labels=None, threshold: float = 0.5,
+                    bins: int = 50):
+  """Histogram of scores (split by true label when labels are known)."""
+  fig, ax = plt.subplots(figsize=(6, 4))
+  edges = np.linspace(0, 1, bins + 1)
+  if labels is None:
+    ax.hist(scores, bins=edges, color="tab:blue")
+  else:
+    labels = np.asarray(labels)
+    ax.hist(np.asarray(scores)[labels == 0], bins=edges, alpha=0.6,
+            label="true neg", color="tab:red")
+    ax.hist(np.asarray(scores)[labels == 1], bins=edges, alpha=0.6,
+            label="true pos", color="tab:green")
+    ax.legend()
+  ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
+  ax.set(xlabel="score (positive-class probability)", ylabel="reviews",
+         title=f"Score distribution ({len(scores):,} reviews)")
+  return _save(fig, path)
+
+
+def reliability_diagram(labels, scores, path, *, bins: int = 10):
+  """Observed positive rate against mean score per bin (calibration)."""
+  calibration = calibration_bins(np.asarray(labels), np.asarray(scores), bins)
+  fig, ax = plt.subplots(figsize=(5, 5))
+  ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
+  ax.plot(calibration["mean_score"], calibration["positive_rate"], marker="o",
+          label="model")
+  ax.set(xlabel="mean score in bin", ylabel="fraction positive",
+         xlim=(0, 1), ylim=(0, 1), title="Reliability diagram")
+  ax.legend(loc="upper left")
+  return _save(fig, path)
+
+
+def roc_plot(labels, scores, path, *, auc=None):
+  fpr, tpr = roc_curve(np.asarray(labels), np.asarray(scores))
+  fig, ax = plt.subplots(figsize=(5, 5))
+  ax.plot(fpr, tpr, label=f"AUC {auc:.4f}" if auc is not None else None)
+  ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
+  ax.set(xlabel="false positive rate", ylabel="true positive rate",
+         title="ROC curve")
+  if auc is not None:
+    ax.legend(loc="lower right")
+  return _save(fig, path)
+
+
+def confusion_plot(matrix: Sequence[Sequence[int]], class_names, path):
+  matrix = np.asarray(matrix)
+  fig, ax = plt.subplots(figsize=(4, 4))
+  ax.imshow(matrix, cmap="Blues")
+  for (i, j), value in np.ndenumerate(matrix):
+    ax.text(j, i, f"{value:,}", ha="center", va="center",
+            color="white" if value > matrix.max() / 2 else "black")
+  ax.set_xticks(range(len(class_names)), class_names)
+  ax.set_yticks(range(len(class_names)), class_names)
+  ax.set(xlabel="predicted", ylabel="true", title="Confusion matrix")
+  return _save(fig, path)
+
+
+def label_shares(counts: dict, path):
+  fig, ax = plt.subplots(figsize=(5, 3))
+  names = list(counts)
+  values = [counts[n] for n in names]
+  ax.bar(names, values, color=["tab:red", "tab:green", "tab:grey"][:len(names)])
+  total = max(sum(values), 1)
+  for i, value in enumerate(values):
+    ax.text(i, value, f"{value / total:.1%}", ha="center", va="bottom")
+  ax.set(ylabel="reviews", title="Predicted label shares")
+  return _save(fig, path)
+
+
+def training_curves(history, path):
+  """Loss and accuracy per epoch, training and validation."""
+  epochs = [h["epoch"] for h in history]
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+  for ax, key, title in ((loss_ax, "loss", "Loss"), (acc_ax, "accuracy", "Accuracy")):
+    ax.plot(epochs, [h[key] for h in history], marker="o", label="training")
+    ax.plot(epochs, [h["val_" + key] for h in history], marker="o",
+            label="validation")
+    ax.set(xlabel="epoch", title=title)
+    ax.set_xticks(epochs)
+    ax.legend()
+  return _save(fig, path)

@@ -1,0 +1,93 @@
+"""The review classifier: encoder → pooled output → Dropout → Dense(1) logits.
+
+It takes token ids (the three BERT inputs, any padded length) rather than
+strings, so that training can tokenize once and pad each batch only to its
+longest review; the exported SavedModel puts the preprocessor in front.
+"""
+import json
+import pathlib
+from typing import Optional
+
+import tensorflow as tf
+import tensorflow_hub as hub
+import tf_keras
+
+from train.bert_backbone import BertBackbone
+from train.bert_config import BertConfig
+from train.encoders import EncoderSource
+
+INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
+POOLINGS = ("cls", "mean")
+PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16",
+              "float16": "mixed_float16"}
+
+
+class MaskedMeanPooling(tf_keras.layers.Layer):
+  """Mean of the sequence output over real (non-padding) tokens."""
+
+  def call(self, sequence_output, mask):
+    weights = tf.cast(mask, sequence_output.dtype)[:, :, tf.newaxis]
+    total = tf.reduce_sum(sequence_output * weights, axis=1)
+    return total / tf.maximum(tf.reduce_sum(weights, axis=1), 1)
+
+
+def _restore_backbone(backbone: BertBackbone, encoder_dir: str) -> None:
+  """Reads imported weights into a fresh backbone by object path.
+
+  The encoder SavedModel's root holds the backbone as `backbone`, so a
+  checkpoint with the same structure matches variable for variable.
+  """
+  status = tf.train.Checkpoint(backbone=backbone).read(
+      str(pathlib.Path(encoder_dir) / "variables" / "variables"))
+  status.expect_partial().assert_existing_objects_matched()
+
+
+def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
+                     pooling: str = "cls", dropout: float = 0.1,
+                     use_hub_layer: Optional[bool] = None,
+                     restore_encoder: bool = True) -> tf_keras.Model:
+  """Builds the token-ids → logits model.
+
+  Local encoders (from `import-encoder`) are rebuilt as our BertBackbone so
+  that the mixed-precision policy applies to every matmul; hub handles (or
+  `use_hub_layer=True`) load through `hub.KerasLayer(trainable=True)`, whose
+  graph computes in the dtype it was saved with.
+  """
+  if pooling not in POOLINGS:
+    raise ValueError(f"pooling must be one of {POOLINGS}")
+  policy = tf_keras.mixed_precision.Policy(PRECISIONS[precision])
+  inputs = {name: tf_keras.Input(shape=(None,), dtype=tf.int32, name=name)
+            for name in INPUT_NAMES}
+  if use_hub_layer is None:
+    use_hub_layer = not encoder.is_local
+  if use_hub_layer:
+    encoder_layer = hub.KerasLayer(encoder.encoder, trainable=True,
+                                   name="encoder")
+  else:
+    config = BertConfig.from_dict(encoder.local_info["bert_config"])
+    encoder_layer = BertBackbone(config, name="encoder", dtype=policy)
+  outputs = encoder_layer(inputs)
+  if pooling == "cls":
+    features = outputs["pooled_output"]
+  else:
+    features = MaskedMeanPooling(name="mean_pooling", dtype=policy)(
+        outputs["sequence_output"], inputs["input_mask"])
+  features = tf_keras.layers.Dropout(dropout, name="dropout",
+                                     dtype=policy)(features)
+  # The head stays float32: logits feed a loss and a threshold.
+  logits = tf_keras.layers.Dense(1, name="classifier", dtype="float32")(features)
+  logits = tf_keras.layers.Reshape((), name="logits", dtype="float32")(logits)
+  model = tf_keras.Model(inputs, logits, name="review_classifier")
+  if restore_encoder and not use_hub_layer:
+    _restore_backbone(encoder_layer, encoder.encoder)
+  return model
+
+
+def weights_fingerprint(model: tf_keras.Model) -> str:
+  """sha256 over every weight's name and bytes: changes when any weight does."""
+  import hashlib
+  digest = hashlib.sha256()
+  for variable in sorted(model.weights, key=lambda v: v.name):
+    digest.update(variable.name.encode())
+    digest.update(tf.cast(variable, tf.float32).numpy().tobytes())
+  return digest.hexdigest()

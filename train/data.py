@@ -1,0 +1,160 @@
+"""Labelled reviews: reading aclImdb-style trees or Parquet, and splitting.
+
+Both layouts the tutorial world uses are accepted:
+- a folder tree `ROOT/train/<class>/*.txt` (and `ROOT/test/<class>/*.txt`), as
+  `text_dataset_from_directory` reads it, the class names being the folder
+  names in sorted order (`neg`, `pos`); other folders such as `unsup` are
+  ignored;
+- Parquet with a text and a label column: a single file, or a directory with
+  `train.parquet` and `test.parquet` (as in `../shared/data/imdb`).
+"""
+import dataclasses
+import hashlib
+import pathlib
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+DEFAULT_CLASS_NAMES = ("neg", "pos")
+
+
+class DataError(Exception):
+  """Labelled data cannot be read: missing path, columns or classes."""
+
+
+@dataclasses.dataclass
+class LabelledReviews:
+  ids: List[str]
+  texts: List[str]
+  labels: np.ndarray  # int32 class indices
+  source: str
+
+  def __len__(self):
+    return len(self.texts)
+
+  def subset(self, indices: np.ndarray) -> "LabelledReviews":
+    return LabelledReviews(ids=[self.ids[i] for i in indices],
+                           texts=[self.texts[i] for i in indices],
+                           labels=self.labels[indices], source=self.source)
+
+  def fingerprint(self) -> str:
+    """sha256 over ids, labels and texts: names the exact data a model saw."""
+    digest = hashlib.sha256()
+    for review_id, text, label in zip(self.ids, self.texts, self.labels):
+      digest.update(review_id.encode("utf-8", "surrogatepass") + b"\0")
+      digest.update(str(int(label)).encode() + b"\0")
+      digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+  def summary(self) -> dict:
+    counts = np.bincount(self.labels, minlength=2).tolist() if len(self) else []
+    return {"source": self.source, "rows": len(self),
+            "class_counts": counts, "sha256": self.fingerprint()}
+
+
+def _read_tree_split(split_dir: pathlib.Path, class_names: Sequence[str]
+                     ) -> LabelledReviews:
+  ids, texts, labels = [], [], []
+  for label, name in enumerate(class_names):
+    class_dir = split_dir / name
+    if not class_dir.is_dir():
+      raise DataError(f"{split_dir}: missing class folder {name!r}")
+    for path in sorted(class_dir.glob("*.txt")):
+      ids.append(str(path.relative_to(split_dir.parent).with_suffix("")))
+      texts.append(path.read_bytes().decode("utf-8", errors="replace"))
+      labels.append(label)
+  if not texts:
+    raise DataError(f"{split_dir}: no .txt reviews under {list(class_names)}")
+  return LabelledReviews(ids=ids, texts=texts,
+                         labels=np.asarray(labels, np.int32),
+                         source=str(split_dir))
+
+
+def _read_parquet(path: pathlib.Path, *, text_column: str, label_column: str,
+                  id_column: str, class_names: Sequence[str]
+                  ) -> LabelledReviews:
+  try:
+    schema = pq.read_schema(path)
+  except Exception as e:  # pyarrow raises several types for damaged files
+    raise DataError(f"{path}: not a readable Parquet file ({e})") from None
+  for column in (text_column, label_column):
+    if column not in schema.names:
+      raise DataError(f"{path}: no column {column!r} (columns: {schema.names})")
+  columns = [text_column, label_column] + (
+      [id_column] if id_column in schema.names else [])
+  table = pq.read_table(path, columns=columns)
+  table = table.filter(pc.is_valid(table[label_column]))  # unlabelled rows
+  texts = table[text_column].to_pylist()
+  raw_labels = table[label_column].to_pylist()
+  if raw_labels and isinstance(raw_labels[0], str):
+    index = {name: i for i, name in enumerate(class_names)}
+    unknown = sorted(set(raw_labels) - set(index))
+    if unknown:
+      raise DataError(f"{path}: labels {unknown[:5]} are not among {list(class_names)}")
+    labels = np.asarray([index[v] for v in raw_labels], np.int32)
+  else:
+    labels = np.asarray(raw_labels, np.int32)
+    if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
+      raise DataError(f"{path}: label ids must lie in [0, {len(class_names)})")
+  ids = (table[id_column].to_pylist() if id_column in schema.names
+         else [f"{path.name}:{i}" for i in range(len(texts))])
+  bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+  if bad:
+    raise DataError(f"{path}: {len(bad)} rows have null or empty text "
+                    f"(first id {ids[bad[0]]!r})")
+  return LabelledReviews(ids=[str(i) for i in ids], texts=texts, labels=labels,
+                         source=str(path))
+
+
+def read_labelled(path, split: str = "train", *, text_column: str = "text",
+                  label_column: str = "label", id_column: str = "review_id",
+                  class_names: Sequence[str] = DEFAULT_CLASS_NAMES
+                  ) -> Optional[LabelledReviews]:
+  """Reads one split (`train` or `test`) of labelled reviews.
+
+  Returns None when PATH is a directory that simply has no such split (a tree
+  without `test/`); raises DataError for anything that is there but broken.
+  """
+  path = pathlib.Path(path).expanduser()
+  parquet_options = dict(text_column=text_column, label_column=label_column,
+                         id_column=id_column, class_names=class_names)
+  if path.is_file():
+    if split != "train":
+      return None
+    return _read_parquet(path, **parquet_options)
+  if not path.is_dir():
+    raise DataError(f"{path}: no such file or directory")
+  if (path / split).is_dir():
+    return _read_tree_split(path / split, class_names)
+  if (path / f"{split}.parquet").is_file():
+    return _read_parquet(path / f"{split}.parquet", **parquet_options)
+  if split == "train":
+    raise DataError(f"{path}: expected train/<class>/*.txt folders or "
+                    "train.parquet")
+  return None
+
+
+def split_train_validation(data: LabelledReviews, *,
+                           validation_fraction: float = 0.2, seed: int = 42
+                           ) -> Tuple[LabelledReviews, LabelledReviews]:
+  """A reproducible shuffled split: the same seed gives the same rows."""
+  if not 0.0 < validation_fraction < 1.0:
+    raise ValueError("validation_fraction must lie in (0, 1)")
+  order = np.random.default_rng(seed).permutation(len(data))
+  n_validation = int(round(len(data) * validation_fraction))
+  if n_validation == 0 or n_validation == len(data):
+    raise DataError(f"{len(data)} reviews are too few to split "
+                    f"{validation_fraction:.0%} off for validation")
+  return (data.subset(np.sort(order[n_validation:])),
+          data.subset(np.sort(order[:n_validation])))
+
+
+def sample(data: LabelledReviews, max_examples: Optional[int], *, seed: int
+           ) -> LabelledReviews:
+  """A class-mixed random subset, for quick runs (`--max-examples`)."""
+  if not max_examples or max_examples >= len(data):
+    return data
+  order = np.random.default_rng(seed).permutation(len(data))[:max_examples]
+  return data.subset(np.sort(order))

@@ -1,0 +1,47 @@
+"""Strings → BERT inputs with the truncation a model was trained with.
+
+`head` keeps the first wordpieces (what TF Hub's preprocessor does);
+`head+tail` keeps the first `head_tokens` and fills the rest of the budget
+with the last ones, the best strategy for long reviews in Sun et al. (2019),
+"How to Fine-Tune BERT for Text Classification?". Works with any TF Hub-style
+preprocessor through its `tokenize` and `bert_pack_inputs`.
+"""
+import tensorflow as tf
+
+TRUNCATIONS = ("head", "head+tail")
+
+
+class ReviewPacker(tf.Module):
+
+  def __init__(self, preprocessor, *, seq_length: int, truncation: str = "head",
+               head_tokens: int = 128, name=None):
+    super().__init__(name=name)
+    if truncation not in TRUNCATIONS:
+      raise ValueError(f"truncation must be one of {TRUNCATIONS}")
+    self.preprocessor = preprocessor
+    self.seq_length = seq_length
+    self.truncation = truncation
+    budget = seq_length - 2  # [CLS] and [SEP]
+    self.head_tokens = min(head_tokens, budget) if truncation == "head+tail" else budget
+    self.tail_tokens = budget - self.head_tokens
+
+  def _truncate(self, tokens: tf.RaggedTensor) -> tf.RaggedTensor:
+    if self.tail_tokens == 0:
+      return tokens[:, :self.head_tokens]
+    lengths = tokens.row_lengths()
+    head = tf.minimum(lengths, self.head_tokens)
+    tail = tf.clip_by_value(lengths - self.head_tokens, 0, self.tail_tokens)
+    keep = tf.concat([tf.ragged.range(head),
+                      tf.ragged.range(lengths - tail, lengths)], axis=1)
+    return tf.gather(tokens, keep, batch_dims=1)
+
+  def pack(self, strings):
+    """[batch] strings → dict of int32 [batch, seq_length] BERT inputs."""
+    words = self.preprocessor.tokenize(strings)
+    tokens = tf.cast(words.merge_dims(-2, -1), tf.int32)
+    return self.preprocessor.bert_pack_inputs([self._truncate(tokens)],
+                                              self.seq_length)
+
+  def describe(self) -> dict:
+    return {"seq_length": self.seq_length, "truncation": self.truncation,
+            "head_tokens": self.head_tokens, "tail_tokens": self.tail_tokens}

@@ -1,0 +1,192 @@
+"""One training run end to end: data → fine-tuning → export → model card.
+
+`train_and_export` is what `reviewscore train` calls and what tests call.
+"""
+import dataclasses
+import datetime
+import json
+import pathlib
+import platform
+import shutil
+from typing import Callable, Optional
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_hub as hub
+
+from pipeline import metrics as metric_lib
+from pipeline import plots
+from train import data as data_lib
+from train.classifier import build_classifier, weights_fingerprint
+from train.encoders import EncoderSource, check_reachable, resolve_encoder
+from train.export import (FORMAT_VERSION, MODEL_CARD_FILE, SAVED_MODEL_DIR,
+                          ServingModule, check_reload, replace_dir,
+                          save_serving_model, write_json)
+from train.review_packer import ReviewPacker
+from train.trainer import (STATE_FILE, Trainer, TrainSettings,
+                           make_logits_fn, predict_logits, tokenize_reviews)
+
+CLASS_NAMES = data_lib.DEFAULT_CLASS_NAMES
+THRESHOLD = 0.5
+RELOAD_SAMPLE = 32
+
+
+class RunExists(Exception):
+  """`--out` already holds a run and `--resume` was not given."""
+
+
+def _versions() -> dict:
+  import apache_beam
+  import pyarrow
+  import tensorflow_text
+  import tf_keras
+  return {"python": platform.python_version(), "tensorflow": tf.__version__,
+          "tensorflow_text": tensorflow_text.__version__,
+          "tf_keras": tf_keras.__version__, "tensorflow_hub": hub.__version__,
+          "apache_beam": apache_beam.__version__, "pyarrow": pyarrow.__version__}
+
+
+def _probabilities(logits: np.ndarray) -> np.ndarray:
+  return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+
+
+def _bfloat16_supported() -> bool:
+  return bool(tf.config.list_physical_devices("GPU")) or "avx512_bf16" in (
+      pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path(
+          "/proc/cpuinfo").exists() else "")
+
+
+def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
+                     preprocessor: Optional[str] = None,
+                     text_column: str = "text", label_column: str = "label",
+                     id_column: str = "review_id", resume: bool = False,
+                     max_test_examples: Optional[int] = None,
+                     use_hub_layer: Optional[bool] = None,
+                     progress: Callable[[str], None] = print) -> dict:
+  """Trains, evaluates and exports; returns the model card."""
+  out = pathlib.Path(out)
+  source = resolve_encoder(encoder, preprocessor=preprocessor)
+  check_reachable(source.encoder)
+  check_reachable(source.preprocessor)
+  if (out / STATE_FILE).exists() and not resume:
+    raise RunExists(f"{out} already holds a training run: pass --resume to "
+                    "continue it or choose another --out")
+  out.mkdir(parents=True, exist_ok=True)
+
+  columns = dict(text_column=text_column, label_column=label_column,
+                 id_column=id_column, class_names=CLASS_NAMES)
+  labelled = data_lib.read_labelled(data_path, "train", **columns)
+  labelled = data_lib.sample(labelled, settings.max_examples, seed=settings.seed)
+  train_set, validation_set = data_lib.split_train_validation(
+      labelled, validation_fraction=settings.validation_fraction,
+      seed=settings.seed)
+  test_set = data_lib.read_labelled(data_path, "test", **columns)
+  if test_set is not None:
+    test_set = data_lib.sample(test_set, max_test_examples, seed=settings.seed)
+  progress(f"data: {len(train_set):,} training, {len(validation_set):,} "
+           f"validation, {len(test_set) if test_set else 0:,} test reviews")
+
+  packer = ReviewPacker(hub.load(source.preprocessor),
+                        seq_length=settings.seq_length,
+                        truncation=settings.truncation,
+                        head_tokens=settings.head_tokens)
+  tokenized = {name: tokenize_reviews(packer, split.texts, split.labels)
+               for name, split in (("train", train_set),
+                                   ("validation", validation_set),
+                                   ("test", test_set)) if split is not None}
+  model = build_classifier(source, precision=settings.precision,
+                           pooling=settings.pooling, dropout=settings.dropout,
+                           use_hub_layer=use_hub_layer)
+  identity = {"encoder": source.provenance(),
+              "train_sha256": train_set.fingerprint(),
+              "validation_sha256": validation_set.fingerprint()}
+  trainer = Trainer(model, settings, tokenized["train"], tokenized["validation"],
+                    out, run_identity=identity, progress=progress)
+  if resume and not trainer.restore():
+    progress(f"nothing to resume in {out}: starting a new run")
+  state = trainer.run()
+
+  # Evaluate with the exact function that will be exported.
+  logits_fn = make_logits_fn(model)
+  evaluation = {}
+  for name, split in tokenized.items():
+    if name == "train":
+      continue
+    probabilities = _probabilities(predict_logits(logits_fn, split))
+    evaluation[name] = (split.labels, probabilities)
+  progress("evaluation: " + ", ".join(
+      f"{name} accuracy {np.mean((p >= THRESHOLD) == (y == 1)):.4f}"
+      for name, (y, p) in evaluation.items()))
+
+  classifiers = {settings.precision: model}
+  if not use_hub_layer and source.is_local:
+    # A second copy in the other precision, so scoring can choose.
+    other = "bfloat16" if settings.precision == "float32" else "float32"
+    if other != "bfloat16" or _bfloat16_supported():
+      twin = build_classifier(source, precision=other, pooling=settings.pooling,
+                              dropout=settings.dropout, restore_encoder=False)
+      twin.set_weights(model.get_weights())
+      classifiers[other] = twin
+  serving_precision = "float32" if settings.precision == "float16" else settings.precision
+  if serving_precision not in classifiers:
+    serving_precision = settings.precision
+  module = ServingModule(packer, classifiers, serving_precision=serving_precision,
+                         threshold=THRESHOLD)
+
+  staging = out / (SAVED_MODEL_DIR + ".partial")
+  if staging.exists():
+    shutil.rmtree(staging)
+  save_serving_model(module, staging)
+  sample_texts = (test_set or validation_set).texts[:RELOAD_SAMPLE]
+  in_memory = module.serve(tf.constant(sample_texts))["probability"].numpy()
+  reload_difference = check_reload(staging, sample_texts, in_memory)
+  progress(f"reload check: a fresh process reproduces the scores "
+           f"(max difference {reload_difference:.2g})")
+  replace_dir(staging, out / SAVED_MODEL_DIR)
+
+  best = state["history"][state["best_epoch"] - 1]
+  metrics = {"train": {"accuracy": best["accuracy"], "loss": best["loss"],
+                       "epoch": best["epoch"]}}
+  for name, (labels, probabilities) in evaluation.items():
+    metrics[name] = metric_lib.binary_metrics(labels, probabilities,
+                                              threshold=THRESHOLD)
+  write_json(out / "history.json", state["history"])
+  plots.training_curves(state["history"], out / "training_curves.png")
+  if "test" in evaluation:
+    labels, probabilities = evaluation["test"]
+    plots.reliability_diagram(labels, probabilities, out / "reliability.png")
+    plots.score_histogram(probabilities, out / "score_histogram.png",
+                          labels=labels, threshold=THRESHOLD)
+
+  card = {
+      "format_version": FORMAT_VERSION,
+      "model_name": out.resolve().name,
+      "model_fingerprint": weights_fingerprint(model),
+      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      "class_names": list(CLASS_NAMES),
+      "threshold": THRESHOLD,
+      "seq_length": settings.seq_length,
+      "truncation": packer.describe(),
+      "pooling": settings.pooling,
+      "serving_precision": serving_precision,
+      "precisions": sorted(classifiers),
+      "signatures": sorted(module.signatures()),
+      "encoder": source.provenance(),
+      "hyperparameters": settings.to_dict(),
+      "training": {"epochs_run": len(state["history"]),
+                   "best_epoch": state["best_epoch"],
+                   "stopped_early": state["stopped_early"],
+                   "steps": trainer.step, "total_steps": trainer.total_steps},
+      "metrics": metrics,
+      "data": {"train": train_set.summary(),
+               "validation": validation_set.summary(),
+               "test": test_set.summary() if test_set else None,
+               "columns": {"text": text_column, "label": label_column,
+                           "id": id_column}},
+      "reload_check_max_difference": reload_difference,
+      "versions": _versions(),
+  }
+  # Written last: a model directory with a card is a finished one.
+  write_json(out / MODEL_CARD_FILE, card)
+  return card

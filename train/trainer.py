@@ -1,0 +1,364 @@
+"""The fine-tuning loop: AdamW with warm-up, checkpoints, resume, early stopping.
+
+A custom loop rather than `Model.fit` because a long run must resume in the
+middle of an epoch and end with exactly the steps of an unbroken run: batch
+order is a pure function of (seed, epoch), the step counter lives in the
+optimizer, and the running epoch sums live in the checkpoint.
+"""
+import dataclasses
+import json
+import math
+import os
+import pathlib
+import time
+from typing import Callable, List, Optional
+
+import numpy as np
+import tensorflow as tf
+import tf_keras
+
+from train.schedule import WarmupLinearDecay
+
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+STATE_FILE = "train_state.json"
+# Weight decay is not applied to biases and layer-norm parameters (as in BERT).
+_NO_DECAY = ["bias", "gamma", "beta"]
+
+
+class TrainingDiverged(Exception):
+  """The loss stopped being finite; the last good checkpoint is kept."""
+
+
+class ResumeMismatch(Exception):
+  """`--resume` found a run made with different settings or data."""
+
+
+@dataclasses.dataclass
+class TrainSettings:
+  batch_size: int = 32
+  epochs: int = 3
+  learning_rate: float = 3e-5
+  warmup_fraction: float = 0.1
+  weight_decay: float = 0.01
+  seq_length: int = 128
+  truncation: str = "head"
+  head_tokens: int = 128
+  precision: str = "float32"
+  pooling: str = "cls"
+  dropout: float = 0.1
+  patience: int = 1
+  length_bucketing: bool = True
+  checkpoint_every_steps: int = 500
+  seed: int = 42
+  validation_fraction: float = 0.2
+  max_examples: Optional[int] = None
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TokenizedReviews:
+  """Token ids at the model's sequence length, with the true lengths."""
+  word_ids: np.ndarray  # int32 [n, seq_length], padded with 0
+  lengths: np.ndarray  # int32 [n], including [CLS] and [SEP]
+  labels: np.ndarray  # int32 [n]
+
+  def __len__(self):
+    return len(self.lengths)
+
+
+def tokenize_reviews(packer, texts, labels, *, batch_size: int = 512
+                     ) -> TokenizedReviews:
+  pack = tf.function(packer.pack,
+                     input_signature=[tf.TensorSpec([None], tf.string)])
+  ids, lengths = [], []
+  for start in range(0, len(texts), batch_size):
+    packed = pack(tf.constant(texts[start:start + batch_size]))
+    ids.append(packed["input_word_ids"].numpy())
+    lengths.append(packed["input_mask"].numpy().sum(axis=1).astype(np.int32))
+  return TokenizedReviews(np.concatenate(ids), np.concatenate(lengths),
+                          np.asarray(labels, np.int32))
+
+
+def epoch_batches(lengths: np.ndarray, *, batch_size: int, seed: int,
+                  epoch: int, length_bucketing: bool) -> List[np.ndarray]:
+  """The batches of one epoch, a pure function of (seed, epoch).
+
+  With length bucketing, shuffled rows are sorted by length within windows of
+  64 batches and the batches are shuffled again: batches stay random but
+  their rows have similar lengths, so little compute goes to padding.
+  """
+  rng = np.random.default_rng([seed, epoch])
+  order = rng.permutation(len(lengths))
+  if length_bucketing:
+    window = batch_size * 64
+    order = np.concatenate([
+        chunk[np.argsort(lengths[chunk], kind="stable")]
+        for chunk in np.array_split(order, max(1, math.ceil(len(order) / window)))
+    ])
+  batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+  if length_bucketing:
+    batches = [batches[i] for i in rng.permutation(len(batches))]
+  return batches
+
+
+def _batch_inputs(data: TokenizedReviews, rows: np.ndarray):
+  length = int(data.lengths[rows].max())
+  word_ids = data.word_ids[rows, :length]
+  mask = (np.arange(length)[np.newaxis, :] < data.lengths[rows, np.newaxis])
+  return word_ids, mask.astype(np.int32)
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  hours, rest = divmod(seconds, 3600)
+  return (f"{hours}h{rest // 60:02d}m" if hours else
+          f"{rest // 60}m{rest % 60:02d}s")
+
+
+_TOKEN_SPECS = [tf.TensorSpec([None, None], tf.int32),
+                tf.TensorSpec([None, None], tf.int32)]
+
+
+def make_logits_fn(model):
+  """A traced token-ids → logits function for evaluation (no retracing)."""
+  @tf.function(input_signature=_TOKEN_SPECS)
+  def logits_fn(word_ids, mask):
+    return model({"input_word_ids": word_ids, "input_mask": mask,
+                  "input_type_ids": tf.zeros_like(word_ids)}, training=False)
+  return logits_fn
+
+
+def predict_logits(logits_fn, data: TokenizedReviews, *, batch_size: int = 64
+                   ) -> np.ndarray:
+  """Logits in input order; rows are batched by length to cut padding."""
+  order = np.argsort(data.lengths, kind="stable")
+  logits = np.empty(len(data), np.float32)
+  for start in range(0, len(order), batch_size):
+    rows = order[start:start + batch_size]
+    word_ids, mask = _batch_inputs(data, rows)
+    logits[rows] = logits_fn(word_ids, mask).numpy()
+  return logits
+
+
+def binary_log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
+  labels = labels.astype(np.float64)
+  logits = logits.astype(np.float64)
+  # log(1 + exp(-|z|)) + max(z, 0) - z*y: stable for large |z|.
+  losses = np.logaddexp(0.0, -np.abs(logits)) + np.maximum(logits, 0) - logits * labels
+  return float(losses.mean())
+
+
+class Trainer:
+  """Runs (or resumes) one fine-tuning run in `workdir`."""
+
+  def __init__(self, model: tf_keras.Model, settings: TrainSettings,
+               train_data: TokenizedReviews, validation_data: TokenizedReviews,
+               workdir, *, run_identity: dict,
+               progress: Callable[[str], None] = print,
+               log_every_steps: int = 20):
+    self.model = model
+    self.settings = settings
+    self.train_data = train_data
+    self.validation_data = validation_data
+    self.workdir = pathlib.Path(workdir)
+    self.progress = progress
+    self.log_every_steps = log_every_steps
+    self.run_identity = run_identity
+    self.steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
+    self.total_steps = self.steps_per_epoch * settings.epochs
+    schedule = WarmupLinearDecay(
+        settings.learning_rate, self.total_steps,
+        int(round(settings.warmup_fraction * self.total_steps)))
+    self.schedule = schedule
+    optimizer = tf_keras.optimizers.AdamW(
+        learning_rate=schedule, weight_decay=settings.weight_decay,
+        epsilon=1e-6, global_clipnorm=1.0)
+    optimizer.exclude_from_weight_decay(var_names=_NO_DECAY)
+    if settings.precision == "float16":
+      optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+    self.optimizer = optimizer
+    self.loss_fn = tf_keras.losses.BinaryCrossentropy(from_logits=True)
+    # Running sums of the current epoch, checkpointed so a resumed epoch
+    # reports the same training loss as an unbroken one.
+    self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    self.correct_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    self.seen = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    self.checkpoint = tf.train.Checkpoint(
+        model=model, optimizer=optimizer, loss_sum=self.loss_sum,
+        correct_sum=self.correct_sum, seen=self.seen)
+    self.manager = tf.train.CheckpointManager(
+        self.checkpoint, str(self.workdir / CHECKPOINT_DIR), max_to_keep=2)
+    self.best_checkpoint = tf.train.Checkpoint(model=model)
+    self.state = {"history": [], "best_val_loss": None, "best_epoch": None,
+                  "epochs_without_improvement": 0, "finished": False,
+                  "stopped_early": False}
+    self._train_step = self._make_train_step()
+    self._logits_fn = make_logits_fn(model)
+
+  # -- state ---------------------------------------------------------------
+  @property
+  def step(self) -> int:
+    return int(self.optimizer.iterations.numpy())
+
+  def _state_path(self) -> pathlib.Path:
+    return self.workdir / STATE_FILE
+
+  def _save_state(self):
+    record = {"settings": self.settings.to_dict(), "identity": self.run_identity,
+              "steps_per_epoch": self.steps_per_epoch, **self.state}
+    tmp = self._state_path().with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, self._state_path())
+
+  def _save_checkpoint(self):
+    self.manager.save(checkpoint_number=self.step)
+    self._save_state()
+
+  def restore(self) -> bool:
+    """Loads the latest checkpoint of a previous run; False if there is none."""
+    if not self._state_path().exists() or not self.manager.latest_checkpoint:
+      return False
+    saved = json.loads(self._state_path().read_text())
+    if saved["settings"] != self.settings.to_dict():
+      changed = sorted(k for k, v in saved["settings"].items()
+                       if self.settings.to_dict().get(k) != v)
+      raise ResumeMismatch(
+          f"{self.workdir} holds a run with other settings ({', '.join(changed)}); "
+          "resume with the same options or choose another --out")
+    if saved["identity"] != self.run_identity:
+      raise ResumeMismatch(
+          f"{self.workdir} holds a run on other data or another encoder")
+    self.checkpoint.restore(self.manager.latest_checkpoint)
+    self.state = {k: saved[k] for k in self.state}
+    self.progress(f"resumed from step {self.step} of {self.total_steps} "
+                  f"({self.manager.latest_checkpoint})")
+    return True
+
+  # -- steps ---------------------------------------------------------------
+  def _make_train_step(self):
+    model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
+    scaled = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+
+    @tf.function(input_signature=_TOKEN_SPECS + [tf.TensorSpec([None], tf.float32)])
+    def train_step(word_ids, mask, labels):
+      inputs = {"input_word_ids": word_ids, "input_mask": mask,
+                "input_type_ids": tf.zeros_like(word_ids)}
+      with tf.GradientTape() as tape:
+        logits = model(inputs, training=True)
+        loss = loss_fn(labels, logits)
+        scaled_loss = optimizer.get_scaled_loss(loss) if scaled else loss
+      grads = tape.gradient(scaled_loss, model.trainable_variables)
+      if scaled:
+        grads = optimizer.get_unscaled_gradients(grads)
+      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+      count = tf.cast(tf.shape(labels)[0], tf.float64)
+      correct = tf.reduce_sum(tf.cast(
+          tf.equal(tf.cast(logits > 0, tf.float32), labels), tf.float64))
+      self.loss_sum.assign_add(tf.cast(loss, tf.float64) * count)
+      self.correct_sum.assign_add(correct)
+      self.seen.assign_add(count)
+      return loss
+    return train_step
+
+  def evaluate(self, data: TokenizedReviews) -> dict:
+    logits = predict_logits(self._logits_fn, data)
+    return {"loss": binary_log_loss(data.labels, logits),
+            "accuracy": float(np.mean((logits > 0) == (data.labels == 1)))}
+
+  # -- loop ----------------------------------------------------------------
+  def run(self) -> dict:
+    s = self.settings
+    start_time = time.monotonic()
+    start_step = self.step
+    while not self.state["finished"]:
+      epoch, done_in_epoch = divmod(self.step, self.steps_per_epoch)
+      if done_in_epoch == 0 and epoch > len(self.state["history"]):
+        # Cut off after an epoch's last step but before its validation.
+        self._end_epoch(epoch - 1, 0.0)
+        continue
+      if epoch >= s.epochs:
+        self.state["finished"] = True
+        break
+      if done_in_epoch == 0:
+        for v in (self.loss_sum, self.correct_sum, self.seen):
+          v.assign(0.0)
+      batches = epoch_batches(self.train_data.lengths, batch_size=s.batch_size,
+                              seed=s.seed, epoch=epoch,
+                              length_bucketing=s.length_bucketing)
+      epoch_start = time.monotonic()
+      for index in range(done_in_epoch, self.steps_per_epoch):
+        rows = batches[index]
+        word_ids, mask = _batch_inputs(self.train_data, rows)
+        labels = self.train_data.labels[rows].astype(np.float32)
+        loss = float(self._train_step(word_ids, mask, labels))
+        if not math.isfinite(loss):
+          raise TrainingDiverged(
+              f"training loss is {loss} at step {self.step} (epoch {epoch + 1}); "
+              f"stopped without saving. The last good checkpoint "
+              f"({self.manager.latest_checkpoint or 'none yet'}) is kept: lower "
+              "--learning-rate or use --precision float32, then --resume")
+        if self.step % s.checkpoint_every_steps == 0:
+          self._save_checkpoint()
+        if (index + 1) % self.log_every_steps == 0 or index + 1 == self.steps_per_epoch:
+          self._log_step(epoch, index + 1, start_time, start_step)
+      self._end_epoch(epoch, time.monotonic() - epoch_start)
+    self._restore_best()
+    self._save_state()
+    return self.state
+
+  def _log_step(self, epoch, index, start_time, start_step):
+    elapsed = time.monotonic() - start_time
+    rate = (self.step - start_step) / max(elapsed, 1e-9)
+    left_epoch = (self.steps_per_epoch - index) / max(rate, 1e-9)
+    left_run = (self.total_steps - self.step) / max(rate, 1e-9)
+    seen = max(float(self.seen.numpy()), 1.0)
+    self.progress(
+        f"epoch {epoch + 1}/{self.settings.epochs} step {index}/{self.steps_per_epoch} "
+        f"loss {self.loss_sum.numpy() / seen:.4f} "
+        f"acc {self.correct_sum.numpy() / seen:.4f} "
+        f"lr {float(self.schedule(self.step - 1)):.2e} "
+        f"{rate * self.settings.batch_size:.1f} reviews/s "
+        f"ETA epoch {_format_seconds(left_epoch)} run {_format_seconds(left_run)}")
+
+  def _end_epoch(self, epoch: int, seconds: float):
+    seen = max(float(self.seen.numpy()), 1.0)
+    validation = self.evaluate(self.validation_data)
+    record = {"epoch": epoch + 1, "loss": float(self.loss_sum.numpy() / seen),
+              "accuracy": float(self.correct_sum.numpy() / seen),
+              "val_loss": validation["loss"],
+              "val_accuracy": validation["accuracy"],
+              "learning_rate": float(self.schedule(self.step - 1)),
+              "steps": self.step, "seconds": round(seconds, 1)}
+    self.state["history"].append(record)
+    self.progress(
+        f"epoch {epoch + 1}/{self.settings.epochs} done in {_format_seconds(seconds)}: "
+        f"loss {record['loss']:.4f} acc {record['accuracy']:.4f} "
+        f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}")
+    best = self.state["best_val_loss"]
+    if best is None or validation["loss"] < best:
+      self.state.update(best_val_loss=validation["loss"], best_epoch=epoch + 1,
+                        epochs_without_improvement=0)
+      self.best_checkpoint.write(str(self.workdir / BEST_DIR / "weights"))
+    else:
+      self.state["epochs_without_improvement"] += 1
+      if (self.settings.patience and epoch + 1 < self.settings.epochs and
+          self.state["epochs_without_improvement"] >= self.settings.patience):
+        self.state.update(finished=True, stopped_early=True)
+        self.progress(f"early stopping: validation loss has not improved for "
+                      f"{self.settings.patience} epoch(s); best was epoch "
+                      f"{self.state['best_epoch']}")
+    if epoch + 1 >= self.settings.epochs:
+      self.state["finished"] = True
+    self._save_checkpoint()
+
+  def _restore_best(self):
+    if self.state["best_epoch"] is None:
+      return
+    self.best_checkpoint.read(str(self.workdir / BEST_DIR / "weights")
+                              ).assert_existing_objects_matched()
+    if self.state["best_epoch"] != len(self.state["history"]):
+      self.progress(f"restored the weights of epoch {self.state['best_epoch']} "
+                    "(lowest validation loss)")
