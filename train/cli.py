@@ -172,12 +172,75 @@ def train(data_path, encoder, out, preprocessor, batch_size, epochs,
 
 
 @click.command()
-def evaluate():
-  """Evaluate a trained model on labelled reviews (not yet wired)."""
-  raise click.ClickException("not implemented yet")
+@click.option("--model", "model_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
+              help="Directory written by `reviewscore train`.")
+@click.option("--data", "data_path", required=True,
+              type=click.Path(exists=True, path_type=pathlib.Path),
+              help="Labelled reviews, as for `train`.")
+@click.option("--split", default="test", show_default=True,
+              type=click.Choice(["test", "train"]),
+              help="Which split of --data to score.")
+@click.option("--out", "out_dir", default=None,
+              type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Where metrics.json and the PNGs go [default: MODEL/eval-SPLIT].")
+@click.option("--max-examples", default=None, type=click.IntRange(1),
+              help="Evaluate on a random subset.")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--id-column", default="review_id", show_default=True)
+def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
+             label_column, id_column):
+  """Score labelled reviews with a trained model and report its metrics.
+
+  Prints and writes (metrics.json) accuracy, precision, recall, F1, ROC AUC,
+  log loss and the confusion matrix, with reliability.png (calibration),
+  score_histogram.png, roc.png and confusion.png beside them.
+
+  \b
+  Example:
+      reviewscore evaluate --model models/quick --data ../shared/data/imdb
+  """
+  from train.data import DataError
+  from train.evaluate import ModelDirError, evaluate_model
+  try:
+    result = evaluate_model(model_dir, data_path, split=split, out_dir=out_dir,
+                            max_examples=max_examples, text_column=text_column,
+                            label_column=label_column, id_column=id_column)
+  except (DataError, ModelDirError) as e:
+    raise click.ClickException(str(e)) from None
+  (tn, fp), (fn, tp) = result["confusion_matrix"]["rows_true_cols_predicted"]
+  click.echo(
+      f"{result['count']:,} reviews: accuracy {result['accuracy']:.4f}  "
+      f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  "
+      f"F1 {result['f1']:.4f}  ROC AUC {result['roc_auc']:.4f}  "
+      f"log loss {result['log_loss']:.4f}\n"
+      f"confusion (rows true neg/pos, cols predicted neg/pos): "
+      f"[[{tn} {fp}] [{fn} {tp}]]\nwritten to {result['out_dir']}")
 
 
 @click.command()
-def predict():
-  """Score a few texts with a trained model (not yet wired)."""
-  raise click.ClickException("not implemented yet")
+@click.option("--model", "model_dir", required=True,
+              type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
+              help="Directory written by `reviewscore train`.")
+@click.argument("texts", nargs=-1)
+def predict(model_dir, texts):
+  """Score texts given as arguments, or one per line on stdin.
+
+  \b
+  Example:
+      reviewscore predict --model models/quick "this is such an amazing movie!"
+      cut -f2 reviews.tsv | reviewscore predict --model models/quick
+  """
+  from train.evaluate import ModelDirError, predict_texts
+  if not texts:
+    texts = [line.rstrip("\n") for line in click.get_text_stream("stdin")]
+    texts = [t for t in texts if t.strip()]
+  if not texts:
+    raise click.UsageError("give TEXT arguments or lines on stdin")
+  try:
+    results = predict_texts(model_dir, texts)
+  except ModelDirError as e:
+    raise click.ClickException(str(e)) from None
+  for text, (score, label) in zip(texts, results):
+    click.echo(f"{score:.6f}\t{label}\t{text}")

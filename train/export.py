@@ -118,6 +118,7 @@ class ReloadMismatch(Exception):
 def check_reload(saved_model_dir, texts: Sequence[str], expected: np.ndarray,
                  *, tolerance: float = 1e-6) -> float:
   """Reloads the SavedModel in a fresh process; returns the max |difference|."""
+  saved_model_dir = pathlib.Path(saved_model_dir).resolve()
   with tempfile.TemporaryDirectory() as tmp:
     sample = pathlib.Path(tmp) / "texts.json"
     sample.write_text(json.dumps(list(texts)))

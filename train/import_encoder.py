@@ -32,6 +32,12 @@ _INPUT_SPEC = {
 }
 
 
+# Tensors of a `BertModel` start with these; task checkpoints such as
+# bert-base-uncased (`BertForPreTraining`) add heads (`cls.*`, `classifier.*`)
+# that an encoder does not use.
+_ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+
+
 def _assign_hf_weights(backbone: BertBackbone, weights: Dict[str, np.ndarray]):
   """Copies HF `BertModel` tensors into the backbone (Dense kernels transpose)."""
   used = set()
@@ -47,8 +53,11 @@ def _assign_hf_weights(backbone: BertBackbone, weights: Dict[str, np.ndarray]):
     layer.bias.assign(take(prefix + ".bias"))
 
   def norm(layer, prefix):
-    layer.gamma.assign(take(prefix + ".weight"))
-    layer.beta.assign(take(prefix + ".bias"))
+    # Checkpoints converted from the original TF BERT (bert-base-uncased
+    # among them) keep its names LayerNorm.gamma / .beta, as HF still reads.
+    legacy = prefix + ".gamma" in weights
+    layer.gamma.assign(take(prefix + (".gamma" if legacy else ".weight")))
+    layer.beta.assign(take(prefix + (".beta" if legacy else ".bias")))
 
   backbone.word_embeddings.assign(take("embeddings.word_embeddings.weight"))
   backbone.position_embeddings.assign(
@@ -66,7 +75,8 @@ def _assign_hf_weights(backbone: BertBackbone, weights: Dict[str, np.ndarray]):
     dense(block.output_dense, p + "output.dense")
     norm(block.output_norm, p + "output.LayerNorm")
   dense(backbone.pooler, "pooler.dense")
-  unused = [n for n in weights if n not in used and not n.endswith("position_ids")]
+  unused = [n for n in weights if n not in used and n.startswith(_ENCODER_PREFIXES)
+            and not n.endswith("position_ids")]
   if unused:
     raise ValueError(f"checkpoint has tensors this BERT does not use: {unused[:5]}")
 

@@ -62,7 +62,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      id_column: str = "review_id", resume: bool = False,
                      max_test_examples: Optional[int] = None,
                      use_hub_layer: Optional[bool] = None,
-                     progress: Callable[[str], None] = print) -> dict:
+                     progress: Callable[[str], None] = print,
+                     log_every_steps: int = 20) -> dict:
   """Trains, evaluates and exports; returns the model card."""
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -101,7 +102,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
               "train_sha256": train_set.fingerprint(),
               "validation_sha256": validation_set.fingerprint()}
   trainer = Trainer(model, settings, tokenized["train"], tokenized["validation"],
-                    out, run_identity=identity, progress=progress)
+                    out, run_identity=identity, progress=progress,
+                    log_every_steps=log_every_steps)
   if resume and not trainer.restore():
     progress(f"nothing to resume in {out}: starting a new run")
   state = trainer.run()

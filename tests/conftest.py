@@ -1,0 +1,232 @@
+"""Fixtures shared by the test modules.
+
+- `tiny_checkpoint_dir`: a fresh random 2-layer BERT checkpoint directory in
+  Hugging Face's layout (config.json, model.safetensors, vocab.txt), per test.
+- `tiny_task_checkpoint_dir`: the same weights named as in bert-base-uncased's
+  checkpoint (`bert.` prefix, LayerNorm gamma/beta, `cls.*` heads).
+- `tiny_encoder_dir`: the seed-0 checkpoint imported once per session
+  (`OUT/encoder`, `OUT/preprocessor`, seq_length 64): a real, fast encoder.
+- `minilm_encoder_dir`: the offline all-MiniLM-L6-v2 imported once per session.
+- `imdb_dir`: the IMDB parquet files (`$REVIEWSCORE_DATA`, else
+  ../shared/data/imdb beside the repository).
+
+Nothing here needs PyTorch: checkpoints are written with safetensors.numpy.
+"""
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+
+import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+# Specials in bert-base-uncased's order, then words (sentiment words included,
+# so that training on real reviews has something to learn), punctuation and
+# WordPiece continuations: "unbelievable" → un ##believ ##able.
+TINY_VOCAB = [
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]",
+    "!", "'", ",", "-", ".", "?", "(", ")", "\"", ":",
+    "the", "a", "an", "and", "of", "to", "is", "was", "it", "this", "that",
+    "in", "i", "you", "he", "she", "they", "not", "but", "for", "with", "as",
+    "on", "so", "very", "just", "all", "are", "be", "have", "one", "movie",
+    "film", "story", "plot", "acting", "actor", "script", "time", "such",
+    "good", "great", "best", "amazing", "excellent", "wonderful", "love",
+    "fun", "beautiful", "perfect", "bad", "worst", "awful", "terrible",
+    "boring", "waste", "poor", "stupid", "hate", "dull", "naive", "cafe",
+    "br", "un", "like", "see", "watch", "##s", "##ed", "##ing", "##ly",
+    "##er", "##believ", "##able", "##y", "##e", "##a", "##o", "##n", "##t",
+    "##i", "##r", "##l",
+]
+
+TINY_CONFIG = {
+    "_name_or_path": "reviewscore/tiny-bert-uncased-test",
+    "architectures": ["BertModel"],
+    "attention_probs_dropout_prob": 0.1,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 32,
+    "initializer_range": 0.02,
+    "intermediate_size": 64,
+    "layer_norm_eps": 1e-12,
+    "max_position_embeddings": 128,
+    "model_type": "bert",
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "pad_token_id": 0,
+    "position_embedding_type": "absolute",
+    "transformers_version": "4.44.0",
+    "type_vocab_size": 2,
+    "vocab_size": len(TINY_VOCAB),
+}
+
+
+def tiny_bert_weights(seed: int = 0) -> dict:
+  """HF `BertModel` tensors for TINY_CONFIG (Dense weights are [out, in]).
+
+  Scales are larger than BERT's 0.02 initialisation so that attention is far
+  from uniform and GELU far from linear: a wrong transpose, head split or
+  activation then shows in the outputs.
+  """
+  rng = np.random.default_rng(seed)
+  c = TINY_CONFIG
+  h, inter = c["hidden_size"], c["intermediate_size"]
+
+  def normal(*shape, scale=0.3):
+    return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+  def dense(prefix, n_out, n_in):
+    return {f"{prefix}.weight": normal(n_out, n_in, scale=n_in ** -0.5),
+            f"{prefix}.bias": normal(n_out, scale=0.1)}
+
+  def norm(prefix):
+    return {f"{prefix}.weight": 1.0 + normal(h, scale=0.1),
+            f"{prefix}.bias": normal(h, scale=0.1)}
+
+  weights = {
+      "embeddings.word_embeddings.weight": normal(c["vocab_size"], h),
+      "embeddings.position_embeddings.weight":
+          normal(c["max_position_embeddings"], h),
+      "embeddings.token_type_embeddings.weight": normal(c["type_vocab_size"], h),
+      "embeddings.position_ids":
+          np.arange(c["max_position_embeddings"], dtype=np.int64)[None],
+      **norm("embeddings.LayerNorm"),
+      **dense("pooler.dense", h, h),
+  }
+  for i in range(c["num_hidden_layers"]):
+    p = f"encoder.layer.{i}."
+    for name in ("query", "key", "value"):
+      weights.update(dense(p + "attention.self." + name, h, h))
+    weights.update(dense(p + "attention.output.dense", h, h))
+    weights.update(norm(p + "attention.output.LayerNorm"))
+    weights.update(dense(p + "intermediate.dense", inter, h))
+    weights.update(dense(p + "output.dense", h, inter))
+    weights.update(norm(p + "output.LayerNorm"))
+  return weights
+
+
+def as_task_checkpoint(weights: dict, seed: int = 1) -> dict:
+  """The same encoder in bert-base-uncased's layout (`BertForPreTraining`).
+
+  Names get the `bert.` prefix, layer norms the original TF BERT's
+  `gamma`/`beta`, and the pre-training heads (`cls.*`) are added.
+  """
+  rng = np.random.default_rng(seed)
+  h = TINY_CONFIG["hidden_size"]
+  task = {}
+  for name, value in weights.items():
+    if ".LayerNorm." in name:
+      name = name.replace(".weight", ".gamma").replace(".bias", ".beta")
+    task["bert." + name] = value
+  task.update({
+      "cls.predictions.bias": np.zeros(len(TINY_VOCAB), np.float32),
+      "cls.predictions.transform.dense.weight":
+          rng.standard_normal((h, h)).astype(np.float32),
+      "cls.predictions.transform.dense.bias": np.zeros(h, np.float32),
+      "cls.predictions.transform.LayerNorm.gamma": np.ones(h, np.float32),
+      "cls.predictions.transform.LayerNorm.beta": np.zeros(h, np.float32),
+      "cls.seq_relationship.weight":
+          rng.standard_normal((2, h)).astype(np.float32),
+      "cls.seq_relationship.bias": np.zeros(2, np.float32),
+  })
+  return task
+
+
+def write_tiny_checkpoint(directory, *, seed: int = 0,
+                          task_layout: bool = False) -> pathlib.Path:
+  """Writes config.json, tokenizer_config.json, vocab.txt, model.safetensors.
+
+  The same seed gives byte-identical files (so the same sha256); with
+  `task_layout` the tensors are named as in bert-base-uncased's checkpoint.
+  """
+  from safetensors.numpy import save_file
+  directory = pathlib.Path(directory)
+  directory.mkdir(parents=True, exist_ok=True)
+  (directory / "config.json").write_text(json.dumps(TINY_CONFIG, indent=2))
+  (directory / "tokenizer_config.json").write_text(json.dumps(
+      {"do_lower_case": True, "tokenizer_class": "BertTokenizer",
+       "model_max_length": TINY_CONFIG["max_position_embeddings"]}))
+  (directory / "vocab.txt").write_text("\n".join(TINY_VOCAB) + "\n",
+                                       encoding="utf-8")
+  weights = tiny_bert_weights(seed)
+  if task_layout:
+    weights = as_task_checkpoint(weights)
+  save_file(weights, str(directory / "model.safetensors"),
+            metadata={"format": "pt"})
+  return directory
+
+
+@pytest.fixture
+def tiny_checkpoint_dir(tmp_path) -> pathlib.Path:
+  """A tiny random BERT checkpoint (seed 0) that the test may modify."""
+  return write_tiny_checkpoint(tmp_path / "tiny-bert")
+
+
+@pytest.fixture
+def tiny_task_checkpoint_dir(tmp_path) -> pathlib.Path:
+  """The same seed-0 encoder in bert-base-uncased's task-checkpoint layout."""
+  return write_tiny_checkpoint(tmp_path / "tiny-bert-for-pretraining",
+                               task_layout=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory) -> pathlib.Path:
+  """The seed-0 tiny checkpoint imported with seq_length 64; do not modify."""
+  from train.hf_checkpoint import open_checkpoint
+  from train.import_encoder import import_encoder
+  source = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
+  return import_encoder(open_checkpoint(source),
+                        tmp_path_factory.mktemp("tiny-encoder"), seq_length=64)
+
+
+@pytest.fixture(scope="session")
+def minilm_encoder_dir(tmp_path_factory) -> pathlib.Path:
+  """all-MiniLM-L6-v2 (sha256-checked) imported with seq_length 128 (~10 s)."""
+  from train.hf_checkpoint import CheckpointError, open_minilm
+  from train.import_encoder import import_encoder
+  try:
+    checkpoint = open_minilm()
+  except CheckpointError as e:  # not installed: scripts/bootstrap.sh does it
+    pytest.fail(str(e))
+  return import_encoder(checkpoint, tmp_path_factory.mktemp("minilm"))
+
+
+@pytest.fixture(scope="session")
+def imdb_dir() -> pathlib.Path:
+  """Directory of the IMDB train/test/unsup parquet files (read only)."""
+  root = os.environ.get("REVIEWSCORE_DATA")
+  path = (pathlib.Path(root) if root else
+          REPO.parent / "shared" / "data" / "imdb").resolve()
+  if not (path / "test.parquet").is_file():
+    pytest.fail(f"IMDB data not found in {path}: set REVIEWSCORE_DATA to the "
+                "directory holding train.parquet and test.parquet")
+  return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tiny_encoder_dir, imdb_dir, tmp_path_factory) -> pathlib.Path:
+  """A tiny real model (saved_model/ + model_card.json), trained in ~10 s.
+
+  Fine-tuned on 200 real IMDB reviews from the tiny encoder (seq_length 64);
+  the scoring tests treat it as read-only.
+  """
+  import pyarrow.parquet as pq
+  from train.run import train_and_export
+  from train.trainer import TrainSettings
+  data = tmp_path_factory.mktemp("tiny-model-data")
+  for split, per_class in (("train", 100), ("test", 20)):
+    table = pq.read_table(imdb_dir / f"{split}.parquet",
+                          columns=["review_id", "text", "label"])
+    labels = table["label"].to_numpy()
+    rows = np.concatenate([np.flatnonzero(labels == c)[:per_class]
+                           for c in (0, 1)])
+    pq.write_table(table.take(np.sort(rows)), data / f"{split}.parquet")
+  out = tmp_path_factory.mktemp("tiny-model") / "model"
+  train_and_export(
+      data_path=data, encoder=str(tiny_encoder_dir), out=out,
+      settings=TrainSettings(batch_size=8, epochs=1, seq_length=64,
+                             max_examples=200, checkpoint_every_steps=1000),
+      progress=lambda message: None)
+  return out
