@@ -19,3 +19,7 @@ def main():
 
 for command in (import_encoder_command, train, evaluate, predict, score, report):
   main.add_command(command)
+
+
+if __name__ == "__main__":
+  main()

@@ -234,7 +234,7 @@ def predict(model_dir, texts):
   """
   from train.evaluate import ModelDirError, predict_texts
   if not texts:
-    texts = [line.rstrip("\n") for line in click.get_text_stream("stdin")]
+    texts = [line.rstrip("\n") for line in click.open_file("-")]
     texts = [t for t in texts if t.strip()]
   if not texts:
     raise click.UsageError("give TEXT arguments or lines on stdin")

@@ -179,6 +179,10 @@ class Trainer:
     optimizer.exclude_from_weight_decay(var_names=_NO_DECAY)
     if settings.precision == "float16":
       optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+    # Slots exist before any restore: a checkpoint written right after a
+    # resume (before the first step) must still hold the Adam moments.
+    (optimizer.inner_optimizer if hasattr(optimizer, "inner_optimizer")
+     else optimizer).build(model.trainable_variables)
     self.optimizer = optimizer
     self.loss_fn = tf_keras.losses.BinaryCrossentropy(from_logits=True)
     # Running sums of the current epoch, checkpointed so a resumed epoch
@@ -231,7 +235,8 @@ class Trainer:
     if saved["identity"] != self.run_identity:
       raise ResumeMismatch(
           f"{self.workdir} holds a run on other data or another encoder")
-    self.checkpoint.restore(self.manager.latest_checkpoint)
+    self.checkpoint.restore(
+        self.manager.latest_checkpoint).assert_existing_objects_matched()
     self.state = {k: saved[k] for k in self.state}
     self.progress(f"resumed from step {self.step} of {self.total_steps} "
                   f"({self.manager.latest_checkpoint})")

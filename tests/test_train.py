@@ -1,0 +1,256 @@
+"""Training end to end on a tiny real BERT and real IMDB reviews."""
+import json
+import pathlib
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+
+from reviewscore.cli import main
+from train import data as data_lib
+from train.run import RunExists, train_and_export
+from train.trainer import TrainSettings, epoch_batches
+
+TINY = dict(batch_size=8, seq_length=64, checkpoint_every_steps=1000)
+
+
+def _balanced_rows(path, per_class, *, offset=0):
+  table = pq.read_table(path, columns=["review_id", "text", "label"])
+  labels = table["label"].to_numpy()
+  rows = np.concatenate([np.flatnonzero(labels == c)[offset:offset + per_class]
+                         for c in (0, 1)])
+  return table.take(np.sort(rows))
+
+
+@pytest.fixture(scope="session")
+def small_imdb(imdb_dir, tmp_path_factory):
+  """train.parquet (300) and test.parquet (100) of real reviews."""
+  root = tmp_path_factory.mktemp("small_imdb")
+  pq.write_table(_balanced_rows(imdb_dir / "train.parquet", 150),
+                 root / "train.parquet")
+  pq.write_table(_balanced_rows(imdb_dir / "test.parquet", 50),
+                 root / "test.parquet")
+  return root
+
+
+@pytest.fixture(scope="session")
+def small_tree(small_imdb, tmp_path_factory):
+  """The same reviews as an aclImdb-style folder tree, with an unsup folder."""
+  root = tmp_path_factory.mktemp("aclImdb")
+  for split in ("train", "test"):
+    for row in pq.read_table(small_imdb / f"{split}.parquet").to_pylist():
+      name = row["review_id"].split("/")[-1]
+      folder = root / split / ("pos" if row["label"] else "neg")
+      folder.mkdir(parents=True, exist_ok=True)
+      (folder / f"{name}.txt").write_text(row["text"], encoding="utf-8")
+  (root / "train" / "unsup").mkdir()
+  (root / "train" / "unsup" / "0_0.txt").write_text("unlabelled")
+  return root
+
+
+@pytest.fixture(scope="session")
+def trained_model(small_tree, tiny_encoder_dir, tmp_path_factory):
+  """A model trained through the CLI on the folder tree, two epochs."""
+  out = tmp_path_factory.mktemp("models") / "tiny"
+  result = CliRunner().invoke(main, [
+      "train", "--data", str(small_tree), "--encoder", str(tiny_encoder_dir),
+      "--out", str(out), "--epochs", "2", "--batch-size", "8",
+      "--seq-length", "64", "--truncation", "head+tail", "--head-tokens", "16",
+      "--patience", "0"])
+  assert result.exit_code == 0, result.output
+  return out
+
+
+def test_tree_and_parquet_read_the_same_reviews(small_imdb, small_tree):
+  from_tree = data_lib.read_labelled(small_tree, "train")
+  from_parquet = data_lib.read_labelled(small_imdb, "train")
+  assert len(from_tree) == len(from_parquet) == 300
+  by_id = dict(zip(from_parquet.ids, zip(from_parquet.texts, from_parquet.labels)))
+  for review_id, text, label in zip(from_tree.ids, from_tree.texts,
+                                    from_tree.labels):
+    assert by_id[review_id] == (text, label)  # ids are train/pos/12_9 in both
+  assert data_lib.read_labelled(small_tree, "test").labels.sum() == 50
+
+
+def test_split_is_reproducible_and_disjoint(small_imdb):
+  data = data_lib.read_labelled(small_imdb, "train")
+  train_a, val_a = data_lib.split_train_validation(data, seed=42)
+  train_b, val_b = data_lib.split_train_validation(data, seed=42)
+  _, val_c = data_lib.split_train_validation(data, seed=7)
+  assert (len(train_a), len(val_a)) == (240, 60)
+  assert val_a.ids == val_b.ids and train_a.ids == train_b.ids
+  assert not set(train_a.ids) & set(val_a.ids)
+  assert val_a.ids != val_c.ids
+  assert train_a.fingerprint() == train_b.fingerprint() != val_a.fingerprint()
+
+
+def test_epoch_batches_are_a_function_of_seed_and_epoch():
+  lengths = np.random.default_rng(0).integers(3, 64, size=100)
+  first = epoch_batches(lengths, batch_size=8, seed=1, epoch=0, length_bucketing=True)
+  again = epoch_batches(lengths, batch_size=8, seed=1, epoch=0, length_bucketing=True)
+  other = epoch_batches(lengths, batch_size=8, seed=1, epoch=1, length_bucketing=True)
+  assert all((a == b).all() for a, b in zip(first, again))
+  assert not all((a == b).all() for a, b in zip(first, other))
+  assert sorted(np.concatenate(first).tolist()) == list(range(100))
+  # Bucketing: within-batch length spread is far below that of random batches.
+  spread = np.mean([np.ptp(lengths[b]) for b in first])
+  random_spread = np.mean([np.ptp(lengths[b]) for b in epoch_batches(
+      lengths, batch_size=8, seed=1, epoch=0, length_bucketing=False)])
+  assert spread < random_spread / 3
+
+
+def test_export_has_every_artifact(trained_model):
+  card = json.loads((trained_model / "model_card.json").read_text())
+  for key in ("encoder", "seq_length", "truncation", "class_names", "threshold",
+              "hyperparameters", "metrics", "data", "versions", "created_at",
+              "model_fingerprint"):
+    assert key in card, key
+  assert card["encoder"]["checkpoint"]["weights_sha256"]
+  assert card["truncation"] == {"seq_length": 64, "truncation": "head+tail",
+                                "head_tokens": 16, "tail_tokens": 46}
+  assert set(card["metrics"]) == {"train", "validation", "test"}
+  assert card["metrics"]["test"]["count"] == 100
+  assert card["data"]["train"]["rows"] == 240
+  assert card["training"]["steps"] == card["training"]["total_steps"] == 60
+  assert card["reload_check_max_difference"] <= 1e-6
+  history = json.loads((trained_model / "history.json").read_text())
+  assert [h["epoch"] for h in history] == [1, 2]
+  assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+  png = (trained_model / "training_curves.png").read_bytes()
+  assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_signatures_agree_and_truncate_head_plus_tail(trained_model):
+  model = tf.saved_model.load(str(trained_model / "saved_model"))
+  texts = ["word " * 10 + "great", "awful " * 200 + "the end", "ok"]
+  served = model.signatures["serving_default"](text=tf.constant(texts))
+  tokens = model.signatures["tokenize"](text=tf.constant(texts))
+  ids, counts = tokens["input_word_ids"].numpy(), tokens["num_tokens"].numpy()
+  assert ids.shape == (3, 64) and counts[1] == 64 and counts[2] == 3
+  # head+tail: the last wordpieces of the long review are kept before [SEP].
+  end_ids = model.signatures["tokenize"](text=tf.constant(["the end"]))
+  assert list(ids[1, 61:63]) == list(end_ids["input_word_ids"].numpy()[0, 1:3])
+  # Dynamic padding (each row cut to its own length) changes nothing.
+  for row, count in enumerate(counts):
+    alone = model.signatures["classify_tokens"](
+        input_word_ids=tf.constant(ids[row:row + 1, :count]),
+        input_mask=tf.ones([1, count], tf.int32))
+    np.testing.assert_allclose(alone["probability"].numpy()[0],
+                               served["probability"].numpy()[row], atol=1e-5)
+  labels = served["label_id"].numpy()
+  assert ((served["probability"].numpy() >= 0.5) == (labels == 1)).all()
+  both = model.signatures["classify_tokens_bfloat16"](
+      input_word_ids=tf.constant(ids), input_mask=tf.constant((ids > 0).astype(np.int32)))
+  np.testing.assert_allclose(both["probability"].numpy(),
+                             served["probability"].numpy(), atol=0.05)
+
+
+def test_evaluate_and_predict_commands(trained_model, small_imdb, tmp_path):
+  runner = CliRunner()
+  result = runner.invoke(main, ["evaluate", "--model", str(trained_model),
+                                "--data", str(small_imdb), "--out", str(tmp_path)])
+  assert result.exit_code == 0, result.output
+  metrics = json.loads((tmp_path / "metrics.json").read_text())
+  for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "log_loss",
+              "confusion_matrix"):
+    assert key in metrics
+  assert metrics["count"] == 100
+  assert sum(map(sum, metrics["confusion_matrix"]["rows_true_cols_predicted"])) == 100
+  for png in ("reliability.png", "score_histogram.png", "roc.png", "confusion.png"):
+    assert (tmp_path / png).read_bytes().startswith(b"\x89PNG")
+  card = json.loads((trained_model / "model_card.json").read_text())
+  assert metrics["accuracy"] == pytest.approx(card["metrics"]["test"]["accuracy"])
+
+  texts = pq.read_table(small_imdb / "test.parquet")["text"].to_pylist()[:3]
+  texts = [t.replace("\n", " ") for t in texts]
+  result = runner.invoke(main, ["predict", "--model", str(trained_model)],
+                         input="\n".join(texts) + "\n")
+  assert result.exit_code == 0, result.output
+  lines = result.output.strip().splitlines()
+  assert len(lines) == 3
+  for line, text in zip(lines, texts):
+    score, label, echoed = line.split("\t", 2)
+    assert 0.0 <= float(score) <= 1.0 and label in ("neg", "pos")
+    assert echoed == text
+
+
+def test_resume_after_interruption_ends_like_an_unbroken_run(
+    small_imdb, tiny_encoder_dir, tmp_path):
+  settings = TrainSettings(epochs=2, max_examples=120, patience=0,
+                           **{**TINY, "checkpoint_every_steps": 4})
+  steps_seen = []
+
+  class Interrupted(Exception):
+    pass
+
+  def stop_in_epoch_2(message):
+    if message.startswith("epoch 2/2 step 2/"):  # step 14 of 24
+      raise Interrupted
+
+  out = tmp_path / "run"
+  with pytest.raises(Interrupted):
+    train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+                     out=out, settings=settings, progress=stop_in_epoch_2,
+                     log_every_steps=1, max_test_examples=10)
+  assert not (out / "model_card.json").exists()
+  with pytest.raises(RunExists):
+    train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+                     out=out, settings=settings, progress=lambda m: None)
+  card = train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+                          out=out, settings=settings, resume=True,
+                          progress=steps_seen.append, log_every_steps=1,
+                          max_test_examples=10)
+  assert any(m.startswith("resumed from step 12 of 24") for m in steps_seen)
+  assert card["training"]["steps"] == card["training"]["total_steps"] == 24
+  assert card["training"]["epochs_run"] == 2
+  unbroken = train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+                              out=tmp_path / "unbroken", settings=settings,
+                              progress=lambda m: None, max_test_examples=10)
+  assert unbroken["training"]["steps"] == card["training"]["steps"]
+  # Epoch 1 ran before the interruption in both: same data, same batches.
+  assert card["data"] == unbroken["data"]
+
+
+def test_hub_keras_layer_path_trains_and_exports(small_imdb, tiny_encoder_dir,
+                                                 tmp_path):
+  """The path TF Hub handles take: hub.KerasLayer(trainable=True), float32."""
+  card = train_and_export(
+      data_path=small_imdb, encoder=str(tiny_encoder_dir), out=tmp_path / "hub",
+      settings=TrainSettings(epochs=1, max_examples=80, **TINY),
+      use_hub_layer=True, progress=lambda m: None, max_test_examples=20)
+  assert card["precisions"] == ["float32"]
+  assert card["metrics"]["test"]["count"] == 20
+  assert card["reload_check_max_difference"] <= 1e-6
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seq-length", "1024"], "--seq-length"),
+    (["--truncation", "middle"], "--truncation"),
+    (["--precision", "float16"], "float16 needs a GPU"),
+    (["--head-tokens", "64"], "--head-tokens applies only"),
+    (["--batch-size", "0"], "--batch-size"),
+])
+def test_bad_training_options_are_usage_errors(args, message, small_imdb,
+                                               tiny_encoder_dir, tmp_path):
+  result = CliRunner().invoke(main, [
+      "train", "--data", str(small_imdb), "--encoder", str(tiny_encoder_dir),
+      "--out", str(tmp_path / "x"), *args])
+  assert result.exit_code == 2, result.output
+  assert message in result.output
+  assert "Traceback" not in result.output
+
+
+def test_offline_hub_encoder_fails_fast_with_the_local_alternative(small_imdb,
+                                                                    tmp_path):
+  result = CliRunner().invoke(main, [
+      "train", "--data", str(small_imdb), "--encoder",
+      "small_bert/bert_en_uncased_L-4_H-512_A-8", "--out", str(tmp_path / "x")])
+  assert result.exit_code == 1
+  assert "import-encoder" in result.output
+  assert not (tmp_path / "x").exists()
