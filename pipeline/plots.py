@@ -19,41 +19,61 @@ def _save(fig, path) -> pathlib.Path:
   return path
 
 
-def score_histogram(scores, path, *, labels=None, threshold: float = 0.5,
-                    bins: int = 50):
-  """Histogram of scores (split by true label when labels are known)."""
+def histogram_from_counts(edges, counts, path, *, per_class=None,
+                          threshold: float = 0.5):
+  """Score histogram from bin counts (per true class when known)."""
   fig, ax = plt.subplots(figsize=(6, 4))
-  edges = np.linspace(0, 1, bins + 1)
-  if labels is None:
-    ax.hist(scores, bins=edges, color="tab:blue")
+  widths = np.diff(edges)
+  if per_class is None:
+    ax.bar(edges[:-1], counts, width=widths, align="edge", color="tab:blue")
   else:
-    labels = np.asarray(labels)
-    ax.hist(np.asarray(scores)[labels == 0], bins=edges, alpha=0.6,
-            label="true neg", color="tab:red")
-    ax.hist(np.asarray(scores)[labels == 1], bins=edges, alpha=0.6,
-            label="true pos", color="tab:green")
+    for label, name, colour in ((0, "true neg", "tab:red"),
+                                (1, "true pos", "tab:green")):
+      ax.bar(edges[:-1], per_class[label], width=widths, align="edge",
+             alpha=0.6, label=name, color=colour)
     ax.legend()
   ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
   ax.set(xlabel="score (positive-class probability)", ylabel="reviews",
-         title=f"Score distribution ({len(scores):,} reviews)")
+         title=f"Score distribution ({int(np.sum(counts)):,} reviews)")
   return _save(fig, path)
 
 
-def reliability_diagram(labels, scores, path, *, bins: int = 10):
+def score_histogram(scores, path, *, labels=None, threshold: float = 0.5,
+                    bins: int = 50):
+  """Histogram of scores (split by true label when labels are known)."""
+  edges = np.linspace(0, 1, bins + 1)
+  scores = np.asarray(scores)
+  per_class = None
+  if labels is not None:
+    labels = np.asarray(labels)
+    per_class = [np.histogram(scores[labels == k], edges)[0] for k in (0, 1)]
+  return histogram_from_counts(edges, np.histogram(scores, edges)[0], path,
+                               per_class=per_class, threshold=threshold)
+
+
+def reliability_from_bins(mean_score, positive_rate, path):
   """Observed positive rate against mean score per bin (calibration)."""
-  calibration = calibration_bins(np.asarray(labels), np.asarray(scores), bins)
   fig, ax = plt.subplots(figsize=(5, 5))
   ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect")
-  ax.plot(calibration["mean_score"], calibration["positive_rate"], marker="o",
-          label="model")
+  ax.plot(mean_score, positive_rate, marker="o", label="model")
   ax.set(xlabel="mean score in bin", ylabel="fraction positive",
          xlim=(0, 1), ylim=(0, 1), title="Reliability diagram")
   ax.legend(loc="upper left")
   return _save(fig, path)
 
 
+def reliability_diagram(labels, scores, path, *, bins: int = 10):
+  calibration = calibration_bins(np.asarray(labels), np.asarray(scores), bins)
+  return reliability_from_bins(calibration["mean_score"],
+                               calibration["positive_rate"], path)
+
+
 def roc_plot(labels, scores, path, *, auc=None):
   fpr, tpr = roc_curve(np.asarray(labels), np.asarray(scores))
+  return roc_from_curve(fpr, tpr, path, auc=auc)
+
+
+def roc_from_curve(fpr, tpr, path, *, auc=None):
   fig, ax = plt.subplots(figsize=(5, 5))
   ax.plot(fpr, tpr, label=f"AUC {auc:.4f}" if auc is not None else None)
   ax.plot([0, 1], [0, 1], linestyle="--", color="grey")

@@ -1,0 +1,265 @@
+"""`reviewscore report`: numbers and pictures of a scored output.
+
+Reads the shards of a committed output (as listed by its manifest) in record
+batches and folds them into fixed-size counters: score histograms per true
+class, predicted-label counts, confusion counts and a log-loss sum. Memory
+therefore does not grow with the number of scored rows; ROC AUC and the
+reliability diagram come from a 10,000-bin histogram (exact to 1e-4 in
+score). True labels come from a column of the output (carried from the input)
+or from a Parquet file joined by review id; only that id → label map is held
+in memory.
+"""
+import dataclasses
+import json
+import pathlib
+from typing import Dict, Iterable, Optional
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline import plots
+from schemas import columns as c
+
+HISTOGRAM_BINS = 10_000
+_BATCH_ROWS = 65_536
+
+
+class ReportError(Exception):
+  """The output cannot be reported on: missing, incomplete, or bad labels."""
+
+
+@dataclasses.dataclass
+class ScoreCounters:
+  """Fixed-size running counts over any number of scored rows."""
+  threshold: float
+  class_names: tuple
+  by_class: np.ndarray = None  # [2, bins]: score histogram per true label
+  unlabelled: np.ndarray = None  # [bins]: rows with no known label
+  predicted: np.ndarray = None  # [classes]: predicted-label counts
+  log_loss_sum: float = 0.0
+
+  def __post_init__(self):
+    self.by_class = np.zeros((2, HISTOGRAM_BINS), np.int64)
+    self.unlabelled = np.zeros(HISTOGRAM_BINS, np.int64)
+    self.predicted = np.zeros(len(self.class_names), np.int64)
+
+  @staticmethod
+  def _bins(scores: np.ndarray) -> np.ndarray:
+    return np.clip((scores * HISTOGRAM_BINS).astype(np.int64), 0,
+                   HISTOGRAM_BINS - 1)
+
+  def add(self, scores: np.ndarray, label_ids: np.ndarray,
+          true_labels: Optional[np.ndarray]) -> None:
+    self.predicted += np.bincount(label_ids, minlength=len(self.class_names))
+    bins = self._bins(scores)
+    if true_labels is None:
+      self.unlabelled += np.bincount(bins, minlength=HISTOGRAM_BINS)
+      return
+    known = true_labels >= 0
+    self.unlabelled += np.bincount(bins[~known], minlength=HISTOGRAM_BINS)
+    for label in (0, 1):
+      rows = known & (true_labels == label)
+      self.by_class[label] += np.bincount(bins[rows], minlength=HISTOGRAM_BINS)
+      clipped = np.clip(scores[rows].astype(np.float64), 1e-7, 1 - 1e-7)
+      self.log_loss_sum -= float(np.sum(np.log(clipped if label else 1 - clipped)))
+
+  @property
+  def rows(self) -> int:
+    return int(self.predicted.sum())
+
+  @property
+  def labelled(self) -> int:
+    return int(self.by_class.sum())
+
+  def all_scores_histogram(self) -> np.ndarray:
+    return self.by_class.sum(axis=0) + self.unlabelled
+
+  def _quantile(self, q: float) -> float:
+    cumulative = np.cumsum(self.all_scores_histogram())
+    index = int(np.searchsorted(cumulative, q * cumulative[-1]))
+    return (index + 0.5) / HISTOGRAM_BINS
+
+  def labelled_metrics(self) -> Optional[dict]:
+    if not self.labelled:
+      return None
+    negatives, positives = self.by_class
+    cut = int(round(self.threshold * HISTOGRAM_BINS))
+    tn, fp = int(negatives[:cut].sum()), int(negatives[cut:].sum())
+    fn, tp = int(positives[:cut].sum()), int(positives[cut:].sum())
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    # ROC from the highest score bin down; ties within a bin count half.
+    tpr = np.concatenate([[0], np.cumsum(positives[::-1])]) / max(positives.sum(), 1)
+    fpr = np.concatenate([[0], np.cumsum(negatives[::-1])]) / max(negatives.sum(), 1)
+    auc = (float(np.trapezoid(tpr, fpr)) if positives.sum() and negatives.sum()
+           else None)
+    # Reliability in 10 bins from the fine histogram.
+    centres = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
+    coarse = np.arange(HISTOGRAM_BINS) * 10 // HISTOGRAM_BINS
+    counts = np.bincount(coarse, weights=negatives + positives, minlength=10)
+    score_sums = np.bincount(coarse, weights=(negatives + positives) * centres,
+                             minlength=10)
+    positive_sums = np.bincount(coarse, weights=positives, minlength=10)
+    with np.errstate(invalid="ignore", divide="ignore"):
+      mean_score = np.where(counts, score_sums / counts, np.nan)
+      positive_rate = np.where(counts, positive_sums / counts, np.nan)
+    ece = float(np.nansum(counts * np.abs(mean_score - positive_rate)) / counts.sum())
+    return {
+        "labelled_rows": self.labelled,
+        "accuracy": (tp + tn) / self.labelled,
+        "precision": precision, "recall": recall,
+        "f1": (2 * precision * recall / (precision + recall)
+               if precision + recall else 0.0),
+        "roc_auc": auc,
+        "log_loss": self.log_loss_sum / self.labelled,
+        "expected_calibration_error": ece,
+        "confusion_matrix": {"labels": list(self.class_names),
+                             "rows_true_cols_predicted": [[tn, fp], [fn, tp]]},
+        "_roc": (fpr, tpr),
+        "_reliability": {"mean_score": mean_score.tolist(),
+                         "positive_rate": positive_rate.tolist(),
+                         "count": counts.astype(int).tolist()},
+    }
+
+  def summary(self) -> dict:
+    shares = {name: int(n) for name, n in zip(self.class_names, self.predicted)}
+    histogram = self.all_scores_histogram()
+    centres = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
+    return {
+        "rows": self.rows,
+        "predicted_label_counts": shares,
+        "predicted_label_shares": {k: v / max(self.rows, 1)
+                                   for k, v in shares.items()},
+        "score_mean": float((histogram * centres).sum() / max(self.rows, 1)),
+        "score_quantiles": {q: round(self._quantile(float(q)), 4)
+                            for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
+    }
+
+
+def _manifest(prefix: str) -> dict:
+  path = pathlib.Path(prefix + "-manifest.json")
+  if not path.is_file():
+    raise ReportError(
+        f"{prefix}: no complete scored output here ({path.name} is missing: "
+        "the run has not finished, failed, or PREFIX is wrong)")
+  return json.loads(path.read_text())
+
+
+def _label_map(path: pathlib.Path, id_column: str, label_column: str,
+               class_names) -> Dict[str, int]:
+  try:
+    table = pq.read_table(path, columns=[id_column, label_column])
+  except Exception as e:  # a missing column or an unreadable file
+    raise ReportError(f"{path}: cannot read {id_column!r} and "
+                      f"{label_column!r} ({e})") from None
+  return dict(zip(table[id_column].to_pylist(),
+                  _label_ids(table[label_column], class_names).tolist()))
+
+
+def _label_ids(column, class_names) -> np.ndarray:
+  """Labels as 0/1 (or -1 when missing), from ints or class names."""
+  if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+    index = {name: i for i, name in enumerate(class_names)}
+    return np.asarray([index.get(v, -1) if v is not None else -1
+                       for v in column.to_pylist()], np.int64)
+  return np.asarray(pc.fill_null(column, -1).to_numpy(zero_copy_only=False),
+                    np.int64)
+
+
+def iter_batches(paths: Iterable[str], columns) -> Iterable[pa.RecordBatch]:
+  for path in paths:
+    yield from pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS,
+                                                 columns=columns)
+
+
+def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
+                 labels_id_column: str = c.INPUT_ID,
+                 labels_column: str = c.INPUT_LABEL) -> dict:
+  """Writes summary.json and PNGs for the scored output at PREFIX.
+
+  `labels` is either the name of a column of the scored output or a Parquet
+  file with `labels_id_column` and `labels_column`, joined by review id.
+  """
+  manifest = _manifest(prefix)
+  shards = manifest.get("scores", [])
+  if not shards:
+    raise ReportError(f"{prefix}: the manifest lists no score shards")
+  metadata = pq.read_schema(shards[0]).metadata or {}
+  threshold = float(metadata.get(c.METADATA_THRESHOLD, b"0.5"))
+  class_names = tuple(json.loads(metadata.get(c.METADATA_CLASS_NAMES,
+                                              b'["neg", "pos"]')))
+  names = pq.read_schema(shards[0]).names
+  label_column, label_map = None, None
+  if labels:
+    if labels in names:
+      label_column = labels
+    elif pathlib.Path(labels).is_file():
+      label_map = _label_map(pathlib.Path(labels), labels_id_column,
+                             labels_column, class_names)
+    else:
+      raise ReportError(f"--labels {labels!r} is neither a column of the scored "
+                        f"output ({', '.join(names)}) nor a Parquet file")
+  columns = [c.REVIEW_ID, c.SCORE, c.LABEL_ID] + ([label_column] if label_column else [])
+  counters = ScoreCounters(threshold=threshold, class_names=class_names)
+  for batch in iter_batches(shards, columns):
+    scores = batch.column(c.SCORE).to_numpy(zero_copy_only=False)
+    label_ids = batch.column(c.LABEL_ID).to_numpy(zero_copy_only=False).astype(np.int64)
+    if label_column:
+      truth = _label_ids(batch.column(label_column), class_names)
+    elif label_map is not None:
+      truth = np.asarray([label_map.get(i, -1) for i in
+                          batch.column(c.REVIEW_ID).to_pylist()], np.int64)
+    else:
+      truth = None
+    counters.add(scores, label_ids, truth)
+
+  out_dir = pathlib.Path(out_dir)
+  out_dir.mkdir(parents=True, exist_ok=True)
+  summary = {"prefix": prefix,
+             "model": metadata.get(c.METADATA_MODEL_NAME, b"").decode(),
+             "model_fingerprint": metadata.get(c.METADATA_MODEL_FINGERPRINT,
+                                               b"").decode(),
+             "threshold": threshold, "counts": manifest.get("counts"),
+             **counters.summary()}
+  edges = np.linspace(0, 1, 51)
+  coarse = counters.all_scores_histogram().reshape(50, -1).sum(axis=1)
+  per_class = (counters.by_class.reshape(2, 50, -1).sum(axis=2)
+               if counters.labelled else None)
+  plots.histogram_from_counts(edges, coarse, out_dir / "score_histogram.png",
+                              per_class=per_class, threshold=threshold)
+  plots.label_shares(summary["predicted_label_counts"], out_dir / "label_shares.png")
+  labelled = counters.labelled_metrics()
+  if labelled:
+    fpr, tpr = labelled.pop("_roc")
+    reliability = labelled.pop("_reliability")
+    plots.roc_from_curve(fpr, tpr, out_dir / "roc.png", auc=labelled["roc_auc"])
+    plots.confusion_plot(labelled["confusion_matrix"]["rows_true_cols_predicted"],
+                         class_names, out_dir / "confusion.png")
+    plots.reliability_from_bins(reliability["mean_score"],
+                                reliability["positive_rate"],
+                                out_dir / "reliability.png")
+    summary["labelled"] = labelled
+    summary["reliability"] = reliability
+  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+  return summary
+
+
+def format_summary(summary: dict) -> str:
+  lines = [f"{summary['rows']:,} scored rows by {summary['model']} "
+           f"(threshold {summary['threshold']})"]
+  counts = summary.get("counts") or {}
+  if counts:
+    lines.append(f"read {counts.get('read', '?'):,}, dead-lettered "
+                 f"{counts.get('dead_lettered', 0):,}")
+  shares = ", ".join(f"{k} {v:.1%}" for k, v in
+                     summary["predicted_label_shares"].items())
+  lines.append(f"predicted: {shares}; mean score {summary['score_mean']:.3f}")
+  labelled = summary.get("labelled")
+  if labelled:
+    lines.append(
+        f"{labelled['labelled_rows']:,} with true labels: accuracy "
+        f"{labelled['accuracy']:.4f}, F1 {labelled['f1']:.4f}, ROC AUC "
+        f"{labelled['roc_auc']:.4f}, log loss {labelled['log_loss']:.4f}")
+  return "\n".join(lines)
