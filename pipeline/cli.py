@@ -1,11 +1,128 @@
 """Click commands of the scoring side: score and report."""
+import pathlib
+
 import click
 
 
-@click.command()
-def score():
-  """Score reviews with a trained model in a Beam pipeline (not yet wired)."""
-  raise click.ClickException("not implemented yet")
+def _known_beam_args(args):
+  """Extra arguments Beam does not know: typos of ours must not vanish."""
+  from apache_beam.options.pipeline_options import (PipelineOptions,
+                                                    _BeamArgumentParser)
+  import pipeline.options  # noqa: F401  (registers ScoreOptions)
+  parser = _BeamArgumentParser(allow_abbrev=False)
+  seen = {}
+  for cls in PipelineOptions.__subclasses__():
+    seen.setdefault(str(cls), cls)
+  for cls in seen.values():
+    cls._add_argparse_args(parser)  # pylint: disable=protected-access
+  _, unknown = parser.parse_known_args(list(args))
+  return [a for a in unknown if a.startswith("-")]
+
+
+@click.command(context_settings=dict(ignore_unknown_options=True,
+                                     allow_extra_args=True))
+@click.option("--input", "input_glob", required=True,
+              help="Parquet file(s), text file(s) (a glob) or a folder of "
+              "one-review files.")
+@click.option("--model", required=True,
+              type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Model directory from `reviewscore train`.")
+@click.option("--output", required=True,
+              help="Output prefix: PREFIX-SSSSS-of-NNNNN.parquet, "
+              "PREFIX-errors-…parquet, PREFIX-manifest.json.")
+@click.option("--format", "input_format", default="auto", show_default=True,
+              type=click.Choice(["auto", "parquet", "text", "files"]),
+              help="auto: *.parquet → parquet, a folder → files, else text "
+              "(one review per line).")
+@click.option("--text-column", default="text", show_default=True)
+@click.option("--id-column", default="review_id", show_default=True,
+              help="Parquet id column; where absent, ids are FILE:ROW.")
+@click.option("--carry-columns", default="",
+              help="Parquet columns copied to the output, comma-separated; "
+              "NAME:NEW renames (e.g. label:true_label).")
+@click.option("--num-shards", default=0, show_default=True,
+              type=click.IntRange(0, 100000), help="0: the runner decides.")
+@click.option("--max-review-bytes", default=1_000_000, show_default=True,
+              type=click.IntRange(1), help="Longer reviews are dead-lettered.")
+@click.option("--precision", default=None,
+              type=click.Choice(["float32", "bfloat16"]),
+              help="Classifier precision (default: the model card's).")
+@click.option("--min-batch-size", default=1, show_default=True,
+              type=click.IntRange(1))
+@click.option("--max-batch-size", default=64, show_default=True,
+              type=click.IntRange(1, 65536))
+@click.option("--max-batch-duration-secs", default=None,
+              type=click.FloatRange(0, min_open=True),
+              help="Beam's stateful batching; length bucketing needs it.")
+@click.option("--length-bucketing/--no-length-bucketing", default=False,
+              show_default=True,
+              help="Batch reviews of similar token counts (with "
+              "--max-batch-duration-secs).")
+@click.option("--bucket-boundaries", default="16,32,64,128,256,512",
+              show_default=True)
+@click.option("--tokenize-batch-size", default=64, show_default=True,
+              type=click.IntRange(1, 65536))
+@click.option("--inference-attempts", default=3, show_default=True,
+              type=click.IntRange(1, 10))
+@click.pass_context
+def score(ctx, input_glob, model, output, input_format, text_column,
+          id_column, carry_columns, num_shards, max_review_bytes, precision,
+          min_batch_size, max_batch_size, max_batch_duration_secs,
+          length_bucketing, bucket_boundaries, tokenize_batch_size,
+          inference_attempts):
+  """Score reviews with a trained model in a Beam pipeline.
+
+  Extra arguments go to Beam (--runner, --direct_num_workers, Dataflow's
+  options...). Prints the counts: read = scored + dead-lettered.
+
+  \b
+  Example:
+      reviewscore score --input ../shared/data/imdb/test.parquet \\
+          --model models/quick --output scores/test --num-shards 4
+      reviewscore score --input 'aclImdb/test' --format files \\
+          --model models/quick --output scores/acl \\
+          --direct_running_mode=multi_processing --direct_num_workers=2
+  """
+  from pipeline.options import parse_int_list
+  if min_batch_size > max_batch_size:
+    raise click.UsageError("--min-batch-size is larger than --max-batch-size")
+  if length_bucketing and max_batch_duration_secs is None:
+    raise click.UsageError("--length-bucketing takes effect only with "
+                           "--max-batch-duration-secs (Beam's stateful "
+                           "batching)")
+  try:
+    parse_int_list(bucket_boundaries)
+  except ValueError as e:
+    raise click.BadParameter(str(e), param_hint="--bucket-boundaries")
+  unknown = _known_beam_args(ctx.args)
+  if unknown:
+    raise click.UsageError(f"no such option: {unknown[0]} (neither "
+                           "reviewscore's nor Beam's)")
+  argv = [f"--input={input_glob}", f"--model={model}", f"--output={output}",
+          f"--format={input_format}", f"--text_column={text_column}",
+          f"--id_column={id_column}", f"--carry_columns={carry_columns}",
+          f"--num_shards={num_shards}", f"--max_review_bytes={max_review_bytes}",
+          f"--min_batch_size={min_batch_size}",
+          f"--max_batch_size={max_batch_size}",
+          f"--bucket_boundaries={bucket_boundaries}",
+          f"--tokenize_batch_size={tokenize_batch_size}",
+          f"--inference_attempts={inference_attempts}"]
+  if precision:
+    argv.append(f"--precision={precision}")
+  if max_batch_duration_secs is not None:
+    argv.append(f"--max_batch_duration_secs={max_batch_duration_secs}")
+  if length_bucketing:
+    argv.append("--length_bucketing")
+  from pipeline.run import SCORING_ERRORS, run
+  try:
+    result = run(argv + list(ctx.args),
+                 echo=lambda message: click.echo(message, err=True))
+  except SCORING_ERRORS as e:
+    raise click.ClickException(str(e)) from None
+  counts = result.counts
+  click.echo(f"scored {counts['scored']:,}, dead-lettered "
+             f"{counts['dead_lettered']:,} of {counts['read']:,} read; "
+             f"manifest {result.manifest_path}")
 
 
 @click.command()

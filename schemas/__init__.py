@@ -6,6 +6,8 @@ package (and every Beam worker) can depend on it.
 """
 from schemas.columns import (  # noqa: F401
     DEAD_LETTER_FIELDS,
+    DEAD_LETTER_REASONS,
+    ERROR_DETAIL,
     ERROR_REASON,
     ERROR_SOURCE,
     ERROR_TEXT_PREVIEW,

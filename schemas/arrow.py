@@ -46,5 +46,6 @@ def dead_letter_schema() -> pa.Schema:
       pa.field(c.REVIEW_ID, pa.string()),
       pa.field(c.SOURCE_FILE, pa.string()),
       pa.field(c.ERROR_REASON, pa.string(), nullable=False),
+      pa.field(c.ERROR_DETAIL, pa.string()),
       pa.field(c.ERROR_TEXT_PREVIEW, pa.string()),
   ])

@@ -15,9 +15,28 @@ SCORED_FIELDS = (REVIEW_ID, SCORE, LABEL_NAME, LABEL_ID, MODEL_FINGERPRINT)
 
 # Dead-letter output: every record that could not be scored, with why.
 SOURCE_FILE = "source_file"
-ERROR_REASON = "reason"
+ERROR_SOURCE = SOURCE_FILE  # the input file a dead letter came from
+ERROR_REASON = "reason"  # one of DEAD_LETTER_REASONS
+ERROR_DETAIL = "detail"  # free text: the exception message, the byte count...
 ERROR_TEXT_PREVIEW = "text_preview"
-DEAD_LETTER_FIELDS = (REVIEW_ID, SOURCE_FILE, ERROR_REASON, ERROR_TEXT_PREVIEW)
+DEAD_LETTER_FIELDS = (REVIEW_ID, SOURCE_FILE, ERROR_REASON, ERROR_DETAIL,
+                      ERROR_TEXT_PREVIEW)
+
+# Values of the `reason` column: analytics filter on these, so they are names
+# of the contract like the columns themselves.
+REASON_NULL_TEXT = "null_text"
+REASON_EMPTY_TEXT = "empty_text"  # empty or whitespace only
+REASON_NOT_A_STRING = "not_a_string"  # a number, a list, a struct...
+REASON_UNDECODABLE = "undecodable_bytes"  # not UTF-8
+REASON_BINARY = "binary_content"  # decodes, but holds NUL bytes
+REASON_TOO_LONG = "too_long"  # over --max-review-bytes
+REASON_UNREADABLE = "unreadable_file"  # one review file that cannot be read
+REASON_TOKENIZE_FAILED = "tokenize_failed"
+REASON_INFERENCE_FAILED = "inference_failed"
+DEAD_LETTER_REASONS = (
+    REASON_NULL_TEXT, REASON_EMPTY_TEXT, REASON_NOT_A_STRING,
+    REASON_UNDECODABLE, REASON_BINARY, REASON_TOO_LONG, REASON_UNREADABLE,
+    REASON_TOKENIZE_FAILED, REASON_INFERENCE_FAILED)
 
 # Parquet schema metadata (key/value pairs in the file footer).
 METADATA_MODEL_NAME = b"reviewscore.model"

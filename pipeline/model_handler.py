@@ -1,0 +1,164 @@
+"""RunInference's ModelHandler for our SavedModel, on token-id inputs.
+
+The SavedModel is loaded once per worker process and shared by its threads:
+RunInference holds what `load_model` returns through `shared.Shared`, and
+`load_model` itself goes through the module-level `_MODELS` handle, which
+the Tokenize step uses too, so a worker holds one copy of the model, not two.
+"""
+import logging
+import threading
+import time
+from typing import Any, Dict, Iterable, Optional, Sequence
+
+import numpy as np
+from apache_beam.metrics import Metrics
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+from apache_beam.utils import shared
+
+# One handle per process (module state is per process): every step that
+# acquires a model through it with the same tag gets the same object.
+_MODELS = shared.Shared()
+_TF_CONFIGURED = threading.Lock()
+_tf_configured = False
+# Retries of a failed batch before it is dead-lettered (transient faults:
+# a GPU hiccup, a preempted accelerator); delays grow as BACKOFF_SECS * 2**n.
+MAX_ATTEMPTS = 3
+BACKOFF_SECS = 0.5
+
+
+def _configure_tensorflow():
+  """GPU memory growth before TensorFlow touches the GPU, once per process."""
+  global _tf_configured
+  with _TF_CONFIGURED:
+    if _tf_configured:
+      return
+    import tensorflow as tf
+    for gpu in tf.config.list_physical_devices("GPU"):
+      try:
+        # Without it TensorFlow takes the whole GPU at the first op, and a
+        # second process (or the tokenizer's) on the worker then fails.
+        tf.config.experimental.set_memory_growth(gpu, True)
+      except RuntimeError:  # already initialised by someone else: keep going
+        logging.warning("could not enable memory growth on %s", gpu.name)
+    _tf_configured = True
+
+
+class _LoadedModel:
+  """The loaded SavedModel with the signatures we call (weak-referenceable)."""
+
+  def __init__(self, saved_model_dir: str):
+    _configure_tensorflow()
+    import tensorflow as tf
+    import tensorflow_text  # noqa: F401  (registers the WordPiece ops)
+    self.path = saved_model_dir
+    self.module = tf.saved_model.load(saved_model_dir)
+    self.signatures = self.module.signatures
+
+  def tokenize(self, texts: Sequence[str]):
+    import tensorflow as tf
+    out = self.signatures["tokenize"](text=tf.constant(list(texts), tf.string))
+    return out["input_word_ids"].numpy(), out["num_tokens"].numpy()
+
+  def classify(self, signature: str, word_ids: np.ndarray, mask: np.ndarray):
+    import tensorflow as tf
+    out = self.signatures[signature](
+        input_word_ids=tf.constant(word_ids, tf.int32),
+        input_mask=tf.constant(mask, tf.int32))
+    return out["probability"].numpy(), out["label_id"].numpy()
+
+
+def acquire_model(saved_model_dir: str) -> _LoadedModel:
+  """The process's shared copy of the SavedModel (loaded on first use)."""
+  start = time.time()
+  model = _MODELS.acquire(lambda: _LoadedModel(saved_model_dir),
+                          tag=saved_model_dir)
+  logging.info("model %s ready in %.1fs", saved_model_dir, time.time() - start)
+  return model
+
+
+def token_count(element: Dict[str, Any]) -> int:
+  """Length of a tokenized review, for length-aware batching."""
+  return len(element["tokens"])
+
+
+def pad_batch(token_lists: Sequence[np.ndarray]):
+  """Pads to the batch's own longest review (dynamic padding)."""
+  length = max(len(t) for t in token_lists)
+  ids = np.zeros((len(token_lists), length), np.int32)
+  mask = np.zeros((len(token_lists), length), np.int32)
+  for row, tokens in enumerate(token_lists):
+    ids[row, :len(tokens)] = tokens
+    mask[row, :len(tokens)] = 1
+  return ids, mask
+
+
+class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
+                                        _LoadedModel]):
+  """Scores tokenized reviews ({'tokens': int32 ids, ...}) with classify_tokens.
+
+  Batching is Beam's (BatchElements, configured by the keyword options here);
+  with `max_batch_duration_secs` and `length_bucketing`, reviews are bucketed
+  by token count so a batch pads little.
+  """
+
+  def __init__(self, saved_model_dir: str, *, signature: str,
+               model_fingerprint: str, min_batch_size: int = 1,
+               max_batch_size: int = 64,
+               max_batch_duration_secs: Optional[int] = None,
+               length_bucketing: bool = True,
+               bucket_boundaries: Optional[Sequence[int]] = None,
+               max_attempts: int = MAX_ATTEMPTS,
+               backoff_secs: float = BACKOFF_SECS):
+    bucketing = {}
+    if length_bucketing:
+      bucketing = dict(batch_length_fn=token_count,
+                       batch_bucket_boundaries=list(bucket_boundaries)
+                       if bucket_boundaries else None)
+    super().__init__(min_batch_size=min_batch_size,
+                     max_batch_size=max_batch_size,
+                     max_batch_duration_secs=max_batch_duration_secs,
+                     **bucketing)
+    self._saved_model_dir = saved_model_dir
+    self._signature = signature
+    self._fingerprint = model_fingerprint
+    self._max_attempts = max(1, int(max_attempts))
+    self._backoff_secs = backoff_secs
+
+  def load_model(self) -> _LoadedModel:
+    return acquire_model(self._saved_model_dir)
+
+  def _classify(self, model: _LoadedModel, ids, mask):
+    """One model call; the seam where transient faults surface."""
+    return model.classify(self._signature, ids, mask)
+
+  def run_inference(self, batch: Sequence[Dict[str, Any]], model: _LoadedModel,
+                    inference_args: Optional[Dict[str, Any]] = None
+                    ) -> Iterable[PredictionResult]:
+    ids, mask = pad_batch([e["tokens"] for e in batch])
+    # Padding efficiency = real / padded tokens: what bucketing saves.
+    Metrics.counter("reviewscore", "tokens_real").inc(int(mask.sum()))
+    Metrics.counter("reviewscore", "tokens_padded").inc(int(mask.size))
+    Metrics.distribution("reviewscore", "inference_batch_size").update(
+        len(batch))
+    for attempt in range(1, self._max_attempts + 1):
+      try:
+        probabilities, label_ids = self._classify(model, ids, mask)
+        break
+      except Exception as e:  # retried, then RunInference dead-letters it
+        if attempt == self._max_attempts:
+          raise
+        delay = self._backoff_secs * 2 ** (attempt - 1)
+        logging.warning("inference on %d reviews failed (attempt %d of %d, "
+                        "retrying in %.1fs): %s", len(batch), attempt,
+                        self._max_attempts, delay, e)
+        time.sleep(delay)
+    return [PredictionResult(example, {"probability": float(p),
+                                       "label_id": int(label)},
+                             self._fingerprint)
+            for example, p, label in zip(batch, probabilities, label_ids)]
+
+  def get_num_bytes(self, batch: Sequence[Dict[str, Any]]) -> int:
+    return sum(e["tokens"].nbytes for e in batch)
+
+  def get_metrics_namespace(self) -> str:
+    return "reviewscore.RunInference"

@@ -1,0 +1,282 @@
+"""The scoring pipeline: reviews → validate → tokenize → RunInference → Parquet.
+
+    python -m pipeline.run --input 'reviews/*.parquet' --model models/m1 \\
+        --output scores/run1 [--runner DirectRunner ...]
+
+Arguments the pipeline does not know go to Beam's PipelineOptions.
+`run(argv)` is what the CLI and the tests call; it checks the model and the
+input before anything starts, waits for the pipeline, and returns its counts.
+"""
+import dataclasses
+import logging
+import sys
+import time
+import uuid
+from typing import Any, Callable, Dict, List, Optional
+
+import apache_beam as beam
+from apache_beam.ml.inference.base import RunInference
+from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.runners.runner import PipelineState
+
+from pipeline import io as io_lib
+from pipeline.model_card import ModelCard, ModelError, load_model_card
+from pipeline.model_handler import TokenIdsModelHandler
+from pipeline.options import ScoreOptions, parse_int_list, parse_names
+from pipeline.tokenize import TokenizeBatch
+from schemas import arrow as schema_lib
+from schemas import columns as c
+
+
+class OptionsError(ValueError):
+  """An option value the pipeline cannot use."""
+
+
+class PipelineFailed(Exception):
+  """The pipeline ran but did not finish; nothing was committed."""
+
+
+# The errors that mean bad input or options rather than a bug: one line each.
+SCORING_ERRORS = (io_lib.InputError, ModelError, OptionsError, PipelineFailed)
+
+
+@dataclasses.dataclass
+class ScoreResult:
+  output_prefix: str
+  manifest_path: str
+  score_files: List[str]
+  error_files: List[str]
+  counts: Dict[str, Any]
+  metrics: Dict[str, int]
+  elapsed_secs: float
+  state: str
+
+  def summary(self) -> str:
+    counts = self.counts
+    reasons = ", ".join(f"{k} {v:,}" for k, v in
+                        counts["dead_lettered_by_reason"].items()) or "none"
+    return (f"read {counts['read']:,} = scored {counts['scored']:,} + "
+            f"dead-lettered {counts['dead_lettered']:,} ({reasons}) in "
+            f"{self.elapsed_secs:.1f}s\n"
+            f"scores: {', '.join(self.score_files)}\n"
+            f"dead letters: {', '.join(self.error_files)}\n"
+            f"manifest: {self.manifest_path}")
+
+
+def _format_score(result, *, class_names, fingerprint, carried):
+  """PredictionResult → one row of schemas.scored_schema()."""
+  record, inference = result.example, result.inference
+  label_id = int(inference["label_id"])
+  row = {c.REVIEW_ID: record["id"], c.SCORE: inference["probability"],
+         c.LABEL_NAME: class_names[label_id], c.LABEL_ID: label_id,
+         c.MODEL_FINGERPRINT: fingerprint}
+  for name in carried:
+    row[name] = record["carried"].get(name)
+  return row
+
+
+def _failed_batch_letters(failure):
+  """RunInference's (batch, exception) dead letters → one per review."""
+  batch, error = failure
+  detail = f"{type(error).__name__}: {error}"
+  for record in batch:
+    yield io_lib.dead_letter(record, c.REASON_INFERENCE_FAILED, detail)
+
+
+class _CountScored(beam.DoFn):
+  def setup(self):
+    self._scored = beam.metrics.Metrics.counter("reviewscore", "scored")
+
+  def process(self, row):
+    self._scored.inc()
+    yield row
+
+
+def build_pipeline(p: beam.Pipeline, *, plan: io_lib.InputPlan,
+                   card: ModelCard, handler: TokenIdsModelHandler,
+                   paths: io_lib.OutputPaths, opts: ScoreOptions,
+                   manifest: Dict[str, Any]) -> None:
+  """Adds the scoring steps to `p` (labelled, so runners' UIs read well)."""
+  max_bytes = opts.max_review_bytes
+  raw = p | "Read" >> io_lib.ReadReviews(plan, max_bytes=max_bytes)
+  valid = raw | "Validate" >> beam.ParDo(io_lib.Validate(
+      max_bytes=max_bytes)).with_outputs(io_lib.DEAD, main="valid")
+  tokenized = (
+      valid.valid
+      # Tokenizing a batch at a time amortises the TensorFlow call.
+      | "BatchForTokenize" >> beam.BatchElements(
+          min_batch_size=1, max_batch_size=opts.tokenize_batch_size)
+      | "Tokenize" >> beam.ParDo(TokenizeBatch(card.saved_model_dir))
+      .with_outputs(io_lib.DEAD, main="tokens"))
+  results, failed = (tokenized.tokens
+                     | "RunInference" >> RunInference(handler)
+                     .with_exception_handling())
+  scores = (results
+            | "FormatScores" >> beam.Map(
+                _format_score, class_names=list(card.class_names),
+                fingerprint=card.model_fingerprint,
+                carried=plan.carried_names)
+            | "CountScored" >> beam.ParDo(_CountScored()))
+  inference_dead = (failed.failed_inferences
+                    | "InferenceDeadLetters" >> beam.FlatMap(
+                        _failed_batch_letters))
+  dead = ((valid[io_lib.DEAD], tokenized[io_lib.DEAD], inference_dead)
+          | "AllDeadLetters" >> beam.Flatten()
+          | "FormatDeadLetters" >> beam.ParDo(io_lib.FormatDeadLetter()))
+
+  metadata = schema_lib.scored_schema_metadata(
+      model_name=card.model_name, model_fingerprint=card.model_fingerprint,
+      threshold=card.threshold, class_names=card.class_names)
+  scored_schema = schema_lib.scored_schema(plan.carried_fields, metadata)
+  score_files = io_lib.write_shards(scores, paths.staged_scores,
+                                    scored_schema, opts.num_shards,
+                                    "WriteScores")
+  error_files = io_lib.write_shards(dead, paths.staged_errors,
+                                    schema_lib.dead_letter_schema(), 1,
+                                    "WriteDeadLetters")
+
+  count = beam.combiners.Count
+  n_read = raw | "CountRead" >> count.Globally()
+  n_scored = scores | "CountScores" >> count.Globally()
+  n_dead = dead | "CountDeadLetters" >> count.Globally()
+  reasons = (dead | "Reasons" >> beam.Map(lambda row: row[c.ERROR_REASON])
+             | "CountReasons" >> count.PerElement())
+  side = beam.pvalue
+  _ = (p
+       | "CommitTrigger" >> beam.Create([None])
+       | "Commit" >> beam.ParDo(
+           io_lib.Commit(paths, manifest), side.AsList(score_files),
+           side.AsList(error_files), side.AsSingleton(n_read),
+           side.AsSingleton(n_scored), side.AsSingleton(n_dead),
+           side.AsDict(reasons)))
+
+
+def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
+  for name in ("input", "model", "output"):
+    if not getattr(opts, name):
+      raise OptionsError(f"--{name} is required")
+  for name in ("max_batch_size", "min_batch_size", "tokenize_batch_size",
+               "max_review_bytes", "inference_attempts"):
+    if getattr(opts, name) < 1:
+      raise OptionsError(f"--{name} must be at least 1")
+  if opts.min_batch_size > opts.max_batch_size:
+    raise OptionsError("--min_batch_size is larger than --max_batch_size")
+  if opts.num_shards < 0:
+    raise OptionsError("--num_shards must be 0 (runner's choice) or more")
+  if opts.max_batch_duration_secs is not None and \
+      opts.max_batch_duration_secs <= 0:
+    raise OptionsError("--max_batch_duration_secs must be positive")
+  try:
+    buckets = parse_int_list(opts.bucket_boundaries)
+  except ValueError as e:
+    raise OptionsError(f"--bucket_boundaries: {e}") from None
+  return {"buckets": buckets,
+          "signature": card.classify_signature(opts.precision)}
+
+
+def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
+        echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
+        ) -> ScoreResult:
+  """Checks, runs and waits; raises one of SCORING_ERRORS on bad input."""
+  start = time.time()
+  options = PipelineOptions(argv)
+  options.view_as(SetupOptions).save_main_session = save_main_session
+  opts = options.view_as(ScoreOptions)
+  if not opts.model:
+    raise OptionsError("--model is required")
+  # Model first, then the input: both before any record is read.
+  card = load_model_card(opts.model)
+  checked = _check_options(opts, card)
+  plan = io_lib.plan_input(opts.input, format=opts.format,
+                           text_column=opts.text_column,
+                           id_column=opts.id_column,
+                           carry=parse_names(opts.carry_columns))
+  echo(f"scoring {plan.describe()} with {card.model_name} "
+       f"({checked['signature']}, fingerprint {card.model_fingerprint[:12]})")
+  run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
+  paths = io_lib.OutputPaths(opts.output, run_id)
+  handler = TokenIdsModelHandler(
+      card.saved_model_dir, signature=checked["signature"],
+      model_fingerprint=card.model_fingerprint,
+      min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
+      max_batch_duration_secs=opts.max_batch_duration_secs,
+      length_bucketing=opts.length_bucketing,
+      bucket_boundaries=checked["buckets"] or None,
+      max_attempts=opts.inference_attempts)
+  manifest = {"run_id": run_id, "input": opts.input, "format": plan.format,
+              "model": {"dir": card.model_dir, "name": card.model_name,
+                        "fingerprint": card.model_fingerprint,
+                        "signature": checked["signature"],
+                        "threshold": card.threshold}}
+
+  p = beam.Pipeline(options=options)
+  build_pipeline(p, plan=plan, card=card, handler=handler, paths=paths,
+                 opts=opts, manifest=manifest)
+  try:
+    result = p.run()
+    state = result.wait_until_finish()
+  except Exception as e:
+    raise PipelineFailed(f"the pipeline failed, nothing was committed "
+                         f"(partial work is in {paths.staging_dir}): "
+                         f"{type(e).__name__}: {_first_line(e)}") from e
+  if state != PipelineState.DONE:
+    raise PipelineFailed(f"the pipeline ended {state}; nothing was committed")
+  written = io_lib.read_manifest(paths)
+  if written is None or written.get("run_id") != run_id:
+    raise PipelineFailed(f"the pipeline finished but {paths.manifest} was not "
+                         "written by this run")
+  metrics = _metric_counts(result)
+  counts = written["counts"]
+  if metrics.get("read") is not None and metrics["read"] != counts["read"]:
+    logging.warning("metrics say %s read, the manifest %s", metrics["read"],
+                    counts["read"])
+  score = ScoreResult(
+      output_prefix=opts.output, manifest_path=paths.manifest,
+      score_files=written["scores"], error_files=written["errors"],
+      counts=counts, metrics=metrics, elapsed_secs=time.time() - start,
+      state=str(state))
+  echo(score.summary())
+  return score
+
+
+def _first_line(error: Exception) -> str:
+  lines = [line for line in str(error).splitlines() if line.strip()]
+  # Beam wraps worker errors in long tracebacks; the last line says what.
+  return lines[-1][:500] if lines else type(error).__name__
+
+
+def _metric_counts(result) -> Dict[str, int]:
+  """Beam counters of namespace 'reviewscore' (committed, else attempted)."""
+  counts = {}
+  try:
+    query = result.metrics().query(
+        beam.metrics.MetricsFilter().with_namespace("reviewscore"))
+  except Exception as e:  # some runners report no metrics
+    logging.info("no metrics from the runner: %s", e)
+    return counts
+  for counter in query.get("counters", []):
+    value = counter.committed if counter.committed is not None \
+        else counter.attempted
+    name = counter.key.metric.name
+    counts[name] = counts.get(name, 0) + int(value or 0)
+  for dist in query.get("distributions", []):
+    value = dist.committed if dist.committed is not None else dist.attempted
+    if value is not None and value.count:
+      name = dist.key.metric.name
+      counts[name + ".mean"] = round(value.sum / value.count, 2)
+      counts[name + ".max"] = value.max
+  return counts
+
+
+def main(argv=None) -> int:
+  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+  try:
+    run(argv)
+  except SCORING_ERRORS as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,58 @@
+"""Tokenization as a step of its own, so inference can batch by length.
+
+Uses the SavedModel's `tokenize` signature: exactly training's WordPiece,
+truncation and special tokens. Emits one record per review with its token
+ids unpadded (np.int32, [CLS] … [SEP]); padding is the inference batch's job.
+"""
+import logging
+from typing import Any, Dict, List
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.metrics import Metrics
+
+from schemas import columns as c
+
+DEAD = "dead"
+
+
+class TokenizeBatch(beam.DoFn):
+  """[valid review records] → tokenized records, dead letters tagged DEAD."""
+
+  def __init__(self, saved_model_dir: str):
+    self._saved_model_dir = saved_model_dir
+    self._model = None
+
+  def setup(self):
+    # Heavy: the same per-process model object RunInference uses.
+    from pipeline.model_handler import acquire_model
+    self._model = acquire_model(self._saved_model_dir)
+    self._tokenized = Metrics.counter("reviewscore", "tokenized")
+    self._tokens = Metrics.distribution("reviewscore", "tokens_per_review")
+
+  def _emit(self, records: List[Dict[str, Any]]):
+    ids, counts = self._model.tokenize([r["text"] for r in records])
+    for record, row, count in zip(records, ids, counts):
+      self._tokenized.inc()
+      self._tokens.update(int(count))
+      yield {"id": record["id"], "source": record["source"],
+             "tokens": np.ascontiguousarray(row[:int(count)], np.int32),
+             "carried": record["carried"]}
+
+  def process(self, batch):
+    try:
+      outputs = list(self._emit(batch))
+    except Exception as e:  # one review breaking the batch: find which
+      logging.warning("tokenizing %d reviews failed (%s): retrying one by one",
+                      len(batch), e)
+      outputs = []
+      for record in batch:
+        try:
+          outputs.extend(self._emit([record]))
+        except Exception as single:
+          outputs.append(beam.pvalue.TaggedOutput(DEAD, {
+              "id": record["id"], "source": record["source"],
+              "reason": c.REASON_TOKENIZE_FAILED,
+              "detail": f"{type(single).__name__}: {single}",
+              "value": record["text"]}))
+    yield from outputs
