@@ -29,7 +29,7 @@ def _known_beam_args(args):
               help="Model directory from `reviewscore train`.")
 @click.option("--output", required=True,
               help="Output prefix: PREFIX-SSSSS-of-NNNNN.parquet, "
-              "PREFIX-errors-…parquet, PREFIX-manifest.json.")
+              "PREFIX-errors/part-SSSSS-of-NNNNN.parquet (dead letters), PREFIX-manifest.json.")
 @click.option("--format", "input_format", default="auto", show_default=True,
               type=click.Choice(["auto", "parquet", "text", "files"]),
               help="auto: *.parquet → parquet, a folder → files, else text "
@@ -126,6 +126,36 @@ def score(ctx, input_glob, model, output, input_format, text_column,
 
 
 @click.command()
-def report():
-  """Summarise a scored output with numbers and plots (not yet wired)."""
-  raise click.ClickException("not implemented yet")
+@click.argument("prefix")
+@click.option("--labels", default=None,
+              help="True labels: a column of the scored output (carried from "
+              "the input, e.g. true_label) or a Parquet file joined by id.")
+@click.option("--labels-id-column", default="review_id", show_default=True,
+              help="Id column of a --labels file.")
+@click.option("--labels-column", default="label", show_default=True,
+              help="Label column of a --labels file (0/1 or class names).")
+@click.option("--out", "out_dir", required=True,
+              type=click.Path(file_okay=False, path_type=pathlib.Path),
+              help="Where summary.json and the PNGs go.")
+def report(prefix, labels, labels_id_column, labels_column, out_dir):
+  """Summarise a scored output (all shards) with numbers and plots.
+
+  Writes summary.json, score_histogram.png and label_shares.png; with true
+  labels also accuracy and the rest in summary.json, roc.png, confusion.png
+  and reliability.png. Reads shards in batches: memory does not grow with the
+  number of scored rows.
+
+  \b
+  Example:
+      reviewscore report scores/test --labels ../shared/data/imdb/test.parquet \\
+          --out reports/test
+  """
+  from pipeline.report import ReportError, build_report, format_summary
+  try:
+    summary = build_report(prefix, out_dir, labels=labels,
+                           labels_id_column=labels_id_column,
+                           labels_column=labels_column)
+  except ReportError as e:
+    raise click.ClickException(str(e)) from None
+  click.echo(format_summary(summary))
+  click.echo(f"written to {out_dir}")

@@ -480,20 +480,29 @@ class OutputPaths:
   def staged_scores(self) -> str:
     return _join(self.staging_dir, _basename(self.prefix))
 
+  # Dead letters live in a folder, PREFIX-errors/part-SSSSS-of-NNNNN.parquet,
+  # so that analytics' `read_parquet('PREFIX-*.parquet')` matches the score
+  # shards only (a glob's * does not cross a path separator).
+  @property
+  def errors_dir(self) -> str:
+    return self.prefix + "-errors"
+
   @property
   def staged_errors(self) -> str:
-    return self.staged_scores + "-errors"
+    return _join(self.staging_dir, "errors", "part")
 
   @property
   def manifest(self) -> str:
     return self.prefix + "-manifest.json"
 
   def final_name(self, staged_path: str) -> str:
+    if _dirname(staged_path) == _dirname(self.staged_errors):
+      return _join(self.errors_dir, _basename(staged_path))
     return _join(_dirname(self.prefix) or ".", _basename(staged_path))
 
   def final_globs(self) -> List[str]:
     shard = "-?????-of-?????.parquet"
-    return [self.prefix + shard, self.prefix + "-errors" + shard]
+    return [self.prefix + shard, _join(self.errors_dir, "part") + shard]
 
 
 def write_shards(pcoll, prefix: str, schema: pa.Schema, num_shards: int,
@@ -540,6 +549,8 @@ class Commit(beam.DoFn):
                 if m.path not in finals]
     _delete(stale)
     moves = [(s, f) for s, f in zip(staged, finals) if FileSystems.exists(s)]
+    if error_files and not FileSystems.exists(paths.errors_dir):
+      FileSystems.mkdirs(paths.errors_dir)
     if moves:
       FileSystems.rename([s for s, _ in moves], [f for _, f in moves])
     manifest = dict(self._manifest)

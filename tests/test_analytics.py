@@ -1,0 +1,138 @@
+"""Scored output as analytics tools see it, and `reviewscore report`.
+
+The DuckDB query and the pandas one-liner are read from README.md and run
+here, so the README cannot drift from what works.
+"""
+import json
+import pathlib
+import re
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+from pipeline.run import run
+from reviewscore.cli import main
+from schemas import columns as c
+
+README_PREFIX = "scores/test"
+README_INPUT = "../shared/data/imdb/test.parquet"
+
+
+@pytest.fixture(scope="module")
+def scored(tiny_model_dir, imdb_dir, tmp_path_factory):
+  """300 real test reviews (with two bad rows) scored into 2 shards."""
+  root = tmp_path_factory.mktemp("analytics")
+  table = pq.read_table(imdb_dir / "test.parquet")
+  table = pa.concat_tables([table.slice(0, 150), table.slice(12500, 150)])
+  texts = table["text"].to_pylist()
+  texts[5], texts[200] = None, "   "
+  table = table.set_column(table.schema.get_field_index("text"), "text",
+                           pa.array(texts, pa.string()))
+  pq.write_table(table, root / "test.parquet")
+  prefix = str(root / "scores" / "test")
+  result = run([f"--input={root / 'test.parquet'}", f"--model={tiny_model_dir}",
+                f"--output={prefix}", "--num_shards=2",
+                "--carry_columns=label:true_label,rating"],
+               save_main_session=False, echo=lambda m: None)
+  assert result.counts == {**result.counts, "read": 300, "scored": 298,
+                           "dead_lettered": 2}
+  return {"prefix": prefix, "input": root / "test.parquet", "root": root}
+
+
+def _readme_block(language: str) -> str:
+  readme = (pathlib.Path(__file__).parents[1] / "README.md").read_text()
+  section = readme.split("## Analytics", 1)[1]
+  return re.search(rf"```{language}\n(.*?)```", section, re.S).group(1)
+
+
+def _localise(code: str, scored) -> str:
+  return (code.replace(README_PREFIX, scored["prefix"])
+          .replace(README_INPUT, str(scored["input"])))
+
+
+def test_duckdb_reads_the_declared_types_and_metadata(scored):
+  prefix = scored["prefix"]
+  described = duckdb.sql(
+      f"DESCRIBE SELECT * FROM read_parquet('{prefix}-*.parquet')").fetchall()
+  types = {name: kind for name, kind, *_ in described}
+  assert types[c.REVIEW_ID] == "VARCHAR"
+  assert types[c.SCORE] == "FLOAT"
+  assert types[c.LABEL_NAME] == "VARCHAR"
+  assert types[c.LABEL_ID] == "TINYINT"
+  assert types[c.MODEL_FINGERPRINT] == "VARCHAR"
+  assert types["true_label"] == "TINYINT" and types["rating"] == "TINYINT"
+  rows = duckdb.sql(
+      f"SELECT count(*), count(DISTINCT review_id) FROM read_parquet('{prefix}-*.parquet')"
+  ).fetchall()[0]
+  assert rows == (298, 298)  # error shards are not matched by the glob
+  metadata = dict(duckdb.sql(
+      f"SELECT key, value FROM parquet_kv_metadata('{prefix}-*.parquet')"
+  ).fetchall())
+  assert float(metadata[c.METADATA_THRESHOLD]) == 0.5
+  assert metadata[c.METADATA_MODEL_FINGERPRINT].decode()
+  assert metadata[c.METADATA_MODEL_NAME].decode() == "model"
+
+
+def test_pandas_gets_the_declared_dtypes(scored):
+  namespace = {}
+  exec(_localise(_readme_block("python"), scored), namespace)  # noqa: S102
+  frame = namespace["scores"]
+  assert len(frame) == 298
+  assert frame[c.SCORE].dtype == np.float32
+  assert frame[c.LABEL_ID].dtype == np.int8
+  assert frame[c.REVIEW_ID].map(type).eq(str).all()
+  shard = sorted((scored["root"] / "scores").glob("test-*.parquet"))[0]
+  assert pq.read_schema(shard).metadata[c.METADATA_THRESHOLD] == b"0.5"
+
+
+def test_readme_duckdb_join_runs(scored):
+  query = _localise(_readme_block("sql"), scored)
+  joined = duckdb.sql(query).df()
+  assert len(joined) == 298
+  assert {"review_id", "score", "label", "rating", "text"} <= set(joined.columns)
+  # The join matched every scored row to its own input row.
+  assert (joined["label_id"] >= 0).all()
+
+
+def test_report_with_a_labels_column(scored, tmp_path):
+  result = CliRunner().invoke(main, ["report", scored["prefix"], "--labels",
+                                     "true_label", "--out", str(tmp_path)])
+  assert result.exit_code == 0, result.output
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert summary["rows"] == 298
+  assert summary["counts"]["dead_lettered"] == 2
+  frame = pd.concat(pd.read_parquet(p) for p in
+                    sorted((scored["root"] / "scores").glob("test-*.parquet")))
+  expected = float(np.mean(frame["label_id"] == frame["true_label"]))
+  assert summary["labelled"]["accuracy"] == pytest.approx(expected)
+  assert summary["labelled"]["labelled_rows"] == 298
+  for png in ("score_histogram.png", "label_shares.png", "roc.png",
+              "confusion.png", "reliability.png"):
+    assert (tmp_path / png).read_bytes().startswith(b"\x89PNG"), png
+  assert "accuracy" in result.output
+
+
+def test_report_joins_labels_from_a_file(scored, tmp_path):
+  result = CliRunner().invoke(main, ["report", scored["prefix"], "--labels",
+                                     str(scored["input"]), "--out", str(tmp_path)])
+  assert result.exit_code == 0, result.output
+  with_file = json.loads((tmp_path / "summary.json").read_text())
+  assert with_file["labelled"]["labelled_rows"] == 298
+
+
+def test_report_without_labels_and_on_a_missing_output(scored, tmp_path):
+  runner = CliRunner()
+  result = runner.invoke(main, ["report", scored["prefix"], "--out", str(tmp_path)])
+  assert result.exit_code == 0, result.output
+  summary = json.loads((tmp_path / "summary.json").read_text())
+  assert "labelled" not in summary and not (tmp_path / "roc.png").exists()
+  assert sum(summary["predicted_label_counts"].values()) == 298
+  missing = runner.invoke(main, ["report", str(tmp_path / "nothing"), "--out",
+                                 str(tmp_path / "r")])
+  assert missing.exit_code == 1
+  assert "manifest" in missing.output and "Traceback" not in missing.output
