@@ -11,6 +11,9 @@
 #   TRAIN_EXAMPLES    labelled reviews to train on, or "all"        (2000)
 #   EPOCHS            training epochs                                (1)
 #   SEQ_LENGTH        wordpieces per review                          (128)
+#   TRAIN_OPTIONS     more `reviewscore train` options
+#                     (--pooling mean --learning-rate 1e-4 --batch-size 16: a
+#                     2,000-review epoch is only 100 steps, too few at 3e-5)
 #   MODEL_DIR         model directory (models/quick for the defaults)
 #   INPUT             what to score: file, glob or folder  ($REVIEWSCORE_DATA/test.parquet)
 #   OUTPUT            output prefix                                  (scores/local)
@@ -32,6 +35,7 @@ else
   default_model="models/n${TRAIN_EXAMPLES}-e${EPOCHS}-s${SEQ_LENGTH}"
 fi
 MODEL_DIR="${MODEL_DIR:-$default_model}"
+read -r -a TRAIN_OPTIONS <<< "${TRAIN_OPTIONS:---pooling mean --learning-rate 1e-4 --batch-size 16}"
 INPUT="${INPUT:-$DATA/test.parquet}"
 OUTPUT="${OUTPUT:-scores/local}"
 NUM_SHARDS="${NUM_SHARDS:-4}"
@@ -60,7 +64,8 @@ else
   resume=()
   [ -f "$MODEL_DIR/train_state.json" ] && resume=(--resume)
   "$RS" train --data "$DATA" --encoder encoders/minilm --out "$MODEL_DIR" \
-    --epochs "$EPOCHS" --seq-length "$SEQ_LENGTH" "${limits[@]}" "${resume[@]}"
+    --epochs "$EPOCHS" --seq-length "$SEQ_LENGTH" "${TRAIN_OPTIONS[@]}" \
+    "${limits[@]}" "${resume[@]}"
 fi
 
 step "scoring $INPUT on DirectRunner"

@@ -258,7 +258,10 @@ class Trainer:
       grads = tape.gradient(scaled_loss, model.trainable_variables)
       if scaled:
         grads = optimizer.get_unscaled_gradients(grads)
-      optimizer.apply_gradients(zip(grads, model.trainable_variables))
+      # Mean pooling leaves the encoder's pooler without gradients.
+      optimizer.apply_gradients([
+          (g, v) for g, v in zip(grads, model.trainable_variables)
+          if g is not None])
       count = tf.cast(tf.shape(labels)[0], tf.float64)
       correct = tf.reduce_sum(tf.cast(
           tf.equal(tf.cast(logits > 0, tf.float32), labels), tf.float64))
