@@ -1,0 +1,53 @@
+"""Bad options on every command: one usage line, exit code 2, no traceback."""
+import pytest
+from click.testing import CliRunner
+
+from reviewscore.cli import main
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+  root = tmp_path_factory.mktemp("cli")
+  (root / "model").mkdir()
+  (root / "data.parquet").write_bytes(b"not used")
+  return root
+
+
+CASES = [
+    ("unknown command", ["retrain"]),
+    ("import-encoder: too many paths", ["import-encoder", "a", "b", "c"]),
+    ("import-encoder: seq length out of range", ["import-encoder", "--seq-length", "4", "x"]),
+    ("train: missing --data path", ["train", "--data", "{root}/nope", "--encoder", "e", "--out", "o"]),
+    ("train: no --encoder", ["train", "--data", "{root}/data.parquet", "--out", "o"]),
+    ("train: epochs 0", ["train", "--data", "{root}/data.parquet", "--encoder", "e", "--out", "o", "--epochs", "0"]),
+    ("train: learning rate 0", ["train", "--data", "{root}/data.parquet", "--encoder", "e", "--out", "o", "--learning-rate", "0"]),
+    ("train: head tokens beyond the sequence", ["train", "--data", "{root}/data.parquet", "--encoder", "e", "--out", "o", "--truncation", "head+tail", "--seq-length", "64", "--head-tokens", "100"]),
+    ("evaluate: missing model", ["evaluate", "--model", "{root}/nope", "--data", "{root}/data.parquet"]),
+    ("evaluate: bad split", ["evaluate", "--model", "{root}/model", "--data", "{root}/data.parquet", "--split", "dev"]),
+    ("evaluate: max examples 0", ["evaluate", "--model", "{root}/model", "--data", "{root}/data.parquet", "--max-examples", "0"]),
+    ("predict: no model", ["predict", "some text"]),
+    ("predict: no texts", ["predict", "--model", "{root}/model"]),
+    ("score: no --model", ["score", "--input", "x", "--output", "y"]),
+    ("score: bad format", ["score", "--input", "x", "--model", "{root}/model", "--output", "y", "--format", "csv"]),
+    ("report: no --out", ["report", "scores/x"]),
+    ("report: no prefix", ["report", "--out", "r"]),
+]
+
+
+@pytest.mark.parametrize("name, args", CASES, ids=[n for n, _ in CASES])
+def test_bad_options_are_usage_errors(name, args, paths):
+  args = [a.replace("{root}", str(paths)) for a in args]
+  result = CliRunner().invoke(main, args, input="")
+  assert result.exit_code == 2, (name, result.output)
+  assert "Error:" in result.output
+  assert "Traceback" not in result.output
+
+
+def test_every_command_is_listed_with_a_summary():
+  result = CliRunner().invoke(main, ["--help"])
+  assert result.exit_code == 0
+  for command in ("import-encoder", "train", "evaluate", "predict", "score",
+                  "report"):
+    line = next(l for l in result.output.splitlines()
+                if l.strip().startswith(command + " "))
+    assert len(line.split(None, 1)[1]) > 10

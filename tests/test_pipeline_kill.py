@@ -1,0 +1,59 @@
+"""A scoring run killed with SIGKILL leaves nothing complete; a rerun heals."""
+import glob
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from schemas import columns as c
+
+
+def test_sigkill_midway_then_rerun_gives_the_complete_output(
+    tiny_model_dir, imdb_dir, tmp_path):
+  table = pq.read_table(imdb_dir / "test.parquet")
+  table = pa.concat_tables([table.slice(0, 300), table.slice(12500, 300)])
+  data = tmp_path / "in.parquet"
+  pq.write_table(table, data, row_group_size=50)
+  prefix = tmp_path / "scores" / "run"
+  command = [sys.executable, "-m", "pipeline.run", f"--input={data}",
+             f"--model={tiny_model_dir}", f"--output={prefix}",
+             "--num_shards=3", "--max_batch_size=8"]
+  process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+  try:
+    # Killed once its shards are being staged: the middle of the write.
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and process.poll() is None:
+      if glob.glob(f"{tmp_path}/scores/.run.staging-*"):
+        time.sleep(1.0)
+        break
+      time.sleep(0.1)
+    assert process.poll() is None, "the run finished before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+  finally:
+    if process.poll() is None:
+      process.kill()
+  assert not os.path.exists(f"{prefix}-manifest.json")
+  assert not glob.glob(f"{prefix}-?????-of-?????.parquet")
+
+  rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert rerun.returncode == 0, rerun.stderr[-2000:]
+  shards = sorted(glob.glob(f"{prefix}-?????-of-?????.parquet"))
+  assert len(shards) == 3
+  scored = pq.read_table(shards)
+  assert sorted(scored[c.REVIEW_ID].to_pylist()) == sorted(
+      table["review_id"].to_pylist())
+  # The same rows as a run that was never interrupted.
+  clean = subprocess.run([*command[:5], f"--output={tmp_path}/clean/run",
+                          *command[6:]], capture_output=True, text=True,
+                         timeout=300)
+  assert clean.returncode == 0, clean.stderr[-2000:]
+  expected = pq.read_table(sorted(glob.glob(f"{tmp_path}/clean/run-?????-of-?????.parquet")))
+  columns = [c.REVIEW_ID, c.SCORE, c.LABEL_NAME, c.LABEL_ID]
+  assert (scored.select(columns).sort_by(c.REVIEW_ID)
+          .equals(expected.select(columns).sort_by(c.REVIEW_ID)))
