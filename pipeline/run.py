@@ -83,12 +83,30 @@ def _failed_batch_letters(failure):
     yield io_lib.dead_letter(record, c.REASON_INFERENCE_FAILED, detail)
 
 
+PROGRESS_EVERY_SECS = 15.0
+progress_log = logging.getLogger("reviewscore.progress")
+
+
 class _CountScored(beam.DoFn):
+  """Counts scored rows; logs this worker's progress every few seconds.
+
+  DirectRunner blocks the launcher until the end, so progress comes from the
+  workers themselves (on Dataflow it lands in the worker logs).
+  """
+
   def setup(self):
     self._scored = beam.metrics.Metrics.counter("reviewscore", "scored")
+    self._count, self._start = 0, time.monotonic()
+    self._last_log = self._start
 
   def process(self, row):
     self._scored.inc()
+    self._count += 1
+    now = time.monotonic()
+    if now - self._last_log >= PROGRESS_EVERY_SECS:
+      self._last_log = now
+      progress_log.info("%s reviews scored by this worker (%.1f/s)",
+                        f"{self._count:,}", self._count / (now - self._start))
     yield row
 
 
@@ -191,6 +209,12 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                            text_column=opts.text_column,
                            id_column=opts.id_column,
                            carry=parse_names(opts.carry_columns))
+  if not progress_log.handlers:
+    handler_ = logging.StreamHandler(sys.stderr)
+    handler_.setFormatter(logging.Formatter("progress: %(message)s"))
+    progress_log.addHandler(handler_)
+    progress_log.setLevel(logging.INFO)
+    progress_log.propagate = False
   echo(f"scoring {plan.describe()} with {card.model_name} "
        f"({checked['signature']}, fingerprint {card.model_fingerprint[:12]})")
   run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
