@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -54,6 +55,10 @@ def test_sigkill_midway_then_rerun_gives_the_complete_output(
                          timeout=300)
   assert clean.returncode == 0, clean.stderr[-2000:]
   expected = pq.read_table(sorted(glob.glob(f"{tmp_path}/clean/run-?????-of-?????.parquet")))
-  columns = [c.REVIEW_ID, c.SCORE, c.LABEL_NAME, c.LABEL_ID]
-  assert (scored.select(columns).sort_by(c.REVIEW_ID)
-          .equals(expected.select(columns).sort_by(c.REVIEW_ID)))
+  got = scored.sort_by(c.REVIEW_ID)
+  want = expected.sort_by(c.REVIEW_ID)
+  for column in (c.REVIEW_ID, c.LABEL_NAME, c.LABEL_ID):
+    assert got[column].to_pylist() == want[column].to_pylist()
+  # Batches may be cut differently between runs: float rounding only.
+  np.testing.assert_allclose(got[c.SCORE].to_numpy(), want[c.SCORE].to_numpy(),
+                             atol=1e-5)
