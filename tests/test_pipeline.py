@@ -280,7 +280,12 @@ def test_failed_run_leaves_nothing_complete_and_rerun_completes(
                 "--num_shards=1")
   # The rerun replaced the two shards of the first run with its one.
   assert sorted(glob.glob(f"{out}-0*.parquet")) == again.score_files
-  assert read_scores(again).sort_by(c.REVIEW_ID).equals(before)
+  after = read_scores(again).sort_by(c.REVIEW_ID)
+  for column in (c.REVIEW_ID, c.LABEL_NAME, c.LABEL_ID, c.MODEL_FINGERPRINT):
+    assert after[column].to_pylist() == before[column].to_pylist()
+  # Batches are cut differently from run to run: float rounding only.
+  np.testing.assert_allclose(after[c.SCORE].to_numpy(),
+                             before[c.SCORE].to_numpy(), atol=1e-5)
 
 
 def test_transient_inference_failure_is_retried_persistent_is_dead_lettered(
