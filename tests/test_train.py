@@ -1,4 +1,5 @@
 """Training end to end on a tiny real BERT and real IMDB reviews."""
+import dataclasses
 import json
 import pathlib
 
@@ -15,7 +16,7 @@ import tensorflow_text  # noqa: F401
 from reviewscore.cli import main
 from train import data as data_lib
 from train.run import RunExists, train_and_export
-from train.trainer import TrainSettings, epoch_batches
+from train.trainer import ResumeMismatch, TrainSettings, epoch_batches
 
 TINY = dict(batch_size=8, seq_length=64, checkpoint_every_steps=1000)
 
@@ -215,6 +216,20 @@ def test_resume_after_interruption_ends_like_an_unbroken_run(
   assert unbroken["training"]["steps"] == card["training"]["steps"]
   # Epoch 1 ran before the interruption in both: same data, same batches.
   assert card["data"] == unbroken["data"]
+  # A finished run can be exported again with other stopping choices.
+  relaxed = dataclasses.replace(settings, patience=3)
+  again = train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+                           out=out, settings=relaxed, resume=True,
+                           restore_best=False, progress=lambda m: None,
+                           max_test_examples=10)
+  assert again["training"]["steps"] == 24
+  assert again["training"]["best_epoch"] == 2
+  assert again["training"]["exported_weights"] == "last epoch"
+  with pytest.raises(ResumeMismatch, match="learning_rate"):
+    train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+                     out=out, settings=dataclasses.replace(settings,
+                                                           learning_rate=1e-3),
+                     resume=True, progress=lambda m: None)
 
 
 def test_hub_keras_layer_path_trains_and_exports(small_imdb, tiny_encoder_dir,

@@ -103,6 +103,9 @@ def _echo_err(message: str) -> None:
 @click.option("--patience", default=1, show_default=True, type=click.IntRange(0, 100),
               help="Early stopping: epochs without a lower validation loss "
               "before stopping (0 = never); the best weights are restored.")
+@click.option("--restore-best/--keep-last", default=True, show_default=True,
+              help="Export the epoch with the lowest validation loss, or the "
+              "last one.")
 @click.option("--max-examples", default=None, type=click.IntRange(10),
               help="Use a random subset of the labelled reviews (quick runs).")
 @click.option("--max-test-examples", default=None, type=click.IntRange(1),
@@ -122,7 +125,8 @@ def _echo_err(message: str) -> None:
               help="Continue the run in --out from its last checkpoint.")
 def train(data_path, encoder, out, preprocessor, batch_size, epochs,
           learning_rate, warmup_fraction, weight_decay, seq_length, truncation,
-          head_tokens, precision, pooling, dropout, patience, max_examples,
+          head_tokens, precision, pooling, dropout, patience, restore_best,
+          max_examples,
           max_test_examples, validation_fraction, seed, checkpoint_every,
           length_bucketing, text_column, label_column, id_column, resume):
   """Fine-tune a BERT classifier on labelled reviews and export it.
@@ -162,7 +166,8 @@ def train(data_path, encoder, out, preprocessor, batch_size, epochs,
         data_path=data_path, encoder=encoder, out=out, settings=settings,
         preprocessor=preprocessor, text_column=text_column,
         label_column=label_column, id_column=id_column, resume=resume,
-        max_test_examples=max_test_examples, progress=_echo_err)
+        max_test_examples=max_test_examples, progress=_echo_err,
+        restore_best=restore_best)
   except _library_errors() as e:
     raise click.ClickException(str(e)) from None
   summary = {split: round(m["accuracy"], 4)

@@ -63,7 +63,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      max_test_examples: Optional[int] = None,
                      use_hub_layer: Optional[bool] = None,
                      progress: Callable[[str], None] = print,
-                     log_every_steps: int = 20) -> dict:
+                     log_every_steps: int = 20,
+                     restore_best: bool = True) -> dict:
   """Trains, evaluates and exports; returns the model card."""
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -103,7 +104,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
               "validation_sha256": validation_set.fingerprint()}
   trainer = Trainer(model, settings, tokenized["train"], tokenized["validation"],
                     out, run_identity=identity, progress=progress,
-                    log_every_steps=log_every_steps)
+                    log_every_steps=log_every_steps,
+                    restore_best=restore_best)
   if resume and not trainer.restore():
     progress(f"nothing to resume in {out}: starting a new run")
   state = trainer.run()
@@ -179,6 +181,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       "training": {"epochs_run": len(state["history"]),
                    "best_epoch": state["best_epoch"],
                    "stopped_early": state["stopped_early"],
+                   "exported_weights": ("lowest validation loss"
+                                        if restore_best else "last epoch"),
                    "steps": trainer.step, "total_steps": trainer.total_steps},
       "metrics": metrics,
       "data": {"train": train_set.summary(),

@@ -26,6 +26,11 @@ STATE_FILE = "train_state.json"
 _NO_DECAY = ["bias", "gamma", "beta"]
 
 
+# Settings that do not change the arithmetic of the steps already taken, so
+# a resumed run may use new values (e.g. give a finished run more patience).
+_CHANGEABLE_ON_RESUME = ("patience", "checkpoint_every_steps")
+
+
 class TrainingDiverged(Exception):
   """The loss stopped being finite; the last good checkpoint is kept."""
 
@@ -158,7 +163,7 @@ class Trainer:
                train_data: TokenizedReviews, validation_data: TokenizedReviews,
                workdir, *, run_identity: dict,
                progress: Callable[[str], None] = print,
-               log_every_steps: int = 20):
+               log_every_steps: int = 20, restore_best: bool = True):
     self.model = model
     self.settings = settings
     self.train_data = train_data
@@ -167,6 +172,7 @@ class Trainer:
     self.progress = progress
     self.log_every_steps = log_every_steps
     self.run_identity = run_identity
+    self.restore_best = restore_best
     self.steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     self.total_steps = self.steps_per_epoch * settings.epochs
     schedule = WarmupLinearDecay(
@@ -226,9 +232,10 @@ class Trainer:
     if not self._state_path().exists() or not self.manager.latest_checkpoint:
       return False
     saved = json.loads(self._state_path().read_text())
-    if saved["settings"] != self.settings.to_dict():
-      changed = sorted(k for k, v in saved["settings"].items()
-                       if self.settings.to_dict().get(k) != v)
+    changed = sorted(k for k, v in saved["settings"].items()
+                     if self.settings.to_dict().get(k) != v
+                     and k not in _CHANGEABLE_ON_RESUME)
+    if changed:
       raise ResumeMismatch(
           f"{self.workdir} holds a run with other settings ({', '.join(changed)}); "
           "resume with the same options or choose another --out")
@@ -364,6 +371,10 @@ class Trainer:
 
   def _restore_best(self):
     if self.state["best_epoch"] is None:
+      return
+    if not self.restore_best:
+      self.state["best_epoch"] = len(self.state["history"])
+      self.progress("keeping the weights of the last epoch (--keep-last)")
       return
     self.best_checkpoint.read(str(self.workdir / BEST_DIR / "weights")
                               ).assert_existing_objects_matched()
