@@ -13,6 +13,7 @@ run that fails or is killed leaves no set of shards that looks complete.
 """
 import dataclasses
 import datetime
+import glob
 import json
 import logging
 import os
@@ -128,6 +129,27 @@ def _pattern_root(pattern: str) -> str:
   return fixed if fixed.endswith(("/", os.sep)) else _dirname(fixed)
 
 
+def _check_local_entries(pattern: str, root: str, is_dir: bool) -> None:
+  """Names what a local glob matches but cannot be read.
+
+  Beam's match lists readable files only, so a broken link, a FIFO or a file
+  without read permission would otherwise drop out of the input unnoticed.
+  """
+  if _is_remote(pattern):
+    return
+  entries = glob.glob(_join(root, "**") if is_dir else pattern,
+                      recursive=is_dir)
+  for entry in sorted(entries):
+    if _hidden(entry, root) or os.path.isdir(entry):
+      continue
+    if os.path.islink(entry) and not os.path.exists(entry):
+      raise InputError(f"{entry}: cannot read the file (a broken symbolic link)")
+    if not os.path.isfile(entry):
+      raise InputError(f"{entry}: cannot read the file (not a regular file)")
+    if not os.access(entry, os.R_OK):
+      raise InputError(f"{entry}: cannot read the file (permission denied)")
+
+
 def plan_input(pattern: str, *, format: str = "auto",
                text_column: str = c.INPUT_TEXT, id_column: str = c.INPUT_ID,
                carry: Sequence[str] = ()) -> InputPlan:
@@ -149,6 +171,7 @@ def plan_input(pattern: str, *, format: str = "auto",
       raise InputError(f"{pattern}: no such file or directory")
   files = [(p, size) for p, size in files
            if not _hidden(p, root) and not _is_dir(p)]
+  _check_local_entries(pattern, root, is_dir)
   if not files:
     raise InputError(f"{pattern}: no input files match")
   if format == "auto":

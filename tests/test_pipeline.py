@@ -198,6 +198,10 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
   truncated.parent.mkdir()
   shutil.copy(good, truncated.parent / "ok.parquet")
   truncated.write_bytes(good.read_bytes()[:-100])
+  unreadable = tmp_path / "unreadable"
+  unreadable.mkdir()
+  shutil.copy(good, unreadable / "a.parquet")
+  (unreadable / "b.parquet").symlink_to(tmp_path / "gone.parquet")
   no_text = tmp_path / "no_text.parquet"
   pq.write_table(pa.table({"review_id": ["a"], "body": ["x"]}), no_text)
   out = tmp_path / "out" / "s"
@@ -210,6 +214,8 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
       (["--input", truncated.parent / "*.parquet", "--model", model],
        "truncated.parquet: not a readable Parquet file"),
       (["--input", no_text, "--model", model], "no text column 'text'"),
+      (["--input", unreadable / "*.parquet", "--model", model],
+       "b.parquet: cannot read the file (a broken symbolic link)"),
       (["--input", good, "--model", tmp_path / "no-model"],
        "no such model directory"),
   ]
