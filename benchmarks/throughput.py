@@ -150,34 +150,10 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
 
 
 def _save_hf_weights(model, path):
+  from train.import_encoder import hf_tensor_names
   backbone = model.get_layer("encoder")
-  w = {}
-
-  def dense(layer, name):
-    w[name + ".weight"] = layer.kernel.numpy().T
-    w[name + ".bias"] = layer.bias.numpy()
-
-  def norm(layer, name):
-    w[name + ".weight"] = layer.gamma.numpy()
-    w[name + ".bias"] = layer.beta.numpy()
-
-  w["embeddings.word_embeddings.weight"] = backbone.word_embeddings.numpy()
-  w["embeddings.position_embeddings.weight"] = \
-      backbone.position_embeddings.numpy()
-  w["embeddings.token_type_embeddings.weight"] = \
-      backbone.type_embeddings.numpy()
-  norm(backbone.embedding_norm, "embeddings.LayerNorm")
-  for i, block in enumerate(backbone.blocks):
-    p = f"encoder.layer.{i}."
-    dense(block.query, p + "attention.self.query")
-    dense(block.key, p + "attention.self.key")
-    dense(block.value, p + "attention.self.value")
-    dense(block.attention_output, p + "attention.output.dense")
-    norm(block.attention_norm, p + "attention.output.LayerNorm")
-    dense(block.intermediate, p + "intermediate.dense")
-    dense(block.output_dense, p + "output.dense")
-    norm(block.output_norm, p + "output.LayerNorm")
-  dense(backbone.pooler, "pooler.dense")
+  w = {name: (variable.numpy().T if transposed else variable.numpy())
+       for name, variable, transposed in hf_tensor_names(backbone)}
   head = model.get_layer("classifier")
   w["head.weight"] = head.kernel.numpy().T
   w["head.bias"] = head.bias.numpy()

@@ -38,31 +38,29 @@ _INPUT_SPEC = {
 _ENCODER_PREFIXES = ("embeddings.", "encoder.", "pooler.")
 
 
-def _assign_hf_weights(backbone: BertBackbone, weights: Dict[str, np.ndarray]):
-  """Copies HF `BertModel` tensors into the backbone (Dense kernels transpose)."""
-  used = set()
+def hf_tensor_names(backbone: BertBackbone):
+  """(HF `BertModel` tensor name, our variable, whether it is transposed).
 
-  def take(name):
-    if name not in weights:
-      raise ValueError(f"checkpoint lacks tensor {name!r}")
-    used.add(name)
-    return weights[name]
+  The one place that knows how Hugging Face names BERT's weights: importing
+  reads through it, and exporting (e.g. to compare with PyTorch) writes
+  through it. HF stores Dense weights as [out, in], Keras as [in, out].
+  """
+  pairs = [
+      ("embeddings.word_embeddings.weight", backbone.word_embeddings, False),
+      ("embeddings.position_embeddings.weight", backbone.position_embeddings,
+       False),
+      ("embeddings.token_type_embeddings.weight", backbone.type_embeddings,
+       False),
+  ]
 
   def dense(layer, prefix):
-    layer.kernel.assign(take(prefix + ".weight").T)
-    layer.bias.assign(take(prefix + ".bias"))
+    pairs.extend([(prefix + ".weight", layer.kernel, True),
+                  (prefix + ".bias", layer.bias, False)])
 
   def norm(layer, prefix):
-    # Checkpoints converted from the original TF BERT (bert-base-uncased
-    # among them) keep its names LayerNorm.gamma / .beta, as HF still reads.
-    legacy = prefix + ".gamma" in weights
-    layer.gamma.assign(take(prefix + (".gamma" if legacy else ".weight")))
-    layer.beta.assign(take(prefix + (".beta" if legacy else ".bias")))
+    pairs.extend([(prefix + ".weight", layer.gamma, False),
+                  (prefix + ".bias", layer.beta, False)])
 
-  backbone.word_embeddings.assign(take("embeddings.word_embeddings.weight"))
-  backbone.position_embeddings.assign(
-      take("embeddings.position_embeddings.weight"))
-  backbone.type_embeddings.assign(take("embeddings.token_type_embeddings.weight"))
   norm(backbone.embedding_norm, "embeddings.LayerNorm")
   for i, block in enumerate(backbone.blocks):
     p = f"encoder.layer.{i}."
@@ -75,6 +73,28 @@ def _assign_hf_weights(backbone: BertBackbone, weights: Dict[str, np.ndarray]):
     dense(block.output_dense, p + "output.dense")
     norm(block.output_norm, p + "output.LayerNorm")
   dense(backbone.pooler, "pooler.dense")
+  return pairs
+
+
+# Checkpoints converted from the original TF BERT (bert-base-uncased among
+# them) keep its names LayerNorm.gamma / .beta, as HF still reads.
+_LEGACY_NORM_NAMES = {"LayerNorm.weight": "LayerNorm.gamma",
+                      "LayerNorm.bias": "LayerNorm.beta"}
+
+
+def _assign_hf_weights(backbone: BertBackbone, weights: Dict[str, np.ndarray]):
+  """Copies HF `BertModel` tensors into the backbone (Dense kernels transpose)."""
+  used = set()
+  for name, variable, transposed in hf_tensor_names(backbone):
+    if name not in weights:
+      suffix = next((k for k in _LEGACY_NORM_NAMES if name.endswith(k)), None)
+      legacy = (name[:-len(suffix)] + _LEGACY_NORM_NAMES[suffix]
+                if suffix else None)
+      if legacy not in weights:
+        raise ValueError(f"checkpoint lacks tensor {name!r}")
+      name = legacy
+    used.add(name)
+    variable.assign(weights[name].T if transposed else weights[name])
   unused = [n for n in weights if n not in used and n.startswith(_ENCODER_PREFIXES)
             and not n.endswith("position_ids")]
   if unused:
