@@ -230,3 +230,33 @@ def tiny_model_dir(tiny_encoder_dir, imdb_dir, tmp_path_factory) -> pathlib.Path
                              max_examples=200, checkpoint_every_steps=1000),
       progress=lambda message: None)
   return out
+
+
+@pytest.fixture
+def sigkill_when():
+  """Starts a command and SIGKILLs it once `ready()` holds, while it runs.
+
+  For the crash tests: the command must still be running when killed, so a
+  test cannot pass by letting the run finish first.
+  """
+  import signal
+  import subprocess
+  import time
+
+  def run_and_kill(command, ready, *, timeout_s=240.0, settle_s=0.0):
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    try:
+      deadline = time.monotonic() + timeout_s
+      while time.monotonic() < deadline and process.poll() is None:
+        if ready():
+          time.sleep(settle_s)
+          break
+        time.sleep(0.1)
+      assert process.poll() is None, "the run ended before it could be killed"
+      os.kill(process.pid, signal.SIGKILL)
+      process.wait()
+    finally:
+      if process.poll() is None:
+        process.kill()
+  return run_and_kill

@@ -1,10 +1,8 @@
 """A scoring run killed with SIGKILL leaves nothing complete; a rerun heals."""
 import glob
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pyarrow as pa
@@ -14,7 +12,7 @@ from schemas import columns as c
 
 
 def test_sigkill_midway_then_rerun_gives_the_complete_output(
-    tiny_model_dir, imdb_dir, tmp_path):
+    tiny_model_dir, imdb_dir, tmp_path, sigkill_when):
   table = pq.read_table(imdb_dir / "test.parquet")
   table = pa.concat_tables([table.slice(0, 300), table.slice(12500, 300)])
   data = tmp_path / "in.parquet"
@@ -23,22 +21,10 @@ def test_sigkill_midway_then_rerun_gives_the_complete_output(
   command = [sys.executable, "-m", "pipeline.run", f"--input={data}",
              f"--model={tiny_model_dir}", f"--output={prefix}",
              "--num_shards=3", "--max_batch_size=8"]
-  process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  try:
-    # Killed once its shards are being staged: the middle of the write.
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and process.poll() is None:
-      if glob.glob(f"{tmp_path}/scores/.run.staging-*"):
-        time.sleep(1.0)
-        break
-      time.sleep(0.1)
-    assert process.poll() is None, "the run finished before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-  finally:
-    if process.poll() is None:
-      process.kill()
+  # Killed once its shards are being staged: the middle of the write.
+  sigkill_when(command,
+               lambda: glob.glob(f"{tmp_path}/scores/.run.staging-*"),
+               timeout_s=180, settle_s=1.0)
   assert not os.path.exists(f"{prefix}-manifest.json")
   assert not glob.glob(f"{prefix}-?????-of-?????.parquet")
 

@@ -1,10 +1,7 @@
 """Training faults: a diverging loss, and a run killed with SIGKILL."""
 import json
-import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -49,29 +46,18 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
 
 
 def test_run_killed_midway_resumes_to_the_full_step_count(
-    labelled_parquet, tiny_encoder_dir, tmp_path):
+    labelled_parquet, tiny_encoder_dir, tmp_path, sigkill_when):
   out = tmp_path / "killed"
   command = [sys.executable, "-m", "reviewscore.cli", "train",
              "--data", str(labelled_parquet), "--encoder", str(tiny_encoder_dir),
              "--out", str(out), "--epochs", "2", "--batch-size", "8",
              "--seq-length", "32", "--checkpoint-every", "3", "--patience", "0"]
-  process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
-  deadline = time.monotonic() + 240
-  try:
-    # Kill it once a mid-run checkpoint (past step 6 of 24) is on disk.
-    while time.monotonic() < deadline and process.poll() is None:
-      steps = [int(p.stem.split("-")[1])
-               for p in (out / "checkpoints").glob("ckpt-*.index")]
-      if steps and max(steps) >= 6:
-        break
-      time.sleep(0.2)
-    assert process.poll() is None, "the run ended before it could be killed"
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
-  finally:
-    if process.poll() is None:
-      process.kill()
+
+  def mid_run_checkpoint():  # past step 6 of 24
+    steps = [int(p.stem.split("-")[1])
+             for p in (out / "checkpoints").glob("ckpt-*.index")]
+    return bool(steps) and max(steps) >= 6
+  sigkill_when(command, mid_run_checkpoint)
   assert not (out / "model_card.json").exists()
   resumed = subprocess.run(command + ["--resume"], capture_output=True,
                            text=True, timeout=300)
