@@ -47,19 +47,24 @@ def _known_beam_args(args):
 @click.option("--precision", default=None,
               type=click.Choice(["float32", "bfloat16"]),
               help="Classifier precision (default: the model card's).")
-@click.option("--min-batch-size", default=1, show_default=True,
+@click.option("--min-batch-size", default=32, show_default=True,
               type=click.IntRange(1))
-@click.option("--max-batch-size", default=64, show_default=True,
+@click.option("--max-batch-size", default=32, show_default=True,
               type=click.IntRange(1, 65536))
-@click.option("--max-batch-duration-secs", default=None,
-              type=click.FloatRange(0, min_open=True),
-              help="Beam's stateful batching; length bucketing needs it.")
-@click.option("--length-bucketing/--no-length-bucketing", default=False,
+@click.option("--max-batch-duration-secs", default=0.0, show_default=True,
+              type=click.FloatRange(0),
+              help="Longest a partial length bucket waits before it is "
+              "scored (0: until its input ends). A limit needs a runner that "
+              "fires processing-time timers while it runs (Dataflow, Flink); "
+              "DirectRunner ignores it.")
+@click.option("--length-bucketing/--no-length-bucketing", default=True,
               show_default=True,
-              help="Batch reviews of similar token counts (with "
-              "--max-batch-duration-secs).")
-@click.option("--bucket-boundaries", default="16,32,64,128,256,512",
-              show_default=True)
+              help="Batch reviews of similar token counts, padded to the "
+              "batch's longest (Beam's stateful BatchElements); without it, "
+              "batches form within bundles in arrival order.")
+@click.option("--bucket-boundaries", default="",
+              help="Token-count bucket edges, e.g. 64,128,256 (default: every "
+              "16 tokens up to the model's sequence length).")
 @click.option("--tokenize-batch-size", default=64, show_default=True,
               type=click.IntRange(1, 65536))
 @click.option("--inference-attempts", default=3, show_default=True,
@@ -86,10 +91,6 @@ def score(ctx, input_glob, model, output, input_format, text_column,
   from pipeline.options import parse_int_list
   if min_batch_size > max_batch_size:
     raise click.UsageError("--min-batch-size is larger than --max-batch-size")
-  if length_bucketing and max_batch_duration_secs is None:
-    raise click.UsageError("--length-bucketing takes effect only with "
-                           "--max-batch-duration-secs (Beam's stateful "
-                           "batching)")
   try:
     parse_int_list(bucket_boundaries)
   except ValueError as e:
@@ -107,12 +108,11 @@ def score(ctx, input_glob, model, output, input_format, text_column,
           f"--bucket_boundaries={bucket_boundaries}",
           f"--tokenize_batch_size={tokenize_batch_size}",
           f"--inference_attempts={inference_attempts}"]
+  argv.append(f"--max_batch_duration_secs={max_batch_duration_secs}")
+  argv.append("--length_bucketing" if length_bucketing
+              else "--no_length_bucketing")
   if precision:
     argv.append(f"--precision={precision}")
-  if max_batch_duration_secs is not None:
-    argv.append(f"--max_batch_duration_secs={max_batch_duration_secs}")
-  if length_bucketing:
-    argv.append("--length_bucketing")
   from pipeline.run import SCORING_ERRORS, run
   try:
     result = run(argv + list(ctx.args),

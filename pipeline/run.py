@@ -16,13 +16,15 @@ from typing import Any, Callable, Dict, List, Optional
 
 import apache_beam as beam
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions
+from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
+                                                  StandardOptions)
 from apache_beam.runners.runner import PipelineState
 
 from pipeline import io as io_lib
 from pipeline.model_card import ModelCard, ModelError, load_model_card
 from pipeline.model_handler import TokenIdsModelHandler
-from pipeline.options import ScoreOptions, parse_int_list, parse_names
+from pipeline.options import (ScoreOptions, default_bucket_boundaries,
+                              parse_int_list, parse_names)
 from pipeline.tokenize import TokenizeBatch
 from schemas import arrow as schema_lib
 from schemas import columns as c
@@ -181,15 +183,52 @@ def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
     raise OptionsError("--min_batch_size is larger than --max_batch_size")
   if opts.num_shards < 0:
     raise OptionsError("--num_shards must be 0 (runner's choice) or more")
-  if opts.max_batch_duration_secs is not None and \
-      opts.max_batch_duration_secs <= 0:
-    raise OptionsError("--max_batch_duration_secs must be positive")
+  duration = opts.max_batch_duration_secs
+  if duration is None or duration < 0:
+    raise OptionsError("--max_batch_duration_secs must be 0 (no limit) or "
+                       "more")
   try:
     buckets = parse_int_list(opts.bucket_boundaries)
   except ValueError as e:
     raise OptionsError(f"--bucket_boundaries: {e}") from None
-  return {"buckets": buckets,
+  return {"buckets": buckets or default_bucket_boundaries(card.seq_length),
           "signature": card.classify_signature(opts.precision)}
+
+
+_DIRECT_RUNNER_NAMES = ("directrunner", "direct", "switchingdirectrunner")
+
+
+def _runs_on_direct_runner(options: PipelineOptions) -> bool:
+  name = options.view_as(StandardOptions).runner
+  return name is None or name.lower() in _DIRECT_RUNNER_NAMES
+
+
+def _batching(opts: ScoreOptions, buckets: List[int], *,
+              direct: bool) -> Dict[str, Any]:
+  """The handler's batching options, and the runner to use (None: Beam's).
+
+  Length bucketing is Beam's stateful BatchElements, which declares a
+  processing-time timer. DirectRunner then falls back to its legacy
+  BundleBasedDirectRunner, which drops the batches its end-of-window timer
+  flushes: an input too small to fill a bucket lost every review (Commit
+  refused: read != scored + dead-lettered). FnApiRunner, DirectRunner's
+  usual engine, flushes them correctly, but fails if a processing-time timer
+  is still pending at the end; so on DirectRunner, FnApiRunner and no
+  buffering limit (a batch job has all its input: a batch waits for its
+  bucket to fill or the input to end).
+  """
+  if not opts.length_bucketing:
+    # Beam's per-bundle BatchElements: no state, no timers.
+    return {"runner": None, "max_batch_duration_secs": None,
+            "bucket_boundaries": None}
+  if direct:
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    # It honours --direct_num_workers and --direct_running_mode.
+    return {"runner": fn_runner.FnApiRunner(), "max_batch_duration_secs": 0,
+            "bucket_boundaries": buckets}
+  return {"runner": None,
+          "max_batch_duration_secs": opts.max_batch_duration_secs,
+          "bucket_boundaries": buckets}
 
 
 def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
@@ -219,21 +258,29 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
        f"({checked['signature']}, fingerprint {card.model_fingerprint[:12]})")
   run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
   paths = io_lib.OutputPaths(opts.output, run_id)
+  batching = _batching(opts, checked["buckets"],
+                       direct=_runs_on_direct_runner(options))
   handler = TokenIdsModelHandler(
       card.saved_model_dir, signature=checked["signature"],
       model_fingerprint=card.model_fingerprint,
       min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
-      max_batch_duration_secs=opts.max_batch_duration_secs,
+      max_batch_duration_secs=batching["max_batch_duration_secs"],
       length_bucketing=opts.length_bucketing,
-      bucket_boundaries=checked["buckets"] or None,
+      bucket_boundaries=batching["bucket_boundaries"],
       max_attempts=opts.inference_attempts)
   manifest = {"run_id": run_id, "input": opts.input, "format": plan.format,
               "model": {"dir": card.model_dir, "name": card.model_name,
                         "fingerprint": card.model_fingerprint,
                         "signature": checked["signature"],
-                        "threshold": card.threshold}}
+                        "threshold": card.threshold},
+              "batching": {"min_batch_size": opts.min_batch_size,
+                           "max_batch_size": opts.max_batch_size,
+                           "length_bucketing": opts.length_bucketing,
+                           "bucket_boundaries": batching["bucket_boundaries"],
+                           "max_batch_duration_secs":
+                               batching["max_batch_duration_secs"]}}
 
-  p = beam.Pipeline(options=options)
+  p = beam.Pipeline(runner=batching["runner"], options=options)
   build_pipeline(p, plan=plan, card=card, handler=handler, paths=paths,
                  opts=opts, manifest=manifest)
   try:

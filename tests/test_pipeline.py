@@ -254,13 +254,36 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
   usage = [["--format", "xml"], ["--num-shards", "-1"],
            ["--max-batch-size", "0"], ["--min-batch-size", "9",
                                        "--max-batch-size", "4"],
-           ["--num-shard", "3"], ["--length-bucketing"],
+           ["--num-shard", "3"], ["--max-batch-duration-secs", "-1"],
            ["--bucket-boundaries", "64,32"], ["--precision", "int8"]]
   for extra in usage:
     result = _invoke("--input", good, "--model", model, "--output", out,
                      *extra)
     assert result.exit_code == 2, (extra, result.output)
     assert "Traceback" not in result.output
+
+
+def test_length_buckets_too_small_to_fill_a_batch_are_scored(
+    tiny_model_dir, imdb_dir, serving, tmp_path):
+  # Every bucket stays below its batch of 32, so each batch is flushed only
+  # at the end of the window. DirectRunner's legacy engine (which a
+  # processing-time timer selects) dropped exactly these batches.
+  rows = imdb_rows(imdb_dir, 6)
+  data = tmp_path / "in.parquet"
+  pq.write_table(rows, data)
+  result = score(tmp_path, f"--input={data}", f"--model={tiny_model_dir}",
+                 "--runner=DirectRunner")
+  assert result.counts["scored"] == 6 and result.counts["dead_lettered"] == 0
+  table = read_scores(result)
+  by_id = dict(zip(table[c.REVIEW_ID].to_pylist(), table[c.SCORE].to_pylist()))
+  expected = serving(rows["text"].to_pylist())
+  np.testing.assert_allclose([by_id[i] for i in rows["review_id"].to_pylist()],
+                             expected, atol=1e-5)
+  batching = json.loads(pathlib.Path(result.manifest_path).read_text())[
+      "batching"]
+  assert batching["length_bucketing"] is True
+  assert batching["bucket_boundaries"] == [16, 32, 48, 64]
+  assert batching["max_batch_duration_secs"] == 0  # DirectRunner waits
 
 
 def test_failed_run_leaves_nothing_complete_and_rerun_completes(
