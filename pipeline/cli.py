@@ -47,8 +47,8 @@ def _known_beam_args(args):
 @click.option("--precision", default=None,
               type=click.Choice(["float32", "bfloat16"]),
               help="Classifier precision (default: the model card's).")
-@click.option("--min-batch-size", default=32, show_default=True,
-              type=click.IntRange(1))
+@click.option("--min-batch-size", default=None, type=click.IntRange(1),
+              help="Default: --max-batch-size (fixed batches).")
 @click.option("--max-batch-size", default=32, show_default=True,
               type=click.IntRange(1, 65536))
 @click.option("--max-batch-duration-secs", default=0.0, show_default=True,
@@ -89,6 +89,8 @@ def score(ctx, input_glob, model, output, input_format, text_column,
           --direct_running_mode=multi_processing --direct_num_workers=2
   """
   from pipeline.options import parse_int_list
+  if min_batch_size is None:
+    min_batch_size = max_batch_size
   if min_batch_size > max_batch_size:
     raise click.UsageError("--min-batch-size is larger than --max-batch-size")
   try:

@@ -77,7 +77,8 @@ class ScoreOptions(PipelineOptions):
                         help="One of the model card's precisions (default: "
                         "its serving precision).")
     parser.add_argument(*_both("min_batch_size"), dest="min_batch_size",
-                        type=int, default=DEFAULT_BATCH_SIZE)
+                        type=int, default=None,
+                        help="Default: --max_batch_size (fixed batches).")
     parser.add_argument(*_both("max_batch_size"), dest="max_batch_size",
                         type=int, default=DEFAULT_BATCH_SIZE)
     parser.add_argument(*_both("max_batch_duration_secs"),

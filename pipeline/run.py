@@ -175,11 +175,16 @@ def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
   for name in ("input", "model", "output"):
     if not getattr(opts, name):
       raise OptionsError(f"--{name} is required")
-  for name in ("max_batch_size", "min_batch_size", "tokenize_batch_size",
+  min_batch_size = opts.min_batch_size
+  if min_batch_size is None:  # fixed batches of --max_batch_size
+    min_batch_size = opts.max_batch_size
+  if min_batch_size < 1:
+    raise OptionsError("--min_batch_size must be at least 1")
+  for name in ("max_batch_size", "tokenize_batch_size",
                "max_review_bytes", "inference_attempts"):
     if getattr(opts, name) < 1:
       raise OptionsError(f"--{name} must be at least 1")
-  if opts.min_batch_size > opts.max_batch_size:
+  if min_batch_size > opts.max_batch_size:
     raise OptionsError("--min_batch_size is larger than --max_batch_size")
   if opts.num_shards < 0:
     raise OptionsError("--num_shards must be 0 (runner's choice) or more")
@@ -192,6 +197,7 @@ def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
   except ValueError as e:
     raise OptionsError(f"--bucket_boundaries: {e}") from None
   return {"buckets": buckets or default_bucket_boundaries(card.seq_length),
+          "min_batch_size": min_batch_size,
           "signature": card.classify_signature(opts.precision)}
 
 
@@ -263,7 +269,8 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   handler = TokenIdsModelHandler(
       card.saved_model_dir, signature=checked["signature"],
       model_fingerprint=card.model_fingerprint,
-      min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
+      min_batch_size=checked["min_batch_size"],
+      max_batch_size=opts.max_batch_size,
       max_batch_duration_secs=batching["max_batch_duration_secs"],
       length_bucketing=opts.length_bucketing,
       bucket_boundaries=batching["bucket_boundaries"],
@@ -273,7 +280,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                         "fingerprint": card.model_fingerprint,
                         "signature": checked["signature"],
                         "threshold": card.threshold},
-              "batching": {"min_batch_size": opts.min_batch_size,
+              "batching": {"min_batch_size": checked["min_batch_size"],
                            "max_batch_size": opts.max_batch_size,
                            "length_bucketing": opts.length_bucketing,
                            "bucket_boundaries": batching["bucket_boundaries"],
