@@ -1034,9 +1034,20 @@ def scale(args, log=print):
       "test_set_accuracy": accuracy, "checks": checks, "machine": _machine(),
       "loadavg_after": os.getloadavg(), "other_processes": _busy_others()}
   (results_dir / "scale.json").write_text(json.dumps(report, indent=1))
+  plot_scale(report, results_dir / "scale.png")
+  for name, ok in checks.items():
+    log(f"{name}: {'MET' if ok else 'not met'}")
+  log(f"wrote {results_dir / 'scale.json'} and {results_dir / 'scale.png'}")
+  return report
+
+
+def plot_scale(report, path):
+  """Both rate series and peak RSS against input size (from scale.json)."""
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
+  from matplotlib.ticker import NullLocator
+  series = report["series"]
   fig, ax1 = plt.subplots(figsize=(6.5, 4))
   xs = [e["reviews"] for e in series]
   ax1.plot(xs, [e["reviews_per_s"] for e in series], "o-", color="#2a7",
@@ -1044,6 +1055,8 @@ def scale(args, log=print):
   ax1.plot(xs, [e["reviews_per_s_without_startup"] for e in series], "o:",
            color="#2a7", label="reviews/s without start-up")
   ax1.set_xscale("log")
+  ax1.xaxis.set_minor_locator(NullLocator())
+  ax1.set_xticks(xs, [f"{x:,}" for x in xs])
   ax1.set_xlabel("reviews")
   ax1.set_ylabel("reviews/s", color="#2a7")
   ax2 = ax1.twinx()
@@ -1052,18 +1065,14 @@ def scale(args, log=print):
   ax2.set_ylabel("peak RSS (MiB)", color="#c63")
   ax1.set_ylim(bottom=0)
   ax2.set_ylim(bottom=0)
-  lines = ax1.get_legend_handles_labels()
-  more = ax2.get_legend_handles_labels()
+  lines, more = ax1.get_legend_handles_labels(), ax2.get_legend_handles_labels()
   ax1.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right",
              fontsize=8)
-  ax1.set_title(f"pipeline at {seq} tokens, DirectRunner, {report['date']}",
-                fontsize=9)
+  ax1.set_title(f"pipeline at {report['seq_length']} tokens, DirectRunner, "
+                f"{report['date']}", fontsize=9)
   fig.tight_layout()
-  fig.savefig(results_dir / "scale.png", dpi=110)
-  for name, ok in checks.items():
-    log(f"{name}: {'MET' if ok else 'not met'}")
-  log(f"wrote {results_dir / 'scale.json'} and {results_dir / 'scale.png'}")
-  return report
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
 
 
 def _tree_rss(pid):
