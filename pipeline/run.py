@@ -89,6 +89,23 @@ PROGRESS_EVERY_SECS = 15.0
 progress_log = logging.getLogger("reviewscore.progress")
 
 
+class _QuietBucketKeyWarning(logging.Filter):
+  """Drops Beam's warning that the bucketed batching key may not be
+  deterministic: Beam's own WithLengthBucketKey keys by (worker uuid str,
+  bucket int), which FastPrimitivesCoder encodes deterministically; the
+  warning only means the key has no type hint, and it would greet every run.
+  """
+
+  def filter(self, record):
+    message = record.getMessage()
+    return not (message.startswith("Key coder")
+                and "_StatefulBatchElementsDoFn" in message)
+
+
+logging.getLogger("apache_beam.transforms.core").addFilter(
+    _QuietBucketKeyWarning())
+
+
 class _CountScored(beam.DoFn):
   """Counts scored rows; logs this worker's progress every few seconds.
 
