@@ -148,9 +148,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
            f"(max difference {reload_difference:.2g})")
   replace_dir(staging, out / SAVED_MODEL_DIR)
 
-  best = state["history"][state["best_epoch"] - 1]
-  metrics = {"train": {"accuracy": best["accuracy"], "loss": best["loss"],
-                       "epoch": best["epoch"]}}
+  exported = state["history"][trainer.exported_epoch - 1]
+  metrics = {"train": {"accuracy": exported["accuracy"],
+                       "loss": exported["loss"], "epoch": exported["epoch"]}}
   for name, (labels, probabilities) in evaluation.items():
     metrics[name] = metric_lib.binary_metrics(labels, probabilities,
                                               threshold=THRESHOLD)
@@ -181,6 +181,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       "training": {"epochs_run": len(state["history"]),
                    "best_epoch": state["best_epoch"],
                    "stopped_early": state["stopped_early"],
+                   "exported_epoch": trainer.exported_epoch,
                    "exported_weights": ("lowest validation loss"
                                         if restore_best else "last epoch"),
                    "steps": trainer.step, "total_steps": trainer.total_steps},

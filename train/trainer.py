@@ -369,11 +369,18 @@ class Trainer:
       self.state["finished"] = True
     self._save_checkpoint()
 
+  @property
+  def exported_epoch(self) -> Optional[int]:
+    """The epoch whose weights the model holds after run()."""
+    if self.state["best_epoch"] is None or not self.restore_best:
+      return len(self.state["history"]) or None
+    return self.state["best_epoch"]
+
   def _restore_best(self):
     if self.state["best_epoch"] is None:
       return
     if not self.restore_best:
-      self.state["best_epoch"] = len(self.state["history"])
+      # best_epoch stays the truth (the best/ checkpoint holds its weights).
       self.progress("keeping the weights of the last epoch (--keep-last)")
       return
     self.best_checkpoint.read(str(self.workdir / BEST_DIR / "weights")
