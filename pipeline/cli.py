@@ -89,9 +89,7 @@ def score(ctx, input_glob, model, output, input_format, text_column,
           --direct_running_mode=multi_processing --direct_num_workers=2
   """
   from pipeline.options import parse_int_list
-  if min_batch_size is None:
-    min_batch_size = max_batch_size
-  if min_batch_size > max_batch_size:
+  if min_batch_size is not None and min_batch_size > max_batch_size:
     raise click.UsageError("--min-batch-size is larger than --max-batch-size")
   try:
     parse_int_list(bucket_boundaries)
@@ -105,7 +103,6 @@ def score(ctx, input_glob, model, output, input_format, text_column,
           f"--format={input_format}", f"--text_column={text_column}",
           f"--id_column={id_column}", f"--carry_columns={carry_columns}",
           f"--num_shards={num_shards}", f"--max_review_bytes={max_review_bytes}",
-          f"--min_batch_size={min_batch_size}",
           f"--max_batch_size={max_batch_size}",
           f"--bucket_boundaries={bucket_boundaries}",
           f"--tokenize_batch_size={tokenize_batch_size}",
@@ -115,6 +112,8 @@ def score(ctx, input_glob, model, output, input_format, text_column,
               else "--no_length_bucketing")
   if precision:
     argv.append(f"--precision={precision}")
+  if min_batch_size is not None:  # else the pipeline's: --max-batch-size
+    argv.append(f"--min_batch_size={min_batch_size}")
   from pipeline.run import SCORING_ERRORS, run
   try:
     result = run(argv + list(ctx.args),
