@@ -124,15 +124,18 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
         continue
     log(f"exporting {target} ({seq} tokens) from {weights_from} ...")
     source = resolve_encoder(source_card["encoder"]["name"])
-    models = {}
-    for precision in ("float32", "bfloat16"):
-      model = build_classifier(source, precision=precision,
+    model = build_classifier(source, precision="float32",
+                             pooling=source_card["pooling"],
+                             restore_encoder=False)
+    tf.train.Checkpoint(model=model).read(
+        str(weights_from / "best" / "weights")
+    ).expect_partial().assert_existing_objects_matched()
+    # As train.run exports them: bfloat16 with its matmul weights in bfloat16.
+    scoring = build_classifier(source, precision="bfloat16",
                                pooling=source_card["pooling"],
-                               restore_encoder=False)
-      tf.train.Checkpoint(model=model).read(
-          str(weights_from / "best" / "weights")
-      ).expect_partial().assert_existing_objects_matched()
-      models[precision] = model
+                               restore_encoder=False, scoring_weights=True)
+    scoring.set_weights(model.get_weights())
+    models = {"float32": model, "bfloat16": scoring}
     truncation = "head" if seq <= source_card["seq_length"] else "head+tail"
     packer = ReviewPacker(hub.load(source.preprocessor), seq_length=seq,
                           truncation=truncation, head_tokens=128)

@@ -45,27 +45,40 @@ def _restore_backbone(backbone: BertBackbone, encoder_dir: str) -> None:
 def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
                      pooling: str = "cls", dropout: float = 0.1,
                      use_hub_layer: Optional[bool] = None,
-                     restore_encoder: bool = True) -> tf_keras.Model:
+                     restore_encoder: bool = True,
+                     scoring_weights: bool = False) -> tf_keras.Model:
   """Builds the token-ids → logits model.
 
   Local encoders (from `import-encoder`) are rebuilt as our BertBackbone so
   that the mixed-precision policy applies to every matmul; hub handles (or
   `use_hub_layer=True`) load through `hub.KerasLayer(trainable=True)`, whose
   graph computes in the dtype it was saved with.
+
+  `scoring_weights` (bfloat16 only) stores the encoder's matmul weights in
+  bfloat16: a model for export, scoring exactly as the mixed-precision one
+  (which rounds them to bfloat16 on every call) without the casts; not for
+  training, whose updates need float32 weights.
   """
   if pooling not in POOLINGS:
     raise ValueError(f"pooling must be one of {POOLINGS}")
+  if scoring_weights and precision != "bfloat16":
+    raise ValueError("scoring_weights needs precision='bfloat16'")
   policy = tf_keras.mixed_precision.Policy(PRECISIONS[precision])
   inputs = {name: tf_keras.Input(shape=(None,), dtype=tf.int32, name=name)
             for name in INPUT_NAMES}
   if use_hub_layer is None:
     use_hub_layer = not encoder.is_local
+  if use_hub_layer and scoring_weights:
+    raise ValueError("scoring_weights applies to local encoders only")
   if use_hub_layer:
     encoder_layer = hub.KerasLayer(encoder.encoder, trainable=True,
                                    name="encoder")
   else:
     config = BertConfig.from_dict(encoder.local_info["bert_config"])
-    encoder_layer = BertBackbone(config, name="encoder", dtype=policy)
+    encoder_layer = BertBackbone(
+        config, name="encoder", dtype=policy,
+        dense_dtype=tf_keras.mixed_precision.Policy("bfloat16")
+        if scoring_weights else None)
   outputs = encoder_layer(inputs)
   if pooling == "cls":
     features = outputs["pooled_output"]

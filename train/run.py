@@ -124,13 +124,21 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
 
   classifiers = {settings.precision: model}
   if not use_hub_layer and source.is_local:
-    # A second copy in the other precision, so scoring can choose.
-    other = "bfloat16" if settings.precision == "float32" else "float32"
-    if other != "bfloat16" or _bfloat16_supported():
-      twin = build_classifier(source, precision=other, pooling=settings.pooling,
-                              dropout=settings.dropout, restore_encoder=False)
+    # Copies in the other precisions, so scoring can choose. The bfloat16
+    # one keeps its matmul weights in bfloat16 (scoring_weights): it scores
+    # exactly as the mixed-precision model, minus a cast of every weight on
+    # every batch.
+    for precision in ("float32", "bfloat16"):
+      if precision == settings.precision != "bfloat16":
+        continue
+      if precision == "bfloat16" and not _bfloat16_supported():
+        continue
+      twin = build_classifier(source, precision=precision,
+                              pooling=settings.pooling,
+                              dropout=settings.dropout, restore_encoder=False,
+                              scoring_weights=precision == "bfloat16")
       twin.set_weights(model.get_weights())
-      classifiers[other] = twin
+      classifiers[precision] = twin
   serving_precision = "float32" if settings.precision == "float16" else settings.precision
   if serving_precision not in classifiers:
     serving_precision = settings.precision
