@@ -4,7 +4,10 @@ Numerically it is Hugging Face's `BertModel` (post-layer-norm transformer,
 exact erf GELU, tanh pooler on [CLS]); its weights are named after TF Hub's
 BERT encoders' roles. It honours the Keras mixed-precision policy: matmuls run
 in the compute dtype (bfloat16 on CPUs with AVX-512 BF16) while layer norms and
-the attention softmax stay in float32.
+the attention softmax stay in float32. Scoring in bfloat16 (training=False)
+takes a faster graph of the same arithmetic: layer norms and attention scores
+as single fused oneDNN kernels that accumulate in float32, softmax on
+bfloat16 scores; benchmarks/throughput.py measures it against float32.
 """
 import math
 from typing import Dict
