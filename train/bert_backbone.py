@@ -60,8 +60,9 @@ class LayerNorm(tf_keras.layers.Layer):
 
     The unfused float32 form above is about nine passes over the
     activations (two casts, two means, centring, scaling, gamma, beta):
-    on the 2-core Zen 4 it took 8-11 ms per [16384, 384] bfloat16 tensor
-    where the fused kernel takes 1.1-1.3 ms. Grappler's remapper fuses
+    on the 2-core Zen 4 it took 8.0 ms per [16384, 384] bfloat16 tensor
+    where the fused kernel takes 1.0 (benchmarks/scoring_kernels.py).
+    Grappler's remapper fuses
     exactly Keras' fused-LayerNorm graph: the rows as the channels of an
     NCHW FusedBatchNormV3 in training mode (per-row statistics, which
     oneDNN accumulates in float32), then * gamma + beta. The raw op keeps
@@ -143,7 +144,7 @@ class TransformerBlock(tf_keras.layers.Layer):
       # matmul * scalar constant + [batch, 1, 1, length] bias is the graph
       # grappler fuses into one oneDNN batch matmul with two post-ops, so
       # the [batch, heads, length, length] scores are written once, not
-      # three times (+6-11% at 512 tokens on the 2-core Zen 4).
+      # three times (×1.9 at 512 tokens, benchmarks/scoring_kernels.py).
       scores = (tf.matmul(q, k, transpose_b=True) * scale +
                 tf.cast(attention_bias, self.compute_dtype))
       # TensorFlow's CPU softmax kernel sums in float32 (512 equal logits
@@ -166,10 +167,11 @@ class TransformerBlock(tf_keras.layers.Layer):
                          [batch, length, hidden])
     attended = self.hidden_dropout(self.attention_output(context),
                                    training=training)
-    flat = self.attention_norm(flat + attended, fused=mixed_precision_scoring)
+    fused = mixed_precision_scoring
+    flat = self.attention_norm(flat + attended, fused=fused)
     ffn = self.output_dense(self.activation(self.intermediate(flat)))
     ffn = self.hidden_dropout(ffn, training=training)
-    return tf.reshape(self.output_norm(flat + ffn, fused=mixed_precision_scoring),
+    return tf.reshape(self.output_norm(flat + ffn, fused=fused),
                       [batch, length, hidden])
 
 
@@ -186,8 +188,8 @@ class BertBackbone(tf_keras.layers.Layer):
     """`dense_dtype`: a policy for the matmul layers alone, by default the
     backbone's. "bfloat16" under a "mixed_bfloat16" backbone stores their
     weights in bfloat16 for scoring: the same numbers the mixed policy casts
-    them to on every call (10.6M weights per batch for MiniLM, 4-5% of a
-    scoring batch), while embeddings and layer norms stay float32.
+    them to on every call (10.6M weights per batch for MiniLM), while
+    embeddings and layer norms stay float32.
     """
     super().__init__(**kwargs)
     self.config = config
