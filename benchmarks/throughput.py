@@ -110,7 +110,8 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
   import train  # noqa: F401  (TF_USE_LEGACY_KERAS)
   import tensorflow as tf
   import tensorflow_hub as hub
-  from train.classifier import build_classifier, weights_fingerprint
+  from train.classifier import (build_classifier, scoring_copies,
+                                weights_fingerprint)
   from train.encoders import resolve_encoder
   from train.export import ServingModule, save_serving_model, write_json
   from train.review_packer import ReviewPacker
@@ -136,12 +137,9 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
     tf.train.Checkpoint(model=model).read(
         str(weights_from / "best" / "weights")
     ).expect_partial().assert_existing_objects_matched()
-    # As train.run exports them: bfloat16 with its matmul weights in bfloat16.
-    scoring = build_classifier(source, precision="bfloat16",
-                               pooling=source_card["pooling"],
-                               restore_encoder=False, scoring_weights=True)
-    scoring.set_weights(model.get_weights())
-    models = {"float32": model, "bfloat16": scoring}
+    models = {"float32": model, **scoring_copies(
+        model, source, precisions=["bfloat16"],
+        pooling=source_card["pooling"])}
     truncation = "head" if seq <= source_card["seq_length"] else "head+tail"
     packer = ReviewPacker(hub.load(source.preprocessor), seq_length=seq,
                           truncation=truncation, head_tokens=128)

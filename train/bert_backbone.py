@@ -31,6 +31,12 @@ def _gelu_tanh(x):
 _ACTIVATIONS = {"gelu": _gelu, "gelu_new": _gelu_tanh, "relu": tf.nn.relu}
 
 
+def _scoring(training) -> bool:
+  """Inference, as a Python decision. `training` may be a tensor in some
+  Keras call paths: those take the training-safe graph."""
+  return training is None or training is False
+
+
 class LayerNorm(tf_keras.layers.Layer):
   """Layer normalisation computed in float32 whatever the compute dtype."""
 
@@ -132,9 +138,7 @@ class TransformerBlock(tf_keras.layers.Layer):
     batch, length = tf.shape(x)[0], tf.shape(x)[1]
     hidden = self.config.hidden_size
     two_d = self.compute_dtype != "float32"
-    # (`training` may be a tensor in some Keras call paths: those take the
-    # training-safe float32 softmax and layer norms.)
-    mixed_precision_scoring = two_d and (training is None or training is False)
+    mixed_precision_scoring = two_d and _scoring(training)
     flat = tf.reshape(x, [-1, hidden]) if two_d else x
     scale = tf.constant(1.0 / math.sqrt(self.head_size), self.compute_dtype)
     q = self._split_heads(self.query(flat), batch, length)
@@ -232,9 +236,8 @@ class BertBackbone(tf_keras.layers.Layer):
     embedded = (tf.gather(self.word_embeddings, word_ids) +
                 tf.gather(self.type_embeddings, type_ids) +
                 self.position_embeddings[tf.newaxis, :length, :])
-    scoring = training is None or training is False
     x = self.embedding_norm(tf.cast(embedded, self.compute_dtype),
-                            fused=scoring)
+                            fused=_scoring(training))
     x = self.embedding_dropout(x, training=training)
     # [batch, 1, 1, length]: padding keys get a large negative score.
     attention_bias = (1.0 - tf.cast(mask[:, tf.newaxis, tf.newaxis, :],

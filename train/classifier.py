@@ -96,6 +96,24 @@ def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
   return model
 
 
+def scoring_copies(model: tf_keras.Model, encoder: EncoderSource, *,
+                   precisions, pooling: str, dropout: float = 0.1) -> dict:
+  """Copies of a trained classifier to export, one per precision.
+
+  The bfloat16 copy keeps its matmul weights in bfloat16 (scoring_weights):
+  it scores exactly as a mixed-precision model, minus a cast of every weight
+  on every batch.
+  """
+  copies = {}
+  for precision in precisions:
+    copy = build_classifier(encoder, precision=precision, pooling=pooling,
+                            dropout=dropout, restore_encoder=False,
+                            scoring_weights=precision == "bfloat16")
+    copy.set_weights(model.get_weights())
+    copies[precision] = copy
+  return copies
+
+
 def weights_fingerprint(model: tf_keras.Model) -> str:
   """sha256 over every weight's name and bytes: changes when any weight does."""
   import hashlib

@@ -17,7 +17,8 @@ import tensorflow_hub as hub
 from pipeline import metrics as metric_lib
 from pipeline import plots
 from train import data as data_lib
-from train.classifier import build_classifier, weights_fingerprint
+from train.classifier import (build_classifier, scoring_copies,
+                              weights_fingerprint)
 from train.encoders import EncoderSource, check_reachable, resolve_encoder
 from train.export import (FORMAT_VERSION, MODEL_CARD_FILE, SAVED_MODEL_DIR,
                           ServingModule, check_reload, replace_dir,
@@ -124,21 +125,15 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
 
   classifiers = {settings.precision: model}
   if not use_hub_layer and source.is_local:
-    # Copies in the other precisions, so scoring can choose. The bfloat16
-    # one keeps its matmul weights in bfloat16 (scoring_weights): it scores
-    # exactly as the mixed-precision model, minus a cast of every weight on
-    # every batch.
-    for precision in ("float32", "bfloat16"):
-      if precision == settings.precision != "bfloat16":
-        continue
-      if precision == "bfloat16" and not _bfloat16_supported():
-        continue
-      twin = build_classifier(source, precision=precision,
-                              pooling=settings.pooling,
-                              dropout=settings.dropout, restore_encoder=False,
-                              scoring_weights=precision == "bfloat16")
-      twin.set_weights(model.get_weights())
-      classifiers[precision] = twin
+    # Copies so that scoring can choose its precision; a model trained in
+    # float32 is its own float32 copy, every bfloat16 one is rebuilt.
+    precisions = [p for p in ("float32", "bfloat16")
+                  if p != "float32" or settings.precision != "float32"]
+    if not _bfloat16_supported():
+      precisions.remove("bfloat16")
+    classifiers.update(scoring_copies(model, source, precisions=precisions,
+                                      pooling=settings.pooling,
+                                      dropout=settings.dropout))
   serving_precision = "float32" if settings.precision == "float16" else settings.precision
   if serving_precision not in classifiers:
     serving_precision = settings.precision
