@@ -1,42 +1,32 @@
 #!/usr/bin/env bash
 # The whole local job on real data, end to end:
 #   1. .venv with reviewscore installed (scripts/bootstrap.sh), if missing;
-#   2. the offline all-MiniLM-L6-v2 encoder imported into encoders/minilm;
-#   3. a quick fine-tuning run (reused when its model card exists);
-#   4. scoring of the 25,000 IMDB test reviews on DirectRunner;
-#   5. where the outputs are, the counts, the accuracy and the elapsed time.
+#   2. the IMDB data: $REVIEWSCORE_DATA, else ../shared/data/imdb when present,
+#      else downloaded once into data/imdb (`reviewscore download-imdb`;
+#      $REVIEWSCORE_IMDB_URL names a mirror);
+#   3. the offline all-MiniLM-L6-v2 encoder imported into encoders/minilm;
+#   4. a training run with the quick preset (reused when its model card exists);
+#   5. scoring of the 25,000 IMDB test reviews on DirectRunner, every scoring
+#      default (precision auto, length buckets, batches of 32);
+#   6. where the outputs are, the counts, the accuracy and the elapsed time.
 #
 # Settings (environment variables):
-#   REVIEWSCORE_DATA  folder with train.parquet/test.parquet (../shared/data/imdb)
-#   TRAIN_EXAMPLES    labelled reviews to train on, or "all"        (2000)
-#   EPOCHS            training epochs                                (1)
-#   SEQ_LENGTH        wordpieces per review                          (128)
-#   TRAIN_OPTIONS     more `reviewscore train` options
-#                     (--pooling mean --learning-rate 1e-4 --batch-size 16: a
-#                     2,000-review epoch is only 100 steps, too few at 3e-5)
-#   MODEL_DIR         model directory (models/quick for the defaults)
-#   INPUT             what to score: file, glob or folder  ($REVIEWSCORE_DATA/test.parquet)
-#   OUTPUT            output prefix                                  (scores/local)
-#   NUM_SHARDS        output shards                                  (4)
+#   REVIEWSCORE_DATA  folder with train.parquet/test.parquet
+#   PRESET            training preset: quick (minutes) or best (hours)  (quick)
+#   TRAIN_OPTIONS     more `reviewscore train` options, e.g. "--epochs 2"
+#   MODEL_DIR         model directory                              (models/$PRESET)
+#   INPUT             what to score: file, glob or folder  ($DATA/test.parquet)
+#   OUTPUT            output prefix                                (scores/local)
+#   NUM_SHARDS        output shards                                (4)
 # Arguments are passed to `reviewscore score` (and on to Beam), e.g.
 #   ./run_local.sh --direct_running_mode=multi_processing --direct_num_workers=2
-# Full settings: TRAIN_EXAMPLES=all EPOCHS=3 ./run_local.sh
 set -euo pipefail
 cd "$(dirname "$0")"
 start=$(date +%s)
 
-DATA="${REVIEWSCORE_DATA:-../shared/data/imdb}"
-TRAIN_EXAMPLES="${TRAIN_EXAMPLES:-2000}"
-EPOCHS="${EPOCHS:-1}"
-SEQ_LENGTH="${SEQ_LENGTH:-128}"
-if [ "$TRAIN_EXAMPLES/$EPOCHS/$SEQ_LENGTH" = "2000/1/128" ]; then
-  default_model=models/quick
-else
-  default_model="models/n${TRAIN_EXAMPLES}-e${EPOCHS}-s${SEQ_LENGTH}"
-fi
-MODEL_DIR="${MODEL_DIR:-$default_model}"
-read -r -a TRAIN_OPTIONS <<< "${TRAIN_OPTIONS:---pooling mean --learning-rate 1e-4 --batch-size 16}"
-INPUT="${INPUT:-$DATA/test.parquet}"
+PRESET="${PRESET:-quick}"
+MODEL_DIR="${MODEL_DIR:-models/$PRESET}"
+read -r -a TRAIN_OPTIONS <<< "${TRAIN_OPTIONS:-}"
 OUTPUT="${OUTPUT:-scores/local}"
 NUM_SHARDS="${NUM_SHARDS:-4}"
 
@@ -48,6 +38,19 @@ if [ ! -x .venv/bin/reviewscore ]; then
 fi
 RS=.venv/bin/reviewscore
 
+if [ -n "${REVIEWSCORE_DATA:-}" ]; then
+  DATA="$REVIEWSCORE_DATA"
+elif [ -f ../shared/data/imdb/test.parquet ]; then
+  DATA=../shared/data/imdb
+else
+  DATA=data/imdb
+  if [ ! -f "$DATA/test.parquet" ]; then
+    step "downloading the IMDB reviews into $DATA"
+    "$RS" download-imdb "$DATA"
+  fi
+fi
+INPUT="${INPUT:-$DATA/test.parquet}"
+
 if [ ! -f encoders/minilm/encoder_info.json ]; then
   step "importing the offline encoder into encoders/minilm"
   "$RS" import-encoder encoders/minilm
@@ -56,16 +59,11 @@ fi
 if [ -f "$MODEL_DIR/model_card.json" ]; then
   step "reusing the model in $MODEL_DIR"
 else
-  step "training $MODEL_DIR ($TRAIN_EXAMPLES reviews, $EPOCHS epoch(s), seq_length $SEQ_LENGTH)"
-  limits=()
-  if [ "$TRAIN_EXAMPLES" != all ]; then
-    limits=(--max-examples "$TRAIN_EXAMPLES" --max-test-examples 2000)
-  fi
+  step "training $MODEL_DIR (preset $PRESET)"
   resume=()
   [ -f "$MODEL_DIR/train_state.json" ] && resume=(--resume)
   "$RS" train --data "$DATA" --encoder encoders/minilm --out "$MODEL_DIR" \
-    --epochs "$EPOCHS" --seq-length "$SEQ_LENGTH" "${TRAIN_OPTIONS[@]}" \
-    "${limits[@]}" "${resume[@]}"
+    --preset "$PRESET" "${TRAIN_OPTIONS[@]}" "${resume[@]}"
 fi
 
 step "scoring $INPUT on DirectRunner"
@@ -84,6 +82,8 @@ counts = manifest["counts"]
 print(f"scores:       {', '.join(manifest['scores'])}")
 print(f"dead letters: {', '.join(manifest['errors'])}")
 print(f"manifest:     {sys.argv[1]}")
+print(f"precision:    {', '.join(manifest['model']['precision']['used'])} "
+      f"(asked: {manifest['model']['precision']['requested']})")
 print(f"counts:       read {counts['read']:,} = scored {counts['scored']:,} "
       f"+ dead-lettered {counts['dead_lettered']:,} "
       f"{counts['dead_lettered_by_reason'] or ''}")

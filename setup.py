@@ -22,7 +22,7 @@ RUNTIME = [
 ]
 
 # Tests read outputs the way analytics users do.
-TEST = ["pytest>=8", "duckdb>=1.0", "pandas>=2.2"]
+TEST = ["pytest>=8", "duckdb>=1.0", "pandas>=2.2", "ruff>=0.6"]
 # Reference implementations compared against ours (never runtime deps):
 # torch 2.13.0's CPU wheel lies on this project's machines.
 PARITY = ["torch==2.13.0", "transformers>=4.44,<6"]
@@ -36,7 +36,7 @@ setuptools.setup(
     python_requires=">=3.10",
     packages=setuptools.find_packages(
         include=["schemas", "schemas.*", "train", "train.*", "pipeline",
-                 "pipeline.*", "reviewscore", "reviewscore.*"]),
+                 "pipeline.*", "reviewscore", "reviewscore.*", "runtime", "runtime.*"]),
     install_requires=RUNTIME,
     extras_require={
         "test": TEST,

@@ -25,7 +25,6 @@ sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
-import numpy as np  # noqa: E402
 
 from pipeline.metrics import binary_metrics  # noqa: E402
 from train import data as data_lib  # noqa: E402

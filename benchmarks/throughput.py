@@ -717,7 +717,7 @@ def benchmark(args, log=print):
         levers.append(row)
         log("  lever " + _fmt_row(row))
 
-      model = acquire_model(str(pathlib.Path(model_dir) / "saved_model"))
+      acquire_model(str(pathlib.Path(model_dir) / "saved_model"))  # warm
       base = run_handler(model_dir, sub, precision="bfloat16", mode="beam")
       lever("(b) as above: bf16, Beam buckets, batch 32", base["seconds"],
             labels=base["labels"], padding=base["padding_efficiency"])
@@ -872,7 +872,7 @@ def check_targets(report, peaks):
   lines, ok = ["\ntargets (issue 5, item 2):"], {}
   for seq, run in report["runs"].items():
     rows = {r["name"][:3]: r for r in run["rows"]}
-    a, b, c, d = rows["(a)"], rows["(b)"], rows["(c)"], rows["(d)"]
+    b, c, d = rows["(b)"], rows["(c)"], rows["(d)"]
     cold = rows["(c0"]
     checks = {
         "b>=d": b["reviews_per_s"] >= d["reviews_per_s"],

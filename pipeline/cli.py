@@ -44,9 +44,11 @@ def _known_beam_args(args):
               type=click.IntRange(0, 100000), help="0: the runner decides.")
 @click.option("--max-review-bytes", default=1_000_000, show_default=True,
               type=click.IntRange(1), help="Longer reviews are dead-lettered.")
-@click.option("--precision", default=None,
-              type=click.Choice(["float32", "bfloat16"]),
-              help="Classifier precision (default: the model card's).")
+@click.option("--precision", default="auto", show_default=True,
+              type=click.Choice(["auto", "float32", "bfloat16"]),
+              help="auto: each worker scores in bfloat16 where its CPU "
+              "computes it natively (AVX-512 BF16, AMX) and the model carries "
+              "a bfloat16 copy, else in float32.")
 @click.option("--min-batch-size", default=None, type=click.IntRange(1),
               help="Default: --max-batch-size (fixed batches).")
 @click.option("--max-batch-size", default=32, show_default=True,
@@ -88,13 +90,15 @@ def score(ctx, input_glob, model, output, input_format, text_column,
           --model models/quick --output scores/acl \\
           --direct_running_mode=multi_processing --direct_num_workers=2
   """
+  from runtime.quiet import keep_pytorch_out
+  keep_pytorch_out()
   from pipeline.options import parse_int_list
   if min_batch_size is not None and min_batch_size > max_batch_size:
     raise click.UsageError("--min-batch-size is larger than --max-batch-size")
   try:
     parse_int_list(bucket_boundaries)
   except ValueError as e:
-    raise click.BadParameter(str(e), param_hint="--bucket-boundaries")
+    raise click.BadParameter(str(e), param_hint="--bucket-boundaries") from None
   unknown = _known_beam_args(ctx.args)
   if unknown:
     raise click.UsageError(f"no such option: {unknown[0]} (neither "
@@ -110,14 +114,15 @@ def score(ctx, input_glob, model, output, input_format, text_column,
   argv.append(f"--max_batch_duration_secs={max_batch_duration_secs}")
   argv.append("--length_bucketing" if length_bucketing
               else "--no_length_bucketing")
-  if precision:
-    argv.append(f"--precision={precision}")
+  argv.append(f"--precision={precision}")
   if min_batch_size is not None:  # else the pipeline's: --max-batch-size
     argv.append(f"--min_batch_size={min_batch_size}")
-  from pipeline.run import SCORING_ERRORS, run
+  from pipeline.run import SCORING_ERRORS, OptionsError, run
   try:
     result = run(argv + list(ctx.args),
                  echo=lambda message: click.echo(message, err=True))
+  except OptionsError as e:  # a bad option, ours or Beam's: usage, exit 2
+    raise click.UsageError(str(e)) from None
   except SCORING_ERRORS as e:
     raise click.ClickException(str(e)) from None
   counts = result.counts

@@ -555,7 +555,8 @@ class Commit(beam.DoFn):
     self._paths = paths
     self._manifest = manifest
 
-  def process(self, _, score_files, error_files, read, scored, dead, reasons):
+  def process(self, _, score_files, error_files, read, scored, dead, reasons,
+              precisions):
     paths = self._paths
     if read != scored + dead:
       raise RuntimeError(
@@ -576,7 +577,8 @@ class Commit(beam.DoFn):
       FileSystems.mkdirs(paths.errors_dir)
     if moves:
       FileSystems.rename([s for s, _ in moves], [f for _, f in moves])
-    manifest = dict(self._manifest)
+    manifest = json.loads(json.dumps(self._manifest))
+    manifest["model"]["precision"]["used"] = sorted(precisions)
     manifest.update({
         "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),

@@ -7,7 +7,7 @@ No TensorFlow here: the launcher of a Dataflow job need not load the model.
 import dataclasses
 import json
 import posixpath
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -51,6 +51,12 @@ class ModelCard:
           f"(the model has {', '.join(self.precisions)})")
     name = f"classify_tokens_{precision}"
     return name if name in self.signatures else "classify_tokens"
+
+  def classify_signatures(self, precision: str = "auto") -> Dict[str, str]:
+    """precision -> signature, for `precision` (checked) or all under auto."""
+    if precision != "auto":
+      return {precision: self.classify_signature(precision)}
+    return {p: self.classify_signature(p) for p in self.precisions}
 
 
 def _join(base: str, *parts: str) -> str:

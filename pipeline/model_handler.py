@@ -15,6 +15,9 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import shared
 
+from runtime import quiet
+from runtime.hardware import choose_precision
+
 # One handle per process (module state is per process): every step that
 # acquires a model through it with the same tag gets the same object.
 _MODELS = shared.Shared()
@@ -24,6 +27,8 @@ _tf_configured = False
 # a GPU hiccup, a preempted accelerator); delays grow as BACKOFF_SECS * 2**n.
 MAX_ATTEMPTS = 3
 BACKOFF_SECS = 0.5
+worker_log = logging.getLogger("reviewscore.worker")
+_LOGGED_CHOICES = set()
 
 
 def _configure_tensorflow():
@@ -32,7 +37,7 @@ def _configure_tensorflow():
   with _TF_CONFIGURED:
     if _tf_configured:
       return
-    import tensorflow as tf
+    tf = quiet.import_tensorflow()
     for gpu in tf.config.list_physical_devices("GPU"):
       try:
         # Without it TensorFlow takes the whole GPU at the first op, and a
@@ -53,6 +58,7 @@ class _LoadedModel:
     self.path = saved_model_dir
     self.module = tf.saved_model.load(saved_model_dir)
     self.signatures = self.module.signatures
+    self.has_gpu = bool(tf.config.list_physical_devices("GPU"))
 
   def tokenize(self, texts: Sequence[str]):
     import tensorflow as tf
@@ -101,8 +107,9 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
   by token count so a batch pads little.
   """
 
-  def __init__(self, saved_model_dir: str, *, signature: str,
-               model_fingerprint: str, min_batch_size: int = 1,
+  def __init__(self, saved_model_dir: str, *, signatures: Dict[str, str],
+               model_fingerprint: str, precision: str = "auto",
+               min_batch_size: int = 1,
                max_batch_size: int = 64,
                max_batch_duration_secs: Optional[int] = None,
                length_bucketing: bool = True,
@@ -119,17 +126,38 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                      max_batch_duration_secs=max_batch_duration_secs,
                      **bucketing)
     self._saved_model_dir = saved_model_dir
-    self._signature = signature
+    # precision -> classify signature, for the precisions the model carries.
+    self._signatures = dict(signatures)
+    self._requested_precision = precision
+    self._precision: Optional[str] = None
     self._fingerprint = model_fingerprint
     self._max_attempts = max(1, int(max_attempts))
     self._backoff_secs = backoff_secs
 
   def load_model(self) -> _LoadedModel:
-    return acquire_model(self._saved_model_dir)
+    model = acquire_model(self._saved_model_dir)
+    self.precision_for(model)
+    return model
+
+  def precision_for(self, model: _LoadedModel) -> str:
+    """The precision this worker scores in, chosen once, when it has loaded
+    the model: `auto` follows this worker's hardware, not the launcher's.
+    """
+    if self._precision is None:
+      precision, why = choose_precision(
+          self._requested_precision, available=self._signatures,
+          has_gpu=model.has_gpu)
+      key = (self._saved_model_dir, precision)
+      if key not in _LOGGED_CHOICES:  # once per worker process
+        _LOGGED_CHOICES.add(key)
+        worker_log.info("scoring in %s (%s)", precision, why)
+      self._precision = precision
+    return self._precision
 
   def _classify(self, model: _LoadedModel, ids, mask):
     """One model call; the seam where transient faults surface."""
-    return model.classify(self._signature, ids, mask)
+    return model.classify(self._signatures[self.precision_for(model)], ids,
+                          mask)
 
   def run_inference(self, batch: Sequence[Dict[str, Any]], model: _LoadedModel,
                     inference_args: Optional[Dict[str, Any]] = None
@@ -152,8 +180,10 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                         "retrying in %.1fs): %s", len(batch), attempt,
                         self._max_attempts, delay, e)
         time.sleep(delay)
+    precision = self.precision_for(model)
     return [PredictionResult(example, {"probability": float(p),
-                                       "label_id": int(label)},
+                                       "label_id": int(label),
+                                       "precision": precision},
                              self._fingerprint)
             for example, p, label in zip(batch, probabilities, label_ids)]
 

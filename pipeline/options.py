@@ -9,6 +9,7 @@ from typing import List, Optional
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.io import DEFAULT_MAX_REVIEW_BYTES, FORMATS
+from runtime.hardware import AUTO, BFLOAT16, FLOAT32
 from schemas import columns as c
 
 # Fixed batches of 32: as fast as 16 or 64 on CPU (benchmarks/), and Beam's
@@ -73,9 +74,11 @@ class ScoreOptions(PipelineOptions):
     parser.add_argument(*_both("max_review_bytes"), dest="max_review_bytes",
                         type=int, default=DEFAULT_MAX_REVIEW_BYTES,
                         help="Longer reviews are dead-lettered as too_long.")
-    parser.add_argument(*_both("precision"), dest="precision", default=None,
-                        help="One of the model card's precisions (default: "
-                        "its serving precision).")
+    parser.add_argument(*_both("precision"), dest="precision",
+                        default=AUTO, choices=(AUTO, FLOAT32, BFLOAT16),
+                        help="auto: each worker picks bfloat16 where its CPU "
+                        "computes it natively and the model carries a "
+                        "bfloat16 copy, else float32.")
     parser.add_argument(*_both("min_batch_size"), dest="min_batch_size",
                         type=int, default=None,
                         help="Default: --max_batch_size (fixed batches).")

@@ -21,8 +21,9 @@ from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
 from apache_beam.runners.runner import PipelineState
 
 from pipeline import io as io_lib
+from runtime import quiet
 from pipeline.model_card import ModelCard, ModelError, load_model_card
-from pipeline.model_handler import TokenIdsModelHandler
+from pipeline.model_handler import TokenIdsModelHandler, worker_log
 from pipeline.options import (ScoreOptions, default_bucket_boundaries,
                               parse_int_list, parse_names)
 from pipeline.tokenize import TokenizeBatch
@@ -172,6 +173,10 @@ def build_pipeline(p: beam.Pipeline, *, plan: io_lib.InputPlan,
                                     schema_lib.dead_letter_schema(), 1,
                                     "WriteDeadLetters")
 
+  # Which precision the workers chose (auto decides on each worker).
+  precisions = (results
+                | "Precisions" >> beam.Map(lambda r: r.inference["precision"])
+                | "DistinctPrecisions" >> beam.Distinct())
   count = beam.combiners.Count
   n_read = raw | "CountRead" >> count.Globally()
   n_scored = scores | "CountScores" >> count.Globally()
@@ -185,7 +190,7 @@ def build_pipeline(p: beam.Pipeline, *, plan: io_lib.InputPlan,
            io_lib.Commit(paths, manifest), side.AsList(score_files),
            side.AsList(error_files), side.AsSingleton(n_read),
            side.AsSingleton(n_scored), side.AsSingleton(n_dead),
-           side.AsDict(reasons)))
+           side.AsDict(reasons), side.AsList(precisions)))
 
 
 def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
@@ -215,7 +220,7 @@ def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
     raise OptionsError(f"--bucket_boundaries: {e}") from None
   return {"buckets": buckets or default_bucket_boundaries(card.seq_length),
           "min_batch_size": min_batch_size,
-          "signature": card.classify_signature(opts.precision)}
+          "signatures": card.classify_signatures(opts.precision)}
 
 
 _DIRECT_RUNNER_NAMES = ("directrunner", "direct", "switchingdirectrunner")
@@ -254,6 +259,18 @@ def _batching(opts: ScoreOptions, buckets: List[int], *,
           "bucket_boundaries": buckets}
 
 
+def _show_worker_lines() -> None:
+  """Workers' progress and precision choice on the launcher's stderr (they
+  share it on DirectRunner; elsewhere they go to the workers' logs)."""
+  for logger, prefix in ((progress_log, "progress"), (worker_log, "worker")):
+    if not logger.handlers:
+      handler = logging.StreamHandler(sys.stderr)
+      handler.setFormatter(logging.Formatter(prefix + ": %(message)s"))
+      logger.addHandler(handler)
+      logger.setLevel(logging.INFO)
+      logger.propagate = False
+
+
 def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
         echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
         ) -> ScoreResult:
@@ -271,21 +288,17 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                            text_column=opts.text_column,
                            id_column=opts.id_column,
                            carry=parse_names(opts.carry_columns))
-  if not progress_log.handlers:
-    handler_ = logging.StreamHandler(sys.stderr)
-    handler_.setFormatter(logging.Formatter("progress: %(message)s"))
-    progress_log.addHandler(handler_)
-    progress_log.setLevel(logging.INFO)
-    progress_log.propagate = False
+  _show_worker_lines()
   echo(f"scoring {plan.describe()} with {card.model_name} "
-       f"({checked['signature']}, fingerprint {card.model_fingerprint[:12]})")
+       f"(precision {opts.precision}, fingerprint "
+       f"{card.model_fingerprint[:12]})")
   run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
   paths = io_lib.OutputPaths(opts.output, run_id)
   batching = _batching(opts, checked["buckets"],
                        direct=_runs_on_direct_runner(options))
   handler = TokenIdsModelHandler(
-      card.saved_model_dir, signature=checked["signature"],
-      model_fingerprint=card.model_fingerprint,
+      card.saved_model_dir, signatures=checked["signatures"],
+      model_fingerprint=card.model_fingerprint, precision=opts.precision,
       min_batch_size=checked["min_batch_size"],
       max_batch_size=opts.max_batch_size,
       max_batch_duration_secs=batching["max_batch_duration_secs"],
@@ -295,7 +308,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   manifest = {"run_id": run_id, "input": opts.input, "format": plan.format,
               "model": {"dir": card.model_dir, "name": card.model_name,
                         "fingerprint": card.model_fingerprint,
-                        "signature": checked["signature"],
+                        "precision": {"requested": opts.precision},
                         "threshold": card.threshold},
               "batching": {"min_batch_size": checked["min_batch_size"],
                            "max_batch_size": opts.max_batch_size,
@@ -304,7 +317,10 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                            "max_batch_duration_secs":
                                batching["max_batch_duration_secs"]}}
 
-  p = beam.Pipeline(runner=batching["runner"], options=options)
+  try:
+    p = beam.Pipeline(runner=batching["runner"], options=options)
+  except ValueError as e:  # e.g. an unknown --runner
+    raise OptionsError(_first_line(e)) from None
   build_pipeline(p, plan=plan, card=card, handler=handler, paths=paths,
                  opts=opts, manifest=manifest)
   try:
@@ -364,7 +380,8 @@ def _metric_counts(result) -> Dict[str, int]:
 
 
 def main(argv=None) -> int:
-  logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+  quiet.quiet_process()
+  quiet.import_tensorflow()
   try:
     run(argv)
   except SCORING_ERRORS as e:

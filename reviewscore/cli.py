@@ -1,25 +1,50 @@
 """`reviewscore` command line: each command lives beside the code it drives."""
-import click
+import os
+import sys
 
-from pipeline.cli import report, score
-from train.cli import evaluate, import_encoder_command, predict, train
+# Before anything loads TensorFlow: TF Hub's KerasLayer needs tf-keras.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import click  # noqa: E402
+
+from runtime import quiet  # noqa: E402
+
+# Commands that never load TensorFlow: no reason to pay for its import.
+_WITHOUT_TENSORFLOW = {"report", "download-imdb"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="reviewscore")
-def main():
+@click.option("--verbose", is_flag=True,
+              help="Show TensorFlow's, absl's and Beam's own log lines too "
+              f"(or set {quiet.VERBOSE_ENV}=1).")
+@click.pass_context
+def main(ctx, verbose):
   """Fine-tune BERT on labelled reviews and score review archives.
 
   \b
+  reviewscore download-imdb data/imdb
   reviewscore import-encoder encoders/minilm
-  reviewscore train --data ../shared/data/imdb --encoder encoders/minilm --out models/m1
+  reviewscore train --data data/imdb --encoder encoders/minilm --out models/m1
   reviewscore score --input 'reviews/*.parquet' --model models/m1 --output scores/run1
   """
+  quiet.set_verbose(verbose)
+  quiet.quiet_process()
+  if ctx.invoked_subcommand not in _WITHOUT_TENSORFLOW:
+    quiet.import_tensorflow()
 
 
-for command in (import_encoder_command, train, evaluate, predict, score, report):
-  main.add_command(command)
+def _add_commands():
+  from pipeline.cli import report, score
+  from train.cli import (download_imdb_command, evaluate,
+                         import_encoder_command, predict, train)
+  for command in (download_imdb_command, import_encoder_command, train,
+                  evaluate, predict, score, report):
+    main.add_command(command)
+
+
+_add_commands()
 
 
 if __name__ == "__main__":
-  main()
+  sys.exit(main())

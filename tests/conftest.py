@@ -195,14 +195,26 @@ def minilm_encoder_dir(tmp_path_factory) -> pathlib.Path:
 
 @pytest.fixture(scope="session")
 def imdb_dir() -> pathlib.Path:
-  """Directory of the IMDB train/test/unsup parquet files (read only)."""
+  """Directory of the IMDB train/test/unsup parquet files (read only).
+
+  $REVIEWSCORE_DATA, else ../shared/data/imdb beside the repository, else
+  data/imdb in it (where run_local.sh downloads the data), downloaded there
+  with `reviewscore download-imdb` if it is missing.
+  """
   root = os.environ.get("REVIEWSCORE_DATA")
-  path = (pathlib.Path(root) if root else
-          REPO.parent / "shared" / "data" / "imdb").resolve()
-  if not (path / "test.parquet").is_file():
-    pytest.fail(f"IMDB data not found in {path}: set REVIEWSCORE_DATA to the "
-                "directory holding train.parquet and test.parquet")
-  return path
+  candidates = ([pathlib.Path(root)] if root else
+                [REPO.parent / "shared" / "data" / "imdb", REPO / "data" / "imdb"])
+  for path in candidates:
+    if (path / "test.parquet").is_file():
+      return path.resolve()
+  if root:
+    pytest.fail(f"IMDB data not found in {root} ($REVIEWSCORE_DATA)")
+  from train.imdb_download import DownloadError, download_imdb
+  try:
+    download_imdb(candidates[-1])
+  except DownloadError as e:
+    pytest.fail(f"IMDB data not found beside the repository and {e}")
+  return candidates[-1].resolve()
 
 
 @pytest.fixture(scope="session")
@@ -227,7 +239,9 @@ def tiny_model_dir(tiny_encoder_dir, imdb_dir, tmp_path_factory) -> pathlib.Path
   train_and_export(
       data_path=data, encoder=str(tiny_encoder_dir), out=out,
       settings=TrainSettings(batch_size=8, epochs=1, seq_length=64,
-                             max_examples=200, checkpoint_every_steps=1000),
+                             truncation="head", pooling="cls",
+                             precision="float32", max_examples=200,
+                             checkpoint_every_steps=1000),
       progress=lambda message: None)
   return out
 

@@ -40,13 +40,14 @@ def test_bad_options_are_usage_errors(name, args, paths):
   result = CliRunner().invoke(main, args, input="")
   assert result.exit_code == 2, (name, result.output)
   assert "Error:" in result.output
-  assert "Traceback" not in result.output
+  assert isinstance(result.exception, SystemExit)
 
 
 def test_every_command_is_listed_with_a_summary():
   result = CliRunner().invoke(main, ["--help"])
   assert result.exit_code == 0
-  for command in ("import-encoder", "train", "evaluate", "predict", "score",
+  for command in ("download-imdb", "import-encoder", "train", "evaluate",
+                  "predict", "score",
                   "report"):
     line = next(l for l in result.output.splitlines()
                 if l.strip().startswith(command + " "))

@@ -79,6 +79,7 @@ def reviews(imdb_dir, tmp_path_factory):
 def _scores(tmp_path, name, data, model, *extra):
   result = run([f"--input={data}", f"--model={model}",
                 f"--output={tmp_path / name / 'scores'}", "--num_shards=2",
+                "--precision=float32",
                 *extra], save_main_session=False, echo=lambda m: None)
   assert result.counts["read"] == REVIEWS
   assert result.counts["scored"] == REVIEWS

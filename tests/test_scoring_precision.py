@@ -5,7 +5,6 @@ import pytest
 
 import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
-import tf_keras
 
 from train.bert_backbone import LayerNorm
 from train.classifier import build_classifier

@@ -26,6 +26,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
     labelled_parquet, tiny_encoder_dir, tmp_path):
   # A learning rate of 1e30 (no warm-up) overflows the weights in one step.
   settings = TrainSettings(batch_size=8, epochs=1, seq_length=32,
+                           truncation="head", pooling="cls", precision="float32",
                            learning_rate=1e30, warmup_fraction=0.0,
                            checkpoint_every_steps=1)
   out = tmp_path / "diverged"
@@ -51,7 +52,8 @@ def test_run_killed_midway_resumes_to_the_full_step_count(
   command = [sys.executable, "-m", "reviewscore.cli", "train",
              "--data", str(labelled_parquet), "--encoder", str(tiny_encoder_dir),
              "--out", str(out), "--epochs", "2", "--batch-size", "8",
-             "--seq-length", "32", "--checkpoint-every", "3", "--patience", "0"]
+             "--seq-length", "32", "--checkpoint-every", "3", "--patience", "0",
+             "--truncation", "head", "--pooling", "cls", "--precision", "float32"]
 
   def mid_run_checkpoint():  # past step 6 of 24
     steps = [int(p.stem.split("-")[1])

@@ -4,7 +4,6 @@ It takes token ids (the three BERT inputs, any padded length) rather than
 strings, so that training can tokenize once and pad each batch only to its
 longest review; the exported SavedModel puts the preprocessor in front.
 """
-import json
 import pathlib
 from typing import Optional
 

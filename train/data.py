@@ -136,6 +136,25 @@ def read_labelled(path, split: str = "train", *, text_column: str = "text",
   return None
 
 
+def read_evaluation_set(path, split: str = "test", **options
+                        ) -> LabelledReviews:
+  """What `evaluate` scores: a split of a data folder, or a file or a
+  one-split tree (`pos/*.txt`, `neg/*.txt`) whole.
+  """
+  path = pathlib.Path(path).expanduser()
+  class_names = options.get("class_names", DEFAULT_CLASS_NAMES)
+  if path.is_dir() and all((path / name).is_dir() for name in class_names):
+    return _read_tree_split(path, class_names)
+  if path.is_file():
+    return _read_parquet(path, **options)
+  labelled = read_labelled(path, split, **options)
+  if labelled is None:
+    raise DataError(f"{path}: no {split!r} split ({split}/ or "
+                    f"{split}.parquet); pass a labelled file or folder, or "
+                    "--split train")
+  return labelled
+
+
 def split_train_validation(data: LabelledReviews, *,
                            validation_fraction: float = 0.2, seed: int = 42
                            ) -> Tuple[LabelledReviews, LabelledReviews]:

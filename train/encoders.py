@@ -70,6 +70,20 @@ class EncoderSource:
   def is_local(self) -> bool:
     return self.local_info is not None
 
+  @property
+  def default_pooling(self) -> str:
+    """What the encoder was trained to be pooled with ("mean" or "cls").
+
+    Recorded by `import-encoder`; encoders imported before it recorded one
+    are sentence-transformers checkpoints when their source says so. TF Hub
+    BERTs are pooled by their [CLS] pooler, as the tutorial does.
+    """
+    checkpoint = (self.local_info or {}).get("checkpoint") or {}
+    if checkpoint.get("pooling") in ("mean", "cls"):
+      return checkpoint["pooling"]
+    return "mean" if "sentence-transformers" in str(
+        checkpoint.get("source", "")) else "cls"
+
   def provenance(self) -> dict:
     """What a model card says about the encoder's origin."""
     record = {"name": self.name, "encoder": self.encoder,

@@ -54,11 +54,9 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
   """Scores a labelled split, writes metrics JSON and plots; returns metrics."""
   model, card = load_model_dir(model_dir)
   class_names = card.get("class_names", list(data_lib.DEFAULT_CLASS_NAMES))
-  labelled = data_lib.read_labelled(
+  labelled = data_lib.read_evaluation_set(
       data_path, split, text_column=text_column, label_column=label_column,
       id_column=id_column, class_names=class_names)
-  if labelled is None:
-    raise data_lib.DataError(f"{data_path}: no {split!r} split")
   labelled = data_lib.sample(labelled, max_examples, seed=seed)
   scores = score_texts(model, labelled.texts)
   threshold = float(card.get("threshold", 0.5))

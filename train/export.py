@@ -19,10 +19,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import Dict, Sequence
+from typing import TYPE_CHECKING, Dict, Sequence
 
 import numpy as np
 import tensorflow as tf
+
+if TYPE_CHECKING:
+  import tf_keras
 
 SAVED_MODEL_DIR = "saved_model"
 MODEL_CARD_FILE = "model_card.json"

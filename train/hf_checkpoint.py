@@ -42,6 +42,8 @@ class HfCheckpoint:
   weights_sha256: str
   vocab_sha256: str
   source: str
+  # What the checkpoint was trained to be pooled with: "mean" or "cls".
+  pooling: str = "cls"
 
   @property
   def weights_path(self) -> pathlib.Path:
@@ -65,6 +67,7 @@ class HfCheckpoint:
         "weights_sha256": self.weights_sha256,
         "vocab_sha256": self.vocab_sha256,
         "do_lower_case": self.do_lower_case,
+        "pooling": self.pooling,
         "architecture": {k: self.config.get(k) for k in (
             "model_type", "architectures", "_name_or_path", "hidden_size",
             "num_hidden_layers", "num_attention_heads", "intermediate_size",
@@ -80,6 +83,29 @@ def _read_lower_case(directory: pathlib.Path, config: dict) -> bool:
       return bool(value)
   name = str(config.get("_name_or_path", ""))
   return "cased" not in name.replace("uncased", "")
+
+
+def _read_pooling(directory: pathlib.Path) -> str:
+  """sentence-transformers checkpoints name their pooling; BERTs use [CLS].
+
+  A sentence-transformers model (modules.json with a Pooling module) was
+  trained on the mean of its token vectors, and fine-tunes best that way;
+  a plain BERT checkpoint was pre-trained with its [CLS] pooler.
+  """
+  modules_file = directory / "modules.json"
+  if not modules_file.is_file():
+    return "cls"
+  for module in json.loads(modules_file.read_text()):
+    if not str(module.get("type", "")).endswith(".Pooling"):
+      continue
+    config_file = directory / module.get("path", "") / "config.json"
+    if config_file.is_file():
+      config = json.loads(config_file.read_text())
+      if config.get("pooling_mode_mean_tokens"):
+        return "mean"
+      if config.get("pooling_mode_cls_token"):
+        return "cls"
+  return "cls"
 
 
 def open_checkpoint(directory, *, expected_weights_sha256: Optional[str] = None,
@@ -106,7 +132,8 @@ def open_checkpoint(directory, *, expected_weights_sha256: Optional[str] = None,
   return HfCheckpoint(directory=directory, config=config,
                       do_lower_case=_read_lower_case(directory, config),
                       weights_sha256=weights_sha, vocab_sha256=vocab_sha,
-                      source=source or str(directory.resolve()))
+                      source=source or str(directory.resolve()),
+                      pooling=_read_pooling(directory))
 
 
 def minilm_directory() -> pathlib.Path:

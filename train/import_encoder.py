@@ -18,7 +18,7 @@ import tensorflow as tf
 from train.bert_backbone import BertBackbone, dummy_inputs
 from train.bert_config import BertConfig
 from train.bert_preprocessor import BertPreprocessor, read_vocabulary
-from train.hf_checkpoint import HfCheckpoint, sha256_of
+from train.hf_checkpoint import HfCheckpoint
 
 ENCODER_DIR = "encoder"
 PREPROCESSOR_DIR = "preprocessor"

@@ -2,9 +2,7 @@
 
 `train_and_export` is what `reviewscore train` calls and what tests call.
 """
-import dataclasses
 import datetime
-import json
 import pathlib
 import platform
 import shutil
@@ -19,11 +17,12 @@ from pipeline import plots
 from train import data as data_lib
 from train.classifier import (build_classifier, scoring_copies,
                               weights_fingerprint)
-from train.encoders import EncoderSource, check_reachable, resolve_encoder
+from train.encoders import check_reachable, resolve_encoder
 from train.export import (FORMAT_VERSION, MODEL_CARD_FILE, SAVED_MODEL_DIR,
                           ServingModule, check_reload, replace_dir,
                           save_serving_model, write_json)
 from train.review_packer import ReviewPacker
+from train.settings import resolve_auto
 from train.trainer import (STATE_FILE, Trainer, TrainSettings,
                            make_logits_fn, predict_logits, tokenize_reviews)
 
@@ -51,12 +50,6 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
   return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
-def _bfloat16_supported() -> bool:
-  return bool(tf.config.list_physical_devices("GPU")) or "avx512_bf16" in (
-      pathlib.Path("/proc/cpuinfo").read_text() if pathlib.Path(
-          "/proc/cpuinfo").exists() else "")
-
-
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
                      text_column: str = "text", label_column: str = "label",
@@ -71,6 +64,10 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   source = resolve_encoder(encoder, preprocessor=preprocessor)
   check_reachable(source.encoder)
   check_reachable(source.preprocessor)
+  settings, resolved = resolve_auto(
+      settings, encoder_pooling=source.default_pooling,
+      has_gpu=bool(tf.config.list_physical_devices("GPU")))
+  progress(f"settings: {resolved}")
   if (out / STATE_FILE).exists() and not resume:
     raise RunExists(f"{out} already holds a training run: pass --resume to "
                     "continue it or choose another --out")
@@ -126,11 +123,11 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   classifiers = {settings.precision: model}
   if not use_hub_layer and source.is_local:
     # Copies so that scoring can choose its precision; a model trained in
-    # float32 is its own float32 copy, every bfloat16 one is rebuilt.
+    # float32 is its own float32 copy, every bfloat16 one is rebuilt. The
+    # bfloat16 copy is exported even where this machine lacks native
+    # bfloat16: the workers that score with it may have it.
     precisions = [p for p in ("float32", "bfloat16")
                   if p != "float32" or settings.precision != "float32"]
-    if not _bfloat16_supported():
-      precisions.remove("bfloat16")
     classifiers.update(scoring_copies(model, source, precisions=precisions,
                                       pooling=settings.pooling,
                                       dropout=settings.dropout))

@@ -18,6 +18,7 @@ import tensorflow as tf
 import tf_keras
 
 from train.schedule import WarmupLinearDecay
+from train.settings import TrainSettings
 
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
@@ -37,30 +38,6 @@ class TrainingDiverged(Exception):
 
 class ResumeMismatch(Exception):
   """`--resume` found a run made with different settings or data."""
-
-
-@dataclasses.dataclass
-class TrainSettings:
-  batch_size: int = 32
-  epochs: int = 3
-  learning_rate: float = 3e-5
-  warmup_fraction: float = 0.1
-  weight_decay: float = 0.01
-  seq_length: int = 128
-  truncation: str = "head"
-  head_tokens: int = 128
-  precision: str = "float32"
-  pooling: str = "cls"
-  dropout: float = 0.1
-  patience: int = 1
-  length_bucketing: bool = True
-  checkpoint_every_steps: int = 500
-  seed: int = 42
-  validation_fraction: float = 0.2
-  max_examples: Optional[int] = None
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass

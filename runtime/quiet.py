@@ -1,0 +1,101 @@
+"""Keeps TensorFlow's, absl's and Beam's start-up chatter off the terminal.
+
+On a CPU machine TensorFlow prints C++ lines at import (oneDNN notices, "could
+not find cuda drivers", "failed call to cuInit") before its own log level is
+read, and Beam logs warnings about optional modules it does not need: to a
+user they look like failures. `REVIEWSCORE_VERBOSE=1` (or `--verbose`) keeps
+all of it. Our own lines and progress are untouched.
+"""
+import contextlib
+import logging
+import os
+import sys
+import warnings
+
+VERBOSE_ENV = "REVIEWSCORE_VERBOSE"
+# Loggers and source folders whose sub-ERROR records are start-up noise.
+_NOISY_PACKAGES = ("apache_beam", "tensorflow", "tf_keras", "keras",
+                   "tensorflow_hub", "tensorflow_text", "absl", "h5py")
+
+
+def is_verbose() -> bool:
+  return os.environ.get(VERBOSE_ENV, "").lower() not in ("", "0", "false", "no")
+
+
+def set_verbose(verbose: bool) -> None:
+  if verbose:
+    os.environ[VERBOSE_ENV] = "1"
+
+
+class _DropLibraryChatter(logging.Filter):
+  """Passes ERROR and above, and everything that is not a noisy library's."""
+
+  def filter(self, record):
+    if record.levelno >= logging.ERROR:
+      return True
+    name = record.name.split(".")[0]
+    if name in _NOISY_PACKAGES:
+      return False
+    path = record.pathname.replace("\\", "/")
+    return not any(f"/{p}/" in path for p in _NOISY_PACKAGES)
+
+
+def quiet_process() -> None:
+  """Call before TensorFlow or Beam load; a no-op when verbose."""
+  if is_verbose():
+    return
+  # Level 3 drops TensorFlow's C++ INFO, WARNING and ERROR lines emitted after
+  # absl's logger is initialised (cuInit's error among them); real failures
+  # still surface as Python exceptions.
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+  root = logging.getLogger()
+  if not any(isinstance(f, _DropLibraryChatter) for f in root.filters):
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    handler.addFilter(_DropLibraryChatter())
+    root.addHandler(handler)
+    root.setLevel(logging.WARNING)
+  for name in _NOISY_PACKAGES:
+    warnings.filterwarnings("ignore", module=name)
+  warnings.filterwarnings("ignore", category=DeprecationWarning)
+  warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+@contextlib.contextmanager
+def stderr_silenced():
+  """Points file descriptor 2 at /dev/null (C++ writes bypass sys.stderr)."""
+  if is_verbose():
+    yield
+    return
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(os.devnull, "w") as devnull:
+      os.dup2(devnull.fileno(), 2)
+    yield
+  finally:
+    sys.stderr.flush()
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
+def import_tensorflow():
+  """Imports TensorFlow (and finds its devices) without the start-up lines."""
+  quiet_process()
+  with stderr_silenced():
+    import tensorflow as tf
+    tf.config.list_physical_devices("GPU")
+  return tf
+
+
+def keep_pytorch_out() -> None:
+  """Stops Beam's RunInference from importing PyTorch in this process.
+
+  `apache_beam.ml.inference.base` imports a GPU model manager that imports
+  PyTorch (and SciPy) whenever PyTorch is installed: 1.5 s and 210 MiB at
+  the start of every scoring process that has it, for a feature we do not
+  use. Beam catches the ImportError. Only for our own entry points: a
+  process that already imported PyTorch keeps it.
+  """
+  sys.modules.setdefault("torch", None)

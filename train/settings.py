@@ -1,0 +1,55 @@
+"""Training settings and their defaults, declared once (the CLI reads them).
+
+No TensorFlow here: `reviewscore train --help` stays fast.
+"""
+import dataclasses
+from typing import Optional, Tuple
+
+
+@dataclasses.dataclass
+class TrainSettings:
+  """Every training setting, with its default: the recipe that measured best
+  here (all-MiniLM-L6-v2 on IMDB: 512 wordpieces head+tail, 5e-5, two
+  epochs; docs/accuracy.md). `auto` values are resolved per run by
+  `resolve_auto`: pooling from what the encoder was trained for, precision
+  from the hardware.
+  """
+  batch_size: int = 32
+  epochs: int = 2
+  learning_rate: float = 5e-5
+  warmup_fraction: float = 0.1
+  weight_decay: float = 0.01
+  seq_length: int = 512
+  truncation: str = "head+tail"
+  # None: a quarter of seq_length (Sun et al.'s 128 of 512).
+  head_tokens: Optional[int] = None
+  precision: str = "auto"
+  pooling: str = "auto"
+  dropout: float = 0.1
+  patience: int = 1
+  length_bucketing: bool = True
+  checkpoint_every_steps: int = 100
+  seed: int = 42
+  validation_fraction: float = 0.2
+  max_examples: Optional[int] = None
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+def resolve_auto(settings: TrainSettings, *, encoder_pooling: str,
+                 has_gpu: bool, cpu_flags=None) -> Tuple[TrainSettings, str]:
+  """Settings with every `auto` made concrete, and a line saying why."""
+  from runtime.hardware import AUTO, choose_precision
+  pooling, pooling_why = settings.pooling, "asked for"
+  if pooling == AUTO:
+    pooling, pooling_why = encoder_pooling, "auto: what the encoder was trained for"
+  precision, precision_why = choose_precision(
+      settings.precision, has_gpu=has_gpu, flags=cpu_flags)
+  head_tokens = settings.head_tokens
+  if head_tokens is None:
+    head_tokens = max(1, settings.seq_length // 4)
+  resolved = dataclasses.replace(settings, pooling=pooling, precision=precision,
+                                 head_tokens=head_tokens)
+  return resolved, (f"pooling {pooling} ({pooling_why}), precision {precision} "
+                    f"({precision_why})")
