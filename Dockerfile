@@ -33,16 +33,17 @@ WORKDIR /opt/reviewscore
 # Dependencies first (cached layer), then the code.
 COPY setup.py ./
 RUN python -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version" \
- && mkdir -p schemas train pipeline reviewscore \
+ && mkdir -p schemas train pipeline reviewscore runtime \
  && touch schemas/__init__.py train/__init__.py pipeline/__init__.py \
-          reviewscore/__init__.py \
+          reviewscore/__init__.py runtime/__init__.py \
  && python -m pip install --upgrade "pip<25" \
- && python -m pip install . \
+ && python -m pip install ".[gcp]" \
  && python -m pip uninstall -y reviewscore
 COPY schemas ./schemas
 COPY train ./train
 COPY pipeline ./pipeline
 COPY reviewscore ./reviewscore
+COPY runtime ./runtime
 RUN python -m pip install --no-deps . \
  && python -c "import apache_beam, tensorflow, tensorflow_text, pipeline.run; \
 print('beam', apache_beam.__version__, 'tf', tensorflow.__version__)"

@@ -39,6 +39,10 @@ setuptools.setup(
                  "pipeline.*", "reviewscore", "reviewscore.*", "runtime", "runtime.*"]),
     install_requires=RUNTIME,
     extras_require={
+        # Beam's filesystems and runners for Google Cloud (gs://, Dataflow)
+        # and AWS (s3://), for launchers and workers alike.
+        "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
+        "aws": ["apache-beam[aws]>=2.77,<2.78"],
         "test": TEST,
         "parity": TEST + PARITY,
         "benchmark": TEST + BENCHMARK,

@@ -3,6 +3,8 @@ import pathlib
 
 import click
 
+from schemas.inputs import INPUT_FORMATS
+
 
 def _known_beam_args(args):
   """Extra arguments Beam does not know: typos of ours must not vanish."""
@@ -22,18 +24,21 @@ def _known_beam_args(args):
 @click.command(context_settings=dict(ignore_unknown_options=True,
                                      allow_extra_args=True))
 @click.option("--input", "input_glob", required=True,
-              help="Parquet file(s), text file(s) (a glob) or a folder of "
-              "one-review files.")
+              help="A file, a glob or a folder of parts: Parquet, CSV, JSON "
+              "Lines, text lines or one-review files; local or any Beam "
+              "filesystem URL.")
 @click.option("--model", required=True,
-              type=click.Path(file_okay=False, path_type=pathlib.Path),
-              help="Model directory from `reviewscore train`.")
+              help="Model directory from `reviewscore train`: a local path or "
+              "any Beam filesystem URL (gs://, s3://).")
 @click.option("--output", required=True,
               help="Output prefix: PREFIX-SSSSS-of-NNNNN.parquet, "
               "PREFIX-errors/part-SSSSS-of-NNNNN.parquet (dead letters), PREFIX-manifest.json.")
 @click.option("--format", "input_format", default="auto", show_default=True,
-              type=click.Choice(["auto", "parquet", "text", "files"]),
-              help="auto: *.parquet → parquet, a folder → files, else text "
-              "(one review per line).")
+              type=click.Choice(("auto",) + INPUT_FORMATS),
+              help="auto: by file name (*.parquet, *.csv, *.jsonl/*.ndjson, "
+              "compressed too), else a folder → files (one review each), "
+              "else text (one review per line). `_*` and `.*` files are "
+              "skipped.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default="review_id", show_default=True,
               help="Parquet id column; where absent, ids are FILE:ROW.")

@@ -29,9 +29,11 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from schemas import arrow as schema_lib
+from pipeline.filesystems import missing_filesystem
 from schemas import columns as c
+from schemas.inputs import INPUT_FORMATS, TABLE_FORMATS, table_format_of
 
-FORMATS = ("parquet", "text", "files")
+FORMATS = INPUT_FORMATS
 DEAD = "dead"
 PREVIEW_CHARS = 200
 DEFAULT_MAX_REVIEW_BYTES = 1_000_000
@@ -78,9 +80,12 @@ def _relative(path: str, root: str) -> str:
 
 
 def _hidden(path: str, root: str) -> bool:
-  """Dot-files and dot-folders (our own staging folders among them)."""
-  return any(part.startswith(".") for part in
-             re.split(r"[/\\]", _relative(path, root)) if part not in ("", "."))
+  """Dot-files and dot-folders (our own staging folders among them), and
+  `_`-files such as Spark's and Hadoop's `_SUCCESS` markers."""
+  parts = [part for part in re.split(r"[/\\]", _relative(path, root))
+           if part not in ("", ".")]
+  return (any(part.startswith(".") for part in parts)
+          or bool(parts) and parts[-1].startswith("_"))
 
 
 @dataclasses.dataclass
@@ -160,6 +165,9 @@ def plan_input(pattern: str, *, format: str = "auto",
   """
   if format not in FORMATS + ("auto",):
     raise InputError(f"unknown format {format!r}")
+  unreachable = missing_filesystem(pattern)
+  if unreachable:
+    raise InputError(unreachable)
   is_dir = _is_dir(pattern)
   if is_dir:
     root = pattern.rstrip("/\\") or "/"
@@ -175,35 +183,72 @@ def plan_input(pattern: str, *, format: str = "auto",
   if not files:
     raise InputError(f"{pattern}: no input files match")
   if format == "auto":
-    if all(p.endswith(".parquet") for p, _ in files):
-      format = "parquet"
+    kinds = {table_format_of(p) for p, _ in files}
+    if len(kinds) == 1 and None not in kinds:
+      format = kinds.pop()
+    elif kinds - {None}:
+      found = ", ".join(sorted(k or "other" for k in kinds))
+      raise InputError(f"{pattern}: files of mixed kinds ({found}); match one "
+                       "kind, or name it with --format")
     else:
       format = "files" if is_dir else "text"
   plan = InputPlan(pattern=pattern, format=format, root=root, files=files,
                    text_column=text_column, id_column=id_column)
-  if format == "parquet":
-    _plan_parquet(plan, carry)
+  if format in TABLE_FORMATS:
+    _plan_table(plan, carry)
   else:
     if carry:
-      raise InputError("--carry-columns applies to Parquet input only")
+      raise InputError("--carry-columns applies to Parquet, CSV and JSON "
+                       "Lines input only")
     for path, _ in files:
       if not _is_remote(path) and not os.access(path, os.R_OK):
         raise InputError(f"{path}: cannot read the file (permission denied)")
   return plan
 
 
-def _plan_parquet(plan: InputPlan, carry: Sequence[str]) -> None:
-  """Reads every footer: a damaged file fails the run here, not on a worker."""
+_PYARROW_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+
+
+def _open_table_reader(path: str, stream, kind: str, column_types=None):
+  """A pyarrow streaming reader over CSV or JSON Lines (its own parsers and
+  decompression), on a stream opened with Beam's FileSystems."""
+  import pyarrow.csv as pcsv
+  import pyarrow.json as pjson
+  codec = _PYARROW_CODECS.get(os.path.splitext(path.lower())[1])
+  stream = pa.PythonFile(stream, mode="r")
+  if codec:
+    stream = pa.CompressedInputStream(stream, codec)
+  if kind == "csv":
+    return pcsv.open_csv(stream, convert_options=pcsv.ConvertOptions(
+        column_types=column_types or {}, strings_can_be_null=False))
+  # JSON values carry their own types: a number in the text column is
+  # dead-lettered as not_a_string, not coerced.
+  return pjson.open_json(stream)
+
+
+def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
+  """(schema, row counts of its row groups; one unknown-size unit else)."""
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
+                        ) as f:
+    if kind == "parquet":
+      metadata = pq.ParquetFile(f).metadata
+      return metadata.schema.to_arrow_schema(), [
+          metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+    return _open_table_reader(path, f, kind).schema, [0]
+
+
+def _plan_table(plan: InputPlan, carry: Sequence[str]) -> None:
+  """Reads every footer or header: a damaged file fails the run here, not
+  on a worker."""
   carried: Dict[str, pa.Field] = {}
   pairs = [tuple(n.split(":", 1)) if ":" in n else (n, n) for n in carry]
+  describe = {"parquet": "Parquet", "csv": "CSV", "jsonl": "JSON Lines"}[
+      plan.format]
   for path, _ in plan.files:
     try:
-      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
-                            ) as f:
-        metadata = pq.ParquetFile(f).metadata
-        schema = metadata.schema.to_arrow_schema()
+      schema, group_rows = _table_schema(path, plan.format)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError...
-      raise InputError(f"{path}: not a readable Parquet file ({e})") from None
+      raise InputError(f"{path}: not a readable {describe} file ({e})") from None
     names = set(schema.names)
     if plan.text_column not in names:
       raise InputError(
@@ -218,9 +263,9 @@ def _plan_parquet(plan: InputPlan, carry: Sequence[str]) -> None:
         raise InputError(f"{path}: column {name!r} is {field.type}, but "
                          f"{known.type} in other files")
     first = 0
-    for group in range(metadata.num_row_groups):
+    for group, rows in enumerate(group_rows):
       plan.row_groups.append((path, group, first, plan.id_column in names))
-      first += metadata.row_group(group).num_rows
+      first += rows
   plan.carried_sources = [name for name, _ in pairs]
   plan.carried_fields = [carried[name].with_name(alias) for name, alias in pairs]
   try:
@@ -243,11 +288,18 @@ def _raw(review_id, source, value, carried=None, defect=None, detail=None):
           "carried": carried or {}, "defect": defect, "detail": detail}
 
 
-class ReadParquetRowGroup(beam.DoFn):
-  """(path, row group, first row, has id) → raw records, a batch at a time."""
+class ReadTable(beam.DoFn):
+  """(path, row group, first row, has id) → raw records, a batch at a time.
 
-  def __init__(self, *, root: str, text_column: str, id_column: str,
-               carried: Sequence[Tuple[str, str]]):
+  Parquet is read a row group at a time; CSV and JSON Lines (any Beam
+  compression) a whole file per work item, streamed in pyarrow's blocks.
+  """
+
+  def __init__(self, *, kind: str, root: str, text_column: str,
+               id_column: str, carried: Sequence[Tuple[str, str]],
+               carried_types: Sequence[pa.DataType] = ()):
+    self._kind = kind
+    self._carried_types = list(carried_types)
     self._root = root
     self._text = text_column
     self._id = id_column
@@ -264,8 +316,7 @@ class ReadParquetRowGroup(beam.DoFn):
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
                           ) as f:
       row = first_row
-      for batch in pq.ParquetFile(f).iter_batches(
-          batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns):
+      for batch in self._batches(path, f, group, columns):
         data = {name: batch.column(name).to_pylist() for name in set(columns)}
         for i in range(batch.num_rows):
           review_id = data[self._id][i] if has_id else None
@@ -275,6 +326,19 @@ class ReadParquetRowGroup(beam.DoFn):
           yield _raw(review_id, path, data[self._text][i],
                      {alias: data[n][i] for n, alias in self._carried})
           row += 1
+
+  def _batches(self, path, stream, group, columns):
+    if self._kind == "parquet":
+      yield from pq.ParquetFile(stream).iter_batches(
+          batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns)
+      return
+    # CSV: text and ids stay strings whatever they look like; carried columns
+    # keep the types the launcher planned with, so every file's rows agree.
+    types = {self._text: pa.string(), self._id: pa.string()}
+    types.update({name: kind for (name, _), kind in
+                  zip(self._carried, self._carried_types)})
+    for batch in _open_table_reader(path, stream, self._kind, types):
+      yield batch.select([n for n in columns if n in batch.schema.names])
 
 
 def read_lines(stream, max_bytes: int) -> Iterator[Tuple[int, Optional[bytes],
@@ -381,10 +445,13 @@ class ReadReviews(beam.PTransform):
 
   def expand(self, pbegin):
     plan = self._plan
-    if plan.format == "parquet":
-      items, reader, label = plan.row_groups, ReadParquetRowGroup(
-          root=plan.root, text_column=plan.text_column,
-          id_column=plan.id_column, carried=plan.carried), "ReadParquet"
+    if plan.format in TABLE_FORMATS:
+      items, reader = plan.row_groups, ReadTable(
+          kind=plan.format, root=plan.root, text_column=plan.text_column,
+          id_column=plan.id_column, carried=plan.carried,
+          carried_types=[f.type for f in plan.carried_fields])
+      label = {"parquet": "ReadParquet", "csv": "ReadCsv",
+               "jsonl": "ReadJsonLines"}[plan.format]
     elif plan.format == "text":
       items, reader, label = [p for p, _ in plan.files], ReadTextFile(
           root=plan.root, max_bytes=self._max_bytes), "ReadText"

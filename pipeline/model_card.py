@@ -11,6 +11,8 @@ from typing import Dict, List, Optional
 
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.filesystems import missing_filesystem
+
 SAVED_MODEL_DIR = "saved_model"
 MODEL_CARD_FILE = "model_card.json"
 # Format versions of model_card.json this pipeline can score with.
@@ -109,6 +111,9 @@ def load_model_card(model_dir: str, *, check_saved_model: bool = True
                     ) -> ModelCard:
   """Reads and validates DIR/model_card.json (and DIR/saved_model)."""
   model_dir = str(model_dir).rstrip("/") or "/"
+  unreachable = missing_filesystem(model_dir)
+  if unreachable:
+    raise ModelError(unreachable)
   card_path = _join(model_dir, MODEL_CARD_FILE)
   if not FileSystems.exists(card_path):
     if not FileSystems.exists(model_dir):

@@ -21,6 +21,7 @@ from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
 from apache_beam.runners.runner import PipelineState
 
 from pipeline import io as io_lib
+from pipeline.filesystems import missing_filesystem
 from runtime import quiet
 from pipeline.model_card import ModelCard, ModelError, load_model_card
 from pipeline.model_handler import TokenIdsModelHandler, worker_log
@@ -293,6 +294,9 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
        f"(precision {opts.precision}, fingerprint "
        f"{card.model_fingerprint[:12]})")
   run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8]
+  unreachable = missing_filesystem(opts.output)
+  if unreachable:
+    raise OptionsError(unreachable)
   paths = io_lib.OutputPaths(opts.output, run_id)
   batching = _batching(opts, checked["buckets"],
                        direct=_runs_on_direct_runner(options))

@@ -123,6 +123,11 @@ def test_report_joins_labels_from_a_file(scored, tmp_path):
   assert result.exit_code == 0, result.output
   with_file = json.loads((tmp_path / "summary.json").read_text())
   assert with_file["labelled"]["labelled_rows"] == 298
+  # The join by id must give what the carried true labels give.
+  frame = pd.concat(pd.read_parquet(p) for p in
+                    sorted((scored["root"] / "scores").glob("test-*.parquet")))
+  expected = float(np.mean(frame["label_id"] == frame["true_label"]))
+  assert with_file["labelled"]["accuracy"] == pytest.approx(expected)
 
 
 def test_report_without_labels_and_on_a_missing_output(scored, tmp_path):

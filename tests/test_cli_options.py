@@ -28,7 +28,7 @@ CASES = [
     ("predict: no model", ["predict", "some text"]),
     ("predict: no texts", ["predict", "--model", "{root}/model"]),
     ("score: no --model", ["score", "--input", "x", "--output", "y"]),
-    ("score: bad format", ["score", "--input", "x", "--model", "{root}/model", "--output", "y", "--format", "csv"]),
+    ("score: bad format", ["score", "--input", "x", "--model", "{root}/model", "--output", "y", "--format", "xml"]),
     ("report: no --out", ["report", "scores/x"]),
     ("report: no prefix", ["report", "--out", "r"]),
 ]

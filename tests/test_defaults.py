@@ -238,3 +238,16 @@ def test_a_bad_beam_flag_is_a_usage_error_without_traceback(
   assert "Nope" in done.stderr.splitlines()[-1]
   assert not (tmp_path / "out").exists() or not any(
       (tmp_path / "out").iterdir())
+
+
+def test_cloud_paths_reach_beam_unchanged(tmp_path):
+  """Catches: a path option that mangles gs://bucket into gs:/bucket, and a
+  missing cloud extra ending in a traceback instead of naming the extra.
+  No network: the test environment has no Google Cloud filesystem."""
+  result = CliRunner().invoke(main, [
+      "score", "--input", "gs://bucket/reviews/*.parquet", "--model",
+      "gs://bucket/models/m1", "--output", str(tmp_path / "s")])
+  assert result.exit_code == 1, result.output
+  assert isinstance(result.exception, SystemExit)
+  assert "gs://bucket/models/m1:" in result.output
+  assert "reviewscore[gcp]" in result.output

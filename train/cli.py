@@ -104,11 +104,22 @@ def _setting(name: str, *flags, **kwargs):
                       **kwargs)
 
 
+def _existing_or_glob(ctx, param, value):
+  """A path that exists, or a glob (a folder of parts by pattern)."""
+  import glob
+  if value is None or glob.has_magic(value) or pathlib.Path(value).exists():
+    return value if value is None else pathlib.Path(value)
+  raise click.BadParameter(f"Path '{value}' does not exist.")
+
+
+_DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
+              "Parquet, CSV or JSON Lines file, a glob or a folder of parts; "
+              "or a directory with train.parquet and test.parquet.")
+
+
 @click.command()
-@click.option("--data", "data_path", required=True,
-              type=click.Path(exists=True, path_type=pathlib.Path),
-              help="aclImdb-style tree (train/pos, train/neg, optional test/) "
-              "or Parquet file / directory with train.parquet and test.parquet.")
+@click.option("--data", "data_path", required=True, callback=_existing_or_glob,
+              help=_DATA_HELP)
 @click.option("--encoder", required=True,
               help="Directory from `import-encoder`, a tutorial name such as "
               "small_bert/bert_en_uncased_L-4_H-512_A-8, or a TF Hub URL.")
@@ -231,10 +242,10 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
 @click.option("--model", "model_dir", required=True,
               type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
               help="Directory written by `reviewscore train`.")
-@click.option("--data", "data_path", required=True,
-              type=click.Path(exists=True, path_type=pathlib.Path),
-              help="Labelled reviews, as for `train`: a Parquet file or a "
-              "pos/ + neg/ tree is scored whole, a data folder by --split.")
+@click.option("--data", "data_path", required=True, callback=_existing_or_glob,
+              help="Labelled reviews, as for `train`: a file, glob or folder "
+              "of parts, or a pos/ + neg/ tree, is scored whole; a data "
+              "folder by --split.")
 @click.option("--split", default="test", show_default=True,
               type=click.Choice(["test", "train"]),
               help="Which split of a data folder (train.parquet / "

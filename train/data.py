@@ -5,17 +5,23 @@ Both layouts the tutorial world uses are accepted:
   `text_dataset_from_directory` reads it, the class names being the folder
   names in sorted order (`neg`, `pos`); other folders such as `unsup` are
   ignored;
-- Parquet with a text and a label column: a single file, or a directory with
-  `train.parquet` and `test.parquet` (as in `../shared/data/imdb`).
+- tables with a text and a label column, in Parquet, CSV or JSON Lines
+  (read by pyarrow): a file, a glob or a folder of parts (`_*` and `.*` files
+  skipped), or a directory with `train.parquet` and `test.parquet` (as in
+  `../shared/data/imdb`; `.csv` or `.jsonl` too).
 """
 import dataclasses
+import glob
 import hashlib
 import pathlib
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import pyarrow.compute as pc
+import pyarrow as pa
 import pyarrow.parquet as pq
+
+from schemas.inputs import TABLE_FORMATS, table_format_of
 
 DEFAULT_CLASS_NAMES = ("neg", "pos")
 
@@ -72,19 +78,60 @@ def _read_tree_split(split_dir: pathlib.Path, class_names: Sequence[str]
                          source=str(split_dir))
 
 
-def _read_parquet(path: pathlib.Path, *, text_column: str, label_column: str,
+def _read_table_file(path: pathlib.Path) -> pa.Table:
+  import pyarrow.csv as pcsv
+  import pyarrow.json as pjson
+  kind = table_format_of(str(path))
+  names = {"parquet": "Parquet", "csv": "CSV", "jsonl": "JSON Lines"}
+  if kind is None:
+    raise DataError(f"{path}: not a Parquet, CSV or JSON Lines file (by its "
+                    "name: .parquet, .csv, .jsonl, .ndjson, compressed too)")
+  try:
+    if kind == "parquet":
+      return pq.read_table(path)
+    if kind == "csv":
+      return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
+          strings_can_be_null=True))
+    return pjson.read_json(path)
+  except Exception as e:  # pyarrow raises several types for damaged files
+    raise DataError(f"{path}: not a readable {names[kind]} file ({e})") from None
+
+
+def _table_parts(path: pathlib.Path) -> List[pathlib.Path]:
+  """The table files of a folder of parts or a glob, in name order."""
+  if path.is_dir():
+    found = [p for p in path.rglob("*") if p.is_file()]
+  else:
+    found = [pathlib.Path(p) for p in glob.glob(str(path), recursive=True)]
+  return sorted(p for p in found
+                if not p.name.startswith(("_", ".")) and table_format_of(str(p)))
+
+
+def _read_tables(paths, *, text_column: str, label_column: str,
                   id_column: str, class_names: Sequence[str]
                   ) -> LabelledReviews:
+  """Labelled rows of one or more table files (Parquet, CSV, JSON Lines)."""
+  paths = [pathlib.Path(p) for p in ([paths] if isinstance(
+      paths, (str, pathlib.Path)) else paths)]
+  path = paths[0] if len(paths) == 1 else paths[0].parent
+  tables = []
+  for part in paths:
+    table = _read_table_file(part)
+    for column in (text_column, label_column):
+      if column not in table.schema.names:
+        raise DataError(f"{part}: no column {column!r} (columns: "
+                        f"{table.schema.names}); name it with "
+                        f"--{column == text_column and 'text' or 'label'}-column")
+    has_id = id_column in table.schema.names
+    ids = (pc.cast(table[id_column], pa.string()) if has_id else
+           pa.array([f"{part.name}:{i}" for i in range(table.num_rows)]))
+    tables.append(pa.table({"id": ids, "text": table[text_column],
+                            "label": table[label_column]}))
   try:
-    schema = pq.read_schema(path)
-  except Exception as e:  # pyarrow raises several types for damaged files
-    raise DataError(f"{path}: not a readable Parquet file ({e})") from None
-  for column in (text_column, label_column):
-    if column not in schema.names:
-      raise DataError(f"{path}: no column {column!r} (columns: {schema.names})")
-  columns = [text_column, label_column] + (
-      [id_column] if id_column in schema.names else [])
-  table = pq.read_table(path, columns=columns)
+    table = pa.concat_tables(tables, promote_options="permissive")
+  except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+    raise DataError(f"{path}: parts whose columns do not agree ({e})") from None
+  text_column, label_column, id_column = "text", "label", "id"
   table = table.filter(pc.is_valid(table[label_column]))  # unlabelled rows
   texts = table[text_column].to_pylist()
   raw_labels = table[label_column].to_pylist()
@@ -98,8 +145,7 @@ def _read_parquet(path: pathlib.Path, *, text_column: str, label_column: str,
     labels = np.asarray(raw_labels, np.int32)
     if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
       raise DataError(f"{path}: label ids must lie in [0, {len(class_names)})")
-  ids = (table[id_column].to_pylist() if id_column in schema.names
-         else [f"{path.name}:{i}" for i in range(len(texts))])
+  ids = table[id_column].to_pylist()
   bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
   if bad:
     raise DataError(f"{path}: {len(bad)} rows have null or empty text "
@@ -123,32 +169,43 @@ def read_labelled(path, split: str = "train", *, text_column: str = "text",
   if path.is_file():
     if split != "train":
       return None
-    return _read_parquet(path, **parquet_options)
+    return _read_tables(path, **parquet_options)
   if not path.is_dir():
-    raise DataError(f"{path}: no such file or directory")
+    parts = _table_parts(path) if glob.has_magic(str(path)) else []
+    if not parts:
+      raise DataError(f"{path}: no such file or directory")
+    return _read_tables(parts, **parquet_options) if split == "train" else None
   if (path / split).is_dir():
     return _read_tree_split(path / split, class_names)
-  if (path / f"{split}.parquet").is_file():
-    return _read_parquet(path / f"{split}.parquet", **parquet_options)
+  for kind in TABLE_FORMATS:
+    named = path / f"{split}.{kind}"
+    if named.is_file():
+      return _read_tables(named, **parquet_options)
   if split == "train":
-    raise DataError(f"{path}: expected train/<class>/*.txt folders or "
-                    "train.parquet")
+    parts = _table_parts(path)
+    if parts:
+      return _read_tables(parts, **parquet_options)
+    raise DataError(f"{path}: expected train/<class>/*.txt folders, "
+                    "train.parquet, or Parquet, CSV or JSON Lines parts")
   return None
 
 
 def read_evaluation_set(path, split: str = "test", **options
                         ) -> LabelledReviews:
-  """What `evaluate` scores: a split of a data folder, or a file or a
-  one-split tree (`pos/*.txt`, `neg/*.txt`) whole.
+  """What `evaluate` scores: a split of a data folder; a file, a glob, a
+  folder of parts or a one-split tree (`pos/*.txt`, `neg/*.txt`) whole.
   """
   path = pathlib.Path(path).expanduser()
   class_names = options.get("class_names", DEFAULT_CLASS_NAMES)
   if path.is_dir() and all((path / name).is_dir() for name in class_names):
     return _read_tree_split(path, class_names)
   if path.is_file():
-    return _read_parquet(path, **options)
-  labelled = read_labelled(path, split, **options)
+    return _read_tables(path, **options)
+  labelled = read_labelled(path, split, **options) if path.is_dir() else None
   if labelled is None:
+    parts = _table_parts(path)
+    if parts:
+      return _read_tables(parts, **options)
     raise DataError(f"{path}: no {split!r} split ({split}/ or "
                     f"{split}.parquet); pass a labelled file or folder, or "
                     "--split train")

@@ -1,0 +1,91 @@
+"""Inputs users have: CSV and JSON Lines beside Parquet, as a file, a folder
+of parts (with Spark's `_SUCCESS` marker) or a glob, for `score` and `train`.
+Read by pyarrow's own readers, on real IMDB reviews."""
+import gzip
+import json
+
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.io import InputError, plan_input
+from pipeline.run import run
+from train import data as data_lib
+
+
+@pytest.fixture(scope="module")
+def reviews(imdb_dir):
+  table = pq.read_table(imdb_dir / "test.parquet",
+                        columns=["review_id", "text", "label", "rating"])
+  return pa.concat_tables([table.slice(0, 12), table.slice(12500, 12)])
+
+
+def _score(tmp_path, pattern, model, *extra):
+  return run([f"--input={pattern}", f"--model={model}",
+              f"--output={tmp_path / 'out' / 's'}", "--precision=float32",
+              *extra], save_main_session=False, echo=lambda m: None)
+
+
+def test_csv_and_json_lines_parts_are_scored_with_carried_columns(
+    reviews, tiny_model_dir, tmp_path):
+  """Catches: CSV quoting (commas, newlines in reviews) parsed by hand, a
+  `_SUCCESS` marker read as input, gzip parts not decompressed, and ids or
+  carried columns lost on the way."""
+  parts = tmp_path / "csv"
+  parts.mkdir()
+  pcsv.write_csv(reviews.slice(0, 10), parts / "part-0.csv")
+  with gzip.open(parts / "part-1.csv.gz", "wb") as f:
+    pcsv.write_csv(reviews.slice(10), f)
+  (parts / "_SUCCESS").write_text("")
+  plan = plan_input(str(parts))
+  assert plan.format == "csv" and len(plan.files) == 2
+  result = _score(tmp_path / "a", parts, tiny_model_dir,
+                  "--carry_columns=rating")
+  assert result.counts["read"] == result.counts["scored"] == 24
+  scored = pq.read_table(result.score_files)
+  expected = dict(zip(reviews["review_id"].to_pylist(),
+                      reviews["rating"].to_pylist()))
+  assert dict(zip(scored["review_id"].to_pylist(),
+                  scored["rating"].to_pylist())) == expected
+
+  lines = tmp_path / "reviews.jsonl"
+  rows = reviews.to_pylist()
+  rows[0]["text"] = None  # dead-lettered, the rest scored
+  lines.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  result = _score(tmp_path / "b", lines, tiny_model_dir)
+  assert result.counts["scored"] == 23
+  assert result.counts["dead_lettered_by_reason"] == {"null_text": 1}
+
+
+def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tmp_path):
+  """Catches: auto-detection silently taking table files for one-review
+  files (every part dead-lettered as one "review")."""
+  pq.write_table(reviews, tmp_path / "a.parquet")
+  pcsv.write_csv(reviews, tmp_path / "b.csv")
+  with pytest.raises(InputError, match="mixed kinds"):
+    plan_input(str(tmp_path))
+
+
+def test_training_data_from_csv_a_glob_and_a_folder_of_parts(reviews,
+                                                             tmp_path):
+  """Catches: `train --data` refusing CSV, JSON Lines, globs or parts, and
+  parts whose rows go missing."""
+  renamed = reviews.rename_columns(["id", "body", "label", "stars"])
+  pcsv.write_csv(renamed.slice(0, 8), tmp_path / "a.csv")
+  pcsv.write_csv(renamed.slice(8, 8), tmp_path / "b.csv")
+  (tmp_path / "c.jsonl").write_text("".join(
+      json.dumps(r) + "\n" for r in renamed.slice(16).to_pylist()))
+  (tmp_path / "_SUCCESS").write_text("")
+  columns = dict(text_column="body", label_column="label", id_column="id")
+  single = data_lib.read_labelled(tmp_path / "a.csv", **columns)
+  assert single.ids == renamed["id"].to_pylist()[:8]
+  globbed = data_lib.read_labelled(tmp_path / "*.csv", **columns)
+  assert len(globbed) == 16
+  folder = data_lib.read_labelled(tmp_path, **columns)
+  assert sorted(folder.ids) == sorted(renamed["id"].to_pylist())
+  assert list(folder.labels) == [
+      dict(zip(renamed["id"].to_pylist(), renamed["label"].to_pylist()))[i]
+      for i in folder.ids]
+  with pytest.raises(data_lib.DataError, match="--text-column"):
+    data_lib.read_labelled(tmp_path / "a.csv", text_column="text")
