@@ -66,8 +66,11 @@ def peer_main(weights, seq_length, input_path, output_path):
   head = torch.nn.Linear(bert.config.hidden_size, 1)
   head.weight.data = torch.from_numpy(state.pop("head.weight"))
   head.bias.data = torch.from_numpy(state.pop("head.bias"))
-  bert.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()},
-                       strict=False)
+  missing, unexpected = bert.load_state_dict(
+      {k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
+  missing = [m for m in missing if not m.endswith("position_ids")]
+  if missing or unexpected:
+    raise RuntimeError(f"weights do not match: {missing} {unexpected}")
   table = pq.read_table(input_path, columns=["review_id", "text"])
   texts = table["text"].to_pylist()
   encoded = tokenizer(texts, truncation=True, max_length=seq_length)["input_ids"]
@@ -86,7 +89,8 @@ def peer_main(weights, seq_length, input_path, output_path):
       hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
       m = mask.unsqueeze(-1).to(hidden.dtype)
       pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-      scores[rows] = torch.sigmoid(head(pooled.float()).squeeze(-1)).numpy()
+      logits = head(pooled.float()).squeeze(-1).float()
+      scores[rows] = torch.sigmoid(logits).numpy()
   pq.write_table(pa.table({"review_id": table["review_id"],
                            "score": pa.array(scores),
                            "label_id": pa.array((scores >= 0.5).astype(np.int8))}),
@@ -144,6 +148,7 @@ def main(argv=None):
         ours, _ = timed([str(REPO / ".venv/bin/reviewscore"), "score",
                          "--input", str(input_path), "--model", str(args.model),
                          "--output", str(ours_prefix)])
+        print(f"{size:>6,} reviews: reviewscore score {ours:.1f} s", flush=True)
         manifest = json.loads(pathlib.Path(f"{ours_prefix}-manifest.json")
                               .read_text())
         peer_out = tmp / f"peer-{size}-{n}.parquet"

@@ -9,7 +9,6 @@ Every file appears under its final name only when complete, so an
 interrupted run leaves nothing that looks finished, and a rerun reuses a
 verified archive instead of downloading it again.
 """
-import hashlib
 import os
 import pathlib
 import re
@@ -18,6 +17,8 @@ import time
 import urllib.error
 import urllib.request
 from typing import Callable, Dict, List, Optional
+
+from train.hf_checkpoint import sha256_of
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_SIZE = 84_125_825
@@ -42,14 +43,6 @@ def default_url() -> str:
 
 def default_sha256() -> str:
   return os.environ.get(SHA256_ENV) or IMDB_SHA256
-
-
-def _sha256(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 def _fetch(url: str, target: pathlib.Path, *, timeout_s: float,
@@ -92,7 +85,7 @@ def _verify(path: pathlib.Path, *, size: Optional[int], sha256: str) -> None:
   if size is not None and actual_size != size:
     raise DownloadError(f"{path}: {actual_size:,} bytes, expected {size:,}: "
                         "not the aclImdb v1 archive (removed; run again)")
-  digest = _sha256(path)
+  digest = sha256_of(path)
   if digest != sha256:
     raise DownloadError(f"{path}: sha256 {digest}, expected {sha256}: the "
                         "download is damaged or not aclImdb v1 (removed; run "
