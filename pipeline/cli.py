@@ -41,9 +41,9 @@ def _known_beam_args(args):
               "skipped.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default="review_id", show_default=True,
-              help="Parquet id column; where absent, ids are FILE:ROW.")
+              help="Id column of table input; where absent, ids are FILE:ROW.")
 @click.option("--carry-columns", default="",
-              help="Parquet columns copied to the output, comma-separated; "
+              help="Table columns copied to the output, comma-separated; "
               "NAME:NEW renames (e.g. label:true_label).")
 @click.option("--num-shards", default=0, show_default=True,
               type=click.IntRange(0, 100000), help="0: the runner decides.")

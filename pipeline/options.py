@@ -58,15 +58,15 @@ class ScoreOptions(PipelineOptions):
                         help="Output prefix: PREFIX-SSSSS-of-NNNNN.parquet.")
     parser.add_argument(*_both("format"), dest="format", default="auto",
                         choices=("auto",) + FORMATS,
-                        help="auto: *.parquet → parquet, folder → files, "
-                        "else text lines.")
+                        help="auto: by file name (Parquet, CSV, JSON Lines), "
+                        "else a folder → files, else text lines.")
     parser.add_argument(*_both("text_column"), dest="text_column",
                         default=c.INPUT_TEXT)
     parser.add_argument(*_both("id_column"), dest="id_column",
                         default=c.INPUT_ID,
                         help="Used when present; else ids are file:row.")
     parser.add_argument(*_both("carry_columns"), dest="carry_columns",
-                        default="", help="Comma-separated Parquet columns "
+                        default="", help="Comma-separated table columns "
                         "copied to the output unchanged.")
     parser.add_argument(*_both("num_shards"), dest="num_shards", type=int,
                         default=0, help="Output shards (0: the runner's "
