@@ -50,7 +50,7 @@ def _known_beam_args(args):
 @click.option("--max-review-bytes", default=1_000_000, show_default=True,
               type=click.IntRange(1), help="Longer reviews are dead-lettered.")
 @click.option("--precision", default="auto", show_default=True,
-              type=click.Choice(["auto", "float32", "bfloat16"]),
+              type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
               help="auto: each worker scores in bfloat16 where its CPU "
               "computes it natively (AVX-512 BF16, AMX) and the model carries "
               "a bfloat16 copy, else in float32.")

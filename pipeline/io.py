@@ -102,6 +102,10 @@ class InputPlan:
   # Parquet: (path, row group, first row of the group, file has the id column)
   row_groups: List[Tuple[str, int, int, bool]] = dataclasses.field(
       default_factory=list)
+  # The columns read and their types as planned (CSV and JSON Lines readers
+  # are held to them).
+  column_types: Dict[str, pa.DataType] = dataclasses.field(
+      default_factory=dict)
 
   @property
   def carried_names(self) -> List[str]:
@@ -219,11 +223,19 @@ def _open_table_reader(path: str, stream, kind: str, column_types=None):
   if codec:
     stream = pa.CompressedInputStream(stream, codec)
   if kind == "csv":
-    return pcsv.open_csv(stream, convert_options=pcsv.ConvertOptions(
-        column_types=column_types or {}, strings_can_be_null=False))
-  # JSON values carry their own types: a number in the text column is
-  # dead-lettered as not_a_string, not coerced.
-  return pjson.open_json(stream)
+    # Reviews hold newlines inside quotes; empty cells are nulls (an empty id
+    # then falls back to FILE:ROW, an empty text is dead-lettered).
+    return pcsv.open_csv(
+        stream, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(column_types=column_types or {},
+                                            strings_can_be_null=True))
+  if not column_types:  # planning: infer from the first block
+    return pjson.open_json(stream)
+  # Reading: only the planned columns, with their planned types, so that a
+  # field we do not read changing type later in the file cannot fail it.
+  return pjson.open_json(stream, parse_options=pjson.ParseOptions(
+      explicit_schema=pa.schema(list(column_types.items())),
+      unexpected_field_behavior="ignore"))
 
 
 def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
@@ -262,6 +274,9 @@ def _plan_table(plan: InputPlan, carry: Sequence[str]) -> None:
       if not known.type.equals(field.type):
         raise InputError(f"{path}: column {name!r} is {field.type}, but "
                          f"{known.type} in other files")
+    for name in [plan.text_column, plan.id_column] + [n for n, _ in pairs]:
+      if name in names:
+        plan.column_types.setdefault(name, schema.field(name).type)
     first = 0
     for group, rows in enumerate(group_rows):
       plan.row_groups.append((path, group, first, plan.id_column in names))
@@ -297,9 +312,9 @@ class ReadTable(beam.DoFn):
 
   def __init__(self, *, kind: str, root: str, text_column: str,
                id_column: str, carried: Sequence[Tuple[str, str]],
-               carried_types: Sequence[pa.DataType] = ()):
+               column_types: Optional[Dict[str, pa.DataType]] = None):
     self._kind = kind
-    self._carried_types = list(carried_types)
+    self._column_types = dict(column_types or {})
     self._root = root
     self._text = text_column
     self._id = id_column
@@ -332,11 +347,12 @@ class ReadTable(beam.DoFn):
       yield from pq.ParquetFile(stream).iter_batches(
           batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns)
       return
-    # CSV: text and ids stay strings whatever they look like; carried columns
-    # keep the types the launcher planned with, so every file's rows agree.
-    types = {self._text: pa.string(), self._id: pa.string()}
-    types.update({name: kind for (name, _), kind in
-                  zip(self._carried, self._carried_types)})
+    # Carried columns keep the types the launcher planned with, so every
+    # file's rows agree; in CSV, text and ids stay strings whatever they
+    # look like (JSON values carry their own types).
+    types = dict(self._column_types)
+    if self._kind == "csv":
+      types.update({self._text: pa.string(), self._id: pa.string()})
     for batch in _open_table_reader(path, stream, self._kind, types):
       yield batch.select([n for n in columns if n in batch.schema.names])
 
@@ -449,7 +465,7 @@ class ReadReviews(beam.PTransform):
       items, reader = plan.row_groups, ReadTable(
           kind=plan.format, root=plan.root, text_column=plan.text_column,
           id_column=plan.id_column, carried=plan.carried,
-          carried_types=[f.type for f in plan.carried_fields])
+          column_types=plan.column_types)
       label = {"parquet": "ReadParquet", "csv": "ReadCsv",
                "jsonl": "ReadJsonLines"}[plan.format]
     elif plan.format == "text":

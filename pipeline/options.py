@@ -9,7 +9,7 @@ from typing import List, Optional
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.io import DEFAULT_MAX_REVIEW_BYTES, FORMATS
-from runtime.hardware import AUTO, BFLOAT16, FLOAT32
+from runtime.hardware import AUTO, BFLOAT16, FLOAT16, FLOAT32
 from schemas import columns as c
 
 # Fixed batches of 32: as fast as 16 or 64 on CPU (benchmarks/), and Beam's
@@ -75,7 +75,7 @@ class ScoreOptions(PipelineOptions):
                         type=int, default=DEFAULT_MAX_REVIEW_BYTES,
                         help="Longer reviews are dead-lettered as too_long.")
     parser.add_argument(*_both("precision"), dest="precision",
-                        default=AUTO, choices=(AUTO, FLOAT32, BFLOAT16),
+                        default=AUTO, choices=(AUTO, FLOAT32, BFLOAT16, FLOAT16),
                         help="auto: each worker picks bfloat16 where its CPU "
                         "computes it natively and the model carries a "
                         "bfloat16 copy, else float32.")

@@ -30,7 +30,10 @@ def main(ctx, verbose):
   """
   quiet.set_verbose(verbose)
   quiet.quiet_process()
-  if ctx.invoked_subcommand not in _WITHOUT_TENSORFLOW:
+  # click runs this before the subcommand parses its options: a --help
+  # must not wait for TensorFlow.
+  asking_for_help = {"-h", "--help"} & set(sys.argv[1:])
+  if ctx.invoked_subcommand not in _WITHOUT_TENSORFLOW and not asking_for_help:
     quiet.import_tensorflow()
 
 

@@ -48,11 +48,18 @@ def choose_precision(requested: str, *, available: Iterable[str] = (
   if requested != AUTO:
     return requested, "asked for"
   available = set(available)
-  if has_gpu:
-    return FLOAT32, "auto: GPU (float32 until a GPU run measures otherwise)"
   native, flag = native_bfloat16(flags)
-  if native and BFLOAT16 in available:
+  if has_gpu:
+    choice, why = FLOAT32, "auto: GPU (float32 until a GPU run measures otherwise)"
+  elif native and BFLOAT16 in available:
     return BFLOAT16, f"auto: the CPU computes bfloat16 natively ({flag})"
-  if native:
-    return FLOAT32, "auto: the model carries no bfloat16 copy"
-  return FLOAT32, "auto: the CPU has no native bfloat16 (no AVX-512 BF16 or AMX)"
+  elif native:
+    choice, why = FLOAT32, "auto: the model carries no bfloat16 copy"
+  else:
+    choice, why = FLOAT32, ("auto: the CPU has no native bfloat16 (no AVX-512 "
+                            "BF16 or AMX)")
+  if choice not in available and available:
+    # e.g. a TF Hub-encoder model exported in its training precision only
+    only = sorted(available)[0]
+    return only, f"auto: the model carries {only} only"
+  return choice, why

@@ -50,7 +50,8 @@ def quiet_process() -> None:
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
   root = logging.getLogger()
-  if not any(isinstance(f, _DropLibraryChatter) for f in root.filters):
+  if not any(isinstance(f, _DropLibraryChatter)
+             for handler in root.handlers for f in handler.filters):
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
     handler.addFilter(_DropLibraryChatter())

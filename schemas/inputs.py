@@ -10,7 +10,7 @@ INPUT_FORMATS = TABLE_FORMATS + ("text", "files")
 # File name endings (before any compression suffix) of each table format.
 TABLE_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl",
                   ".ndjson": "jsonl", ".json": "jsonl"}
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst", ".deflate")
+COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst")
 
 
 def table_format_of(path: str) -> Optional[str]:

@@ -40,6 +40,12 @@ def test_precision_choice_follows_the_hardware_and_the_model():
                                    has_gpu=True)[0] == "float32"
   assert hardware.choose_precision("bfloat16", available=both,
                                    flags=NOT_NATIVE)[0] == "bfloat16"
+  # A model exported in one precision only (a TF Hub encoder's) is scored
+  # in it, whatever the hardware would prefer.
+  assert hardware.choose_precision("auto", available=["bfloat16"],
+                                   flags=NOT_NATIVE)[0] == "bfloat16"
+  assert hardware.choose_precision("auto", available=["float16"],
+                                   has_gpu=True)[0] == "float16"
 
 
 def test_cpu_flags_are_read_from_cpuinfo(tmp_path):

@@ -89,3 +89,19 @@ def test_training_data_from_csv_a_glob_and_a_folder_of_parts(reviews,
       for i in folder.ids]
   with pytest.raises(data_lib.DataError, match="--text-column"):
     data_lib.read_labelled(tmp_path / "a.csv", text_column="text")
+
+
+def test_split_named_parts_keep_test_out_of_training(reviews, tmp_path):
+  """Catches: a folder with train.csv.gz and test.csv.gz read as one set of
+  parts (test reviews trained on), and evaluate scoring train as test."""
+  with gzip.open(tmp_path / "train.csv.gz", "wb") as f:
+    pcsv.write_csv(reviews.slice(0, 16), f)
+  with gzip.open(tmp_path / "test.csv.gz", "wb") as f:
+    pcsv.write_csv(reviews.slice(16), f)
+  train = data_lib.read_labelled(tmp_path, "train")
+  test = data_lib.read_labelled(tmp_path, "test")
+  assert train.ids == reviews["review_id"].to_pylist()[:16]
+  assert test.ids == reviews["review_id"].to_pylist()[16:]
+  (tmp_path / "test.csv.gz").unlink()
+  with pytest.raises(data_lib.DataError, match="no 'test' split"):
+    data_lib.read_evaluation_set(tmp_path, "test")

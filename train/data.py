@@ -21,7 +21,7 @@ import pyarrow.compute as pc
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from schemas.inputs import TABLE_FORMATS, table_format_of
+from schemas.inputs import table_format_of
 
 DEFAULT_CLASS_NAMES = ("neg", "pos")
 
@@ -90,8 +90,9 @@ def _read_table_file(path: pathlib.Path) -> pa.Table:
     if kind == "parquet":
       return pq.read_table(path)
     if kind == "csv":
-      return pcsv.read_csv(path, convert_options=pcsv.ConvertOptions(
-          strings_can_be_null=True))
+      return pcsv.read_csv(
+          path, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+          convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
     return pjson.read_json(path)
   except Exception as e:  # pyarrow raises several types for damaged files
     raise DataError(f"{path}: not a readable {names[kind]} file ({e})") from None
@@ -105,6 +106,28 @@ def _table_parts(path: pathlib.Path) -> List[pathlib.Path]:
     found = [pathlib.Path(p) for p in glob.glob(str(path), recursive=True)]
   return sorted(p for p in found
                 if not p.name.startswith(("_", ".")) and table_format_of(str(p)))
+
+
+SPLIT_NAMES = ("train", "test", "unsup")
+
+
+def _stem(path: pathlib.Path) -> str:
+  """`test` for test.parquet, test.csv.gz, test.jsonl..."""
+  name = path.name
+  while "." in name:
+    name = name.rsplit(".", 1)[0]
+  return name
+
+
+def _split_parts(path: pathlib.Path, split: str) -> Optional[List[pathlib.Path]]:
+  """A folder's parts for `split`: the files named after it when any part is
+  named after a split (train.parquet, test.csv.gz...), else all its parts
+  for `train` (a folder of parts is one labelled set), else None."""
+  parts = _table_parts(path)
+  if any(_stem(p) in SPLIT_NAMES for p in parts):
+    named = [p for p in parts if _stem(p) == split]
+    return named or None
+  return parts if split == "train" and parts else None
 
 
 def _read_tables(paths, *, text_column: str, label_column: str,
@@ -177,14 +200,10 @@ def read_labelled(path, split: str = "train", *, text_column: str = "text",
     return _read_tables(parts, **parquet_options) if split == "train" else None
   if (path / split).is_dir():
     return _read_tree_split(path / split, class_names)
-  for kind in TABLE_FORMATS:
-    named = path / f"{split}.{kind}"
-    if named.is_file():
-      return _read_tables(named, **parquet_options)
+  parts = _split_parts(path, split)
+  if parts:
+    return _read_tables(parts, **parquet_options)
   if split == "train":
-    parts = _table_parts(path)
-    if parts:
-      return _read_tables(parts, **parquet_options)
     raise DataError(f"{path}: expected train/<class>/*.txt folders, "
                     "train.parquet, or Parquet, CSV or JSON Lines parts")
   return None
@@ -202,10 +221,15 @@ def read_evaluation_set(path, split: str = "test", **options
   if path.is_file():
     return _read_tables(path, **options)
   labelled = read_labelled(path, split, **options) if path.is_dir() else None
-  if labelled is None:
+  if labelled is None and not path.is_dir():  # a glob: its parts whole
     parts = _table_parts(path)
     if parts:
       return _read_tables(parts, **options)
+  if labelled is None and path.is_dir():
+    parts = _table_parts(path)
+    if parts and not any(_stem(p) in SPLIT_NAMES for p in parts):
+      return _read_tables(parts, **options)  # a folder of parts, whole
+  if labelled is None:
     raise DataError(f"{path}: no {split!r} split ({split}/ or "
                     f"{split}.parquet); pass a labelled file or folder, or "
                     "--split train")

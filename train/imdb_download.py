@@ -9,6 +9,7 @@ Every file appears under its final name only when complete, so an
 interrupted run leaves nothing that looks finished, and a rerun reuses a
 verified archive instead of downloading it again.
 """
+import http.client
 import os
 import pathlib
 import re
@@ -50,6 +51,8 @@ def _fetch(url: str, target: pathlib.Path, *, timeout_s: float,
   partial = target.with_name(target.name + ".partial")
   try:
     response = urllib.request.urlopen(url, timeout=timeout_s)
+  except ValueError as e:  # not a URL at all
+    raise DownloadError(f"{url}: not a download address ({e})") from None
   except (urllib.error.URLError, OSError) as e:
     reason = getattr(e, "reason", e)
     raise DownloadError(
@@ -62,7 +65,7 @@ def _fetch(url: str, target: pathlib.Path, *, timeout_s: float,
     while True:
       try:
         chunk = response.read(1 << 20)
-      except (OSError, urllib.error.URLError) as e:
+      except (OSError, urllib.error.URLError, http.client.HTTPException) as e:
         raise DownloadError(f"download of {url} broke off after {done:,} "
                             f"bytes ({e}); run again to retry") from None
       if not chunk:
