@@ -41,7 +41,11 @@ def _known_beam_args(args):
               "skipped.")
 @click.option("--text-column", default="text", show_default=True)
 @click.option("--id-column", default="review_id", show_default=True,
-              help="Id column of table input; where absent, ids are FILE:ROW.")
+              help="Id column of table input: a file without it is an error "
+              "unless --positional-ids.")
+@click.option("--positional-ids", is_flag=True,
+              help="Where a table file lacks the id column, number its rows "
+              "FILE:ROW (stable only while the file does not change).")
 @click.option("--carry-columns", default="",
               help="Table columns copied to the output, comma-separated; "
               "NAME:NEW renames (e.g. label:true_label).")
@@ -78,7 +82,7 @@ def _known_beam_args(args):
               type=click.IntRange(1, 10))
 @click.pass_context
 def score(ctx, input_glob, model, output, input_format, text_column,
-          id_column, carry_columns, num_shards, max_review_bytes, precision,
+          id_column, positional_ids, carry_columns, num_shards, max_review_bytes, precision,
           min_batch_size, max_batch_size, max_batch_duration_secs,
           length_bucketing, bucket_boundaries, tokenize_batch_size,
           inference_attempts):
@@ -120,6 +124,8 @@ def score(ctx, input_glob, model, output, input_format, text_column,
   argv.append("--length_bucketing" if length_bucketing
               else "--no_length_bucketing")
   argv.append(f"--precision={precision}")
+  if positional_ids:
+    argv.append("--positional_ids")
   if min_batch_size is not None:  # else the pipeline's: --max-batch-size
     argv.append(f"--min_batch_size={min_batch_size}")
   from pipeline.run import SCORING_ERRORS, OptionsError, run

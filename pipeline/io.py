@@ -161,7 +161,8 @@ def _check_local_entries(pattern: str, root: str, is_dir: bool) -> None:
 
 def plan_input(pattern: str, *, format: str = "auto",
                text_column: str = c.INPUT_TEXT, id_column: str = c.INPUT_ID,
-               carry: Sequence[str] = ()) -> InputPlan:
+               carry: Sequence[str] = (), positional_ids: bool = False
+               ) -> InputPlan:
   """Matches the input and checks it can be read; raises InputError.
 
   `carry` names Parquet columns to copy to the output, `NAME` or
@@ -199,7 +200,7 @@ def plan_input(pattern: str, *, format: str = "auto",
   plan = InputPlan(pattern=pattern, format=format, root=root, files=files,
                    text_column=text_column, id_column=id_column)
   if format in TABLE_FORMATS:
-    _plan_table(plan, carry)
+    _plan_table(plan, carry, positional_ids=positional_ids)
   else:
     if carry:
       raise InputError("--carry-columns applies to Parquet, CSV and JSON "
@@ -249,7 +250,8 @@ def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
     return _open_table_reader(path, f, kind).schema, [0]
 
 
-def _plan_table(plan: InputPlan, carry: Sequence[str]) -> None:
+def _plan_table(plan: InputPlan, carry: Sequence[str], *,
+                positional_ids: bool = False) -> None:
   """Reads every footer or header: a damaged file fails the run here, not
   on a worker."""
   carried: Dict[str, pa.Field] = {}
@@ -266,6 +268,11 @@ def _plan_table(plan: InputPlan, carry: Sequence[str]) -> None:
       raise InputError(
           f"{path}: no text column {plan.text_column!r} (columns: "
           f"{', '.join(schema.names)}); name it with --text-column")
+    if plan.id_column not in names and not positional_ids:
+      raise InputError(
+          f"{path}: no id column {plan.id_column!r} (columns: "
+          f"{', '.join(schema.names)}); name it with --id-column, or pass "
+          "--positional-ids to number rows FILE:ROW")
     for name, _ in pairs:
       if name not in names:
         raise InputError(f"{path}: no column {name!r} to carry through")

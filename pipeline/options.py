@@ -64,7 +64,12 @@ class ScoreOptions(PipelineOptions):
                         default=c.INPUT_TEXT)
     parser.add_argument(*_both("id_column"), dest="id_column",
                         default=c.INPUT_ID,
-                        help="Used when present; else ids are file:row.")
+                        help="Id column of table input (required there "
+                        "unless --positional_ids).")
+    parser.add_argument(*_both("positional_ids"), dest="positional_ids",
+                        action="store_true", default=False,
+                        help="Where a table file lacks the id column, "
+                        "number its rows FILE:ROW instead of failing.")
     parser.add_argument(*_both("carry_columns"), dest="carry_columns",
                         default="", help="Comma-separated table columns "
                         "copied to the output unchanged.")

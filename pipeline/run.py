@@ -288,6 +288,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   plan = io_lib.plan_input(opts.input, format=opts.format,
                            text_column=opts.text_column,
                            id_column=opts.id_column,
+                           positional_ids=opts.positional_ids,
                            carry=parse_names(opts.carry_columns))
   _show_worker_lines()
   echo(f"scoring {plan.describe()} with {card.model_name} "

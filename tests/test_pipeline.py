@@ -67,12 +67,15 @@ def test_parquet_with_carried_columns_matches_serving_default(
   inputs = tmp_path / "in"
   inputs.mkdir()
   pq.write_table(rows.slice(0, 30), inputs / "a.parquet", row_group_size=8)
-  # A second file without the id column: ids become FILE:ROW.
+  # A second file without the id column: an error, or FILE:ROW ids when
+  # asked for.
   pq.write_table(rows.slice(30).drop_columns(["review_id"]),
                  inputs / "b.parquet")
+  with pytest.raises(io_lib.InputError, match="--id-column"):
+    score(tmp_path, f"--input={inputs}/*.parquet", f"--model={tiny_model_dir}")
   result = score(tmp_path, f"--input={inputs}/*.parquet",
                  f"--model={tiny_model_dir}", "--num_shards=3",
-                 "--carry_columns=label:true_label,rating")
+                 "--carry_columns=label:true_label,rating", "--positional_ids")
   assert result.counts == {"read": 40, "scored": 40, "dead_lettered": 0,
                            "dead_lettered_by_reason": {}}
   assert result.metrics["read"] == 40 and result.metrics["scored"] == 40
