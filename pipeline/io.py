@@ -114,7 +114,7 @@ class InputPlan:
   @property
   def carried(self) -> List[Tuple[str, str]]:
     """(input column, output column) pairs."""
-    return list(zip(self.carried_sources, self.carried_names, strict=False))
+    return list(zip(self.carried_sources, self.carried_names, strict=True))
 
   def describe(self) -> str:
     units = (f", {len(self.row_groups)} row groups"
@@ -662,7 +662,7 @@ class Commit(beam.DoFn):
       stale += [m.path for m in FileSystems.match([pattern])[0].metadata_list
                 if m.path not in finals]
     _delete(stale)
-    moves = [(s, f) for s, f in zip(staged, finals, strict=False) if FileSystems.exists(s)]
+    moves = [(s, f) for s, f in zip(staged, finals, strict=True) if FileSystems.exists(s)]
     if error_files and not FileSystems.exists(paths.errors_dir):
       FileSystems.mkdirs(paths.errors_dir)
     if moves:

@@ -21,7 +21,7 @@ def roc_auc(labels: np.ndarray, scores: np.ndarray) -> Optional[float]:
   boundaries = np.flatnonzero(np.diff(sorted_scores)) + 1
   starts = np.concatenate([[0], boundaries])
   ends = np.concatenate([boundaries, [len(scores)]])
-  for start, end in zip(starts, ends, strict=False):
+  for start, end in zip(starts, ends, strict=True):
     ranks[order[start:end]] = (start + end + 1) / 2.0
   return float((ranks[labels].sum() - positives * (positives + 1) / 2.0)
                / (positives * negatives))

@@ -185,7 +185,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                                        "label_id": int(label),
                                        "precision": precision},
                              self._fingerprint)
-            for example, p, label in zip(batch, probabilities, label_ids, strict=False)]
+            for example, p, label in zip(batch, probabilities, label_ids, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Dict[str, Any]]) -> int:
     return sum(e["tokens"].nbytes for e in batch)

@@ -124,7 +124,7 @@ class ScoreCounters:
     }
 
   def summary(self) -> dict:
-    shares = {name: int(n) for name, n in zip(self.class_names, self.predicted, strict=False)}
+    shares = {name: int(n) for name, n in zip(self.class_names, self.predicted, strict=True)}
     histogram = self.all_scores_histogram()
     centres = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
     return {
@@ -155,7 +155,7 @@ def _label_map(path: pathlib.Path, id_column: str, label_column: str,
     raise ReportError(f"{path}: cannot read {id_column!r} and "
                       f"{label_column!r} ({e})") from None
   return dict(zip(table[id_column].to_pylist(),
-                  _label_ids(table[label_column], class_names).tolist(), strict=False))
+                  _label_ids(table[label_column], class_names).tolist(), strict=True))
 
 
 def _label_ids(column, class_names) -> np.ndarray:

@@ -32,7 +32,7 @@ class TokenizeBatch(beam.DoFn):
 
   def _emit(self, records: List[Dict[str, Any]]):
     ids, counts = self._model.tokenize([r["text"] for r in records])
-    for record, row, count in zip(records, ids, counts, strict=False):
+    for record, row, count in zip(records, ids, counts, strict=True):
       self._tokenized.inc()
       self._tokens.update(int(count))
       yield {"id": record["id"], "source": record["source"],

@@ -34,7 +34,7 @@ def build_archive(data: pathlib.Path, path: pathlib.Path) -> str:
       table = pq.read_table(data / f"{split}.parquet",
                             columns=["review_id", "text"])
       for review_id, text in zip(table["review_id"].to_pylist(),
-                                 table["text"].to_pylist(), strict=False):
+                                 table["text"].to_pylist(), strict=True):
         body = text.encode("utf-8")
         info = tarfile.TarInfo(f"aclImdb/{review_id}.txt")
         info.size = len(body)

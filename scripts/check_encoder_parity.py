@@ -96,7 +96,7 @@ def select_reviews(path: pathlib.Path, n: int):
   for label, count in ((0, n // 2), (1, n - n // 2)):
     rows = sorted((len(text), review_id, text)
                   for review_id, text, y in zip(table["review_id"],
-                                                table["text"], table["label"], strict=False)
+                                                table["text"], table["label"], strict=True)
                   if y == label)
     for rank in np.linspace(0, len(rows) - 1, count).round().astype(int):
       _, review_id, text = rows[rank]

@@ -311,5 +311,5 @@ def predict(model_dir, texts):
     results = predict_texts(model_dir, texts)
   except ModelDirError as e:
     raise click.ClickException(str(e)) from None
-  for text, (score, label) in zip(texts, results, strict=False):
+  for text, (score, label) in zip(texts, results, strict=True):
     click.echo(f"{score:.6f}\t{label}\t{text}")

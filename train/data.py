@@ -48,7 +48,7 @@ class LabelledReviews:
   def fingerprint(self) -> str:
     """sha256 over ids, labels and texts: names the exact data a model saw."""
     digest = hashlib.sha256()
-    for review_id, text, label in zip(self.ids, self.texts, self.labels, strict=False):
+    for review_id, text, label in zip(self.ids, self.texts, self.labels, strict=True):
       digest.update(review_id.encode("utf-8", "surrogatepass") + b"\0")
       digest.update(str(int(label)).encode() + b"\0")
       digest.update(text.encode("utf-8", "surrogatepass") + b"\0")

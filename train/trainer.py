@@ -244,7 +244,7 @@ class Trainer:
         grads = optimizer.get_unscaled_gradients(grads)
       # Mean pooling leaves the encoder's pooler without gradients.
       optimizer.apply_gradients([
-          (g, v) for g, v in zip(grads, model.trainable_variables, strict=False)
+          (g, v) for g, v in zip(grads, model.trainable_variables, strict=True)
           if g is not None])
       count = tf.cast(tf.shape(labels)[0], tf.float64)
       correct = tf.reduce_sum(tf.cast(
