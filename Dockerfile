@@ -33,13 +33,15 @@ WORKDIR /opt/reviewscore
 # Dependencies first (cached layer), then the code.
 COPY setup.py ./
 RUN python -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version" \
- && mkdir -p schemas train pipeline reviewscore runtime \
- && touch schemas/__init__.py train/__init__.py pipeline/__init__.py \
+ && mkdir -p schemas evaluation train pipeline reviewscore runtime \
+ && touch schemas/__init__.py evaluation/__init__.py train/__init__.py \
+          pipeline/__init__.py \
           reviewscore/__init__.py runtime/__init__.py \
  && python -m pip install --upgrade "pip<25" \
  && python -m pip install ".[gcp]" \
  && python -m pip uninstall -y reviewscore
 COPY schemas ./schemas
+COPY evaluation ./evaluation
 COPY train ./train
 COPY pipeline ./pipeline
 COPY reviewscore ./reviewscore

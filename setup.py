@@ -35,8 +35,9 @@ setuptools.setup(
     "with Apache Beam",
     python_requires=">=3.10",
     packages=setuptools.find_packages(
-        include=["schemas", "schemas.*", "train", "train.*", "pipeline",
-                 "pipeline.*", "reviewscore", "reviewscore.*", "runtime", "runtime.*"]),
+        include=["schemas", "schemas.*", "evaluation", "evaluation.*", "train",
+                 "train.*", "pipeline", "pipeline.*", "reviewscore",
+                 "reviewscore.*", "runtime", "runtime.*"]),
     install_requires=RUNTIME,
     extras_require={
         # Beam's filesystems and runners for Google Cloud (gs://, Dataflow)

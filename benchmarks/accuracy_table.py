@@ -26,7 +26,7 @@ sys.path.insert(0, str(REPO))
 import train  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 
-from pipeline.metrics import binary_metrics  # noqa: E402
+from evaluation.metrics import binary_metrics  # noqa: E402
 from train import data as data_lib  # noqa: E402
 
 
@@ -52,7 +52,8 @@ def our_model(model_dir: pathlib.Path, speed_texts):
   """Test metrics from the model card; scoring speed measured here."""
   import tensorflow as tf
   from train.evaluate import load_model_dir, score_texts
-  model, card = load_model_dir(model_dir)
+  model, model_card = load_model_dir(model_dir)
+  card = model_card.to_dict()
   score_texts(model, speed_texts[:64])  # traces the functions once
   start = time.perf_counter()
   score_texts(model, speed_texts, batch_size=32)

@@ -30,6 +30,9 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+
+from schemas import model_dir as contract  # noqa: E402
+
 DATA_DIR = REPO.parent / "shared" / "data" / "imdb"
 
 
@@ -40,7 +43,7 @@ def export_hf_weights(model_dir: pathlib.Path, path: pathlib.Path) -> None:
   from benchmarks.throughput import _save_hf_weights
   from train.classifier import build_classifier
   from train.encoders import resolve_encoder
-  card = json.loads((model_dir / "model_card.json").read_text())
+  card = json.loads((model_dir / contract.MODEL_CARD_FILE).read_text())
   source = resolve_encoder(card["encoder"]["name"])
   model = build_classifier(source, precision="float32", pooling=card["pooling"],
                            restore_encoder=False)
@@ -128,7 +131,7 @@ def main(argv=None):
                       default=REPO / "benchmarks/results/end_to_end.json")
   args = parser.parse_args(argv)
   import pyarrow.parquet as pq
-  card = json.loads((args.model / "model_card.json").read_text())
+  card = json.loads((args.model / contract.MODEL_CARD_FILE).read_text())
   test = pq.read_table(args.data_dir / "test.parquet",
                        columns=["review_id", "text", "label"])
   rows = []

@@ -62,6 +62,9 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+
+from schemas import model_dir as contract  # noqa: E402
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DATA_DIR = pathlib.Path("/work/shared/data/imdb")
@@ -117,13 +120,13 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
   from train.review_packer import ReviewPacker
 
   weights_from = pathlib.Path(weights_from)
-  source_card = json.loads((weights_from / "model_card.json").read_text())
+  source_card = json.loads((weights_from / contract.MODEL_CARD_FILE).read_text())
   stamp = _code_stamp()
   out = {}
   for seq in seq_lengths:
     target = pathlib.Path(models_dir) / f"bench-{seq}"
     out[seq] = target
-    card_path = target / "model_card.json"
+    card_path = target / contract.MODEL_CARD_FILE
     if card_path.exists():
       card = json.loads(card_path.read_text())
       if card.get("bench", {}).get("code_stamp") == stamp and \
@@ -147,7 +150,7 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
     if target.exists():
       shutil.rmtree(target)
     target.mkdir(parents=True)
-    save_serving_model(module, target / "saved_model")
+    save_serving_model(module, target / contract.SAVED_MODEL_DIR)
     _save_hf_weights(models["float32"], target / "hf_weights.npz")
     card = dict(source_card)
     card.update(model_name=target.name, seq_length=seq,
@@ -174,7 +177,7 @@ def _save_hf_weights(model, path):
 
 def bert_config(model_dir):
   from train.bert_config import BertConfig
-  card = json.loads((pathlib.Path(model_dir) / "model_card.json").read_text())
+  card = json.loads((pathlib.Path(model_dir) / contract.MODEL_CARD_FILE).read_text())
   return BertConfig.from_dict(card["encoder"]["bert_config"])
 
 
@@ -213,8 +216,8 @@ def _timed(fn):
 def run_tutorial(model_dir, texts, batch=BATCH):
   import tensorflow as tf
   import tensorflow_text  # noqa: F401
-  model = tf.saved_model.load(str(pathlib.Path(model_dir) / "saved_model"))
-  serve = model.signatures["serving_default"]
+  model = tf.saved_model.load(str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR))
+  serve = model.signatures[contract.SERVING_SIGNATURE]
   serve(text=tf.constant(texts[:batch]))  # first call traces; not timed
   labels, probs = [], []
   start = time.perf_counter()
@@ -273,10 +276,10 @@ def run_handler(model_dir, tokens, *, precision="bfloat16", batch=BATCH,
                 warmup=True):
   """Calls TokenIdsModelHandler.run_inference on prepared record batches."""
   from pipeline.model_handler import TokenIdsModelHandler
-  card = json.loads((pathlib.Path(model_dir) / "model_card.json").read_text())
+  card = json.loads((pathlib.Path(model_dir) / contract.MODEL_CARD_FILE).read_text())
   handler = TokenIdsModelHandler(
-      str(pathlib.Path(model_dir) / "saved_model"),
-      signature=f"classify_tokens_{precision}",
+      str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR),
+      signature=contract.classify_signature_for(precision),
       model_fingerprint=card["model_fingerprint"], max_batch_size=batch)
   model = handler.load_model()
   if wrap is not None:
@@ -345,8 +348,8 @@ def run_overlap(model_dir, texts, *, precision="bfloat16", batch=BATCH,
                 chunk=256, overlap=True):
   """Tokenize + classify end to end, tokenizing chunk k+1 while chunk k runs."""
   from pipeline.model_handler import acquire_model, pad_batch
-  model = acquire_model(str(pathlib.Path(model_dir) / "saved_model"))
-  signature = f"classify_tokens_{precision}"
+  model = acquire_model(str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR))
+  signature = contract.classify_signature_for(precision)
   model.classify(signature, *pad_batch([np.array([101, 102], np.int32)]))
   chunks = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
 
@@ -626,7 +629,7 @@ def benchmark(args, log=print):
     a = run_tutorial(model_dir, texts)
     reference = a["labels"]
     from pipeline.model_handler import acquire_model
-    model = acquire_model(str(pathlib.Path(model_dir) / "saved_model"))
+    model = acquire_model(str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR))
     tokens, tokenize_seconds = tokenize_all(model, texts)
     lengths = np.array([len(t) for t in tokens])
     flops = useful_flops(config, lengths)
@@ -717,7 +720,7 @@ def benchmark(args, log=print):
         levers.append(row)
         log("  lever " + _fmt_row(row))
 
-      acquire_model(str(pathlib.Path(model_dir) / "saved_model"))  # warm
+      acquire_model(str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR))  # warm
       base = run_handler(model_dir, sub, precision="bfloat16", mode="beam")
       lever("(b) as above: bf16, Beam buckets, batch 32", base["seconds"],
             labels=base["labels"], padding=base["padding_efficiency"])

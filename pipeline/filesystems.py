@@ -1,10 +1,12 @@
-"""Whether Beam can reach a path's filesystem, said in one line if not.
+"""Paths on any Beam filesystem, and whether Beam can reach one at all.
 
 Every path option accepts any Beam filesystem URL (gs://, s3://, local);
 Beam's support for a cloud comes with an extra, and without it Beam raises a
-ValueError deep in a stack trace.
+ValueError deep in a stack trace, so callers check `missing_filesystem`
+before handing a path to the helpers below.
 """
-from typing import Optional
+import os
+from typing import Optional, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
@@ -23,3 +25,37 @@ def missing_filesystem(path: str) -> Optional[str]:
             else "install Beam's support for it")
     return f"{path}: no filesystem for {scheme}:// in this environment ({hint})"
   return None
+
+
+def is_remote(path: str) -> bool:
+  return "://" in path
+
+
+def join_path(base: str, *parts: str) -> str:
+  """`base/part/...` in the separators of `base`'s filesystem."""
+  return FileSystems.join(base, *parts)
+
+
+def split_path(path: str) -> Tuple[str, str]:
+  """(folder, name). Beam's local split makes the folder absolute, which
+  would change the ids and output names derived from relative paths, so
+  local paths keep os.path's split."""
+  return FileSystems.split(path) if is_remote(path) else os.path.split(path)
+
+
+def relative_path(path: str, root: str) -> str:
+  """`path` as named from `root` (unchanged where it is not below it)."""
+  if not root:
+    return path
+  if is_remote(path):
+    return path[len(root):].lstrip("/") if path.startswith(root) else path
+  return os.path.relpath(path, root)
+
+
+def write_atomically(path: str, data: bytes) -> None:
+  """Writes `path` under a temporary name and renames it into place, so a
+  reader never finds half a file."""
+  staged = path + ".tmp"
+  with FileSystems.create(staged) as f:
+    f.write(data)
+  FileSystems.rename([staged], [path])

@@ -6,6 +6,7 @@ RunInference holds what `load_model` returns through `shared.Shared`, and
 the Tokenize step uses too, so a worker holds one copy of the model, not two.
 """
 import logging
+import sys
 import threading
 import time
 from typing import Any, Dict, Iterable, Optional, Sequence
@@ -13,18 +14,20 @@ from typing import Any, Dict, Iterable, Optional, Sequence
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
-from apache_beam.utils import shared
+from apache_beam.utils import retry, shared
 
 from runtime import quiet
 from runtime.hardware import choose_precision
+from schemas import model_dir as contract
 
 # One handle per process (module state is per process): every step that
 # acquires a model through it with the same tag gets the same object.
 _MODELS = shared.Shared()
 _TF_CONFIGURED = threading.Lock()
 _tf_configured = False
-# Retries of a failed batch before it is dead-lettered (transient faults:
-# a GPU hiccup, a preempted accelerator); delays grow as BACKOFF_SECS * 2**n.
+# Tries of a batch before it is dead-lettered: transient faults (a GPU
+# hiccup, a preempted accelerator) pass, and the delays between tries double
+# from BACKOFF_SECS so that a fault has time to clear.
 MAX_ATTEMPTS = 3
 BACKOFF_SECS = 0.5
 worker_log = logging.getLogger("reviewscore.worker")
@@ -62,15 +65,17 @@ class _LoadedModel:
 
   def tokenize(self, texts: Sequence[str]):
     import tensorflow as tf
-    out = self.signatures["tokenize"](text=tf.constant(list(texts), tf.string))
-    return out["input_word_ids"].numpy(), out["num_tokens"].numpy()
+    out = self.signatures[contract.TOKENIZE_SIGNATURE](
+        **{contract.TEXT_INPUT: tf.constant(list(texts), tf.string)})
+    return out[contract.TOKEN_IDS].numpy(), out[contract.NUM_TOKENS].numpy()
 
   def classify(self, signature: str, word_ids: np.ndarray, mask: np.ndarray):
     import tensorflow as tf
     out = self.signatures[signature](
-        input_word_ids=tf.constant(word_ids, tf.int32),
-        input_mask=tf.constant(mask, tf.int32))
-    return out["probability"].numpy(), out["label_id"].numpy()
+        **{contract.TOKEN_IDS: tf.constant(word_ids, tf.int32),
+           contract.TOKEN_MASK: tf.constant(mask, tf.int32)})
+    return (out[contract.OUTPUT_PROBABILITY].numpy(),
+            out[contract.OUTPUT_LABEL_ID].numpy())
 
 
 def acquire_model(saved_model_dir: str) -> _LoadedModel:
@@ -159,6 +164,23 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
     return model.classify(self._signatures[self.precision_for(model)], ids,
                           mask)
 
+  def _classify_retrying(self, model: _LoadedModel, ids, mask):
+    """`_classify`, tried up to max_attempts times with exponential backoff;
+    the last failure propagates, and RunInference dead-letters the batch."""
+    attempts = iter(range(1, self._max_attempts))
+
+    def log_retry(_message, delay, *_details):
+      # Beam logs from inside its handler of the failure: exc_info is it.
+      logging.warning("inference on %d reviews failed (attempt %d of %d, "
+                      "retrying in %.1fs): %s", len(ids), next(attempts),
+                      self._max_attempts, delay, sys.exc_info()[1])
+
+    with_retries = retry.with_exponential_backoff(
+        num_retries=self._max_attempts - 1,
+        initial_delay_secs=self._backoff_secs, logger=log_retry,
+        retry_filter=lambda _: True, fuzz=False)
+    return with_retries(self._classify)(model, ids, mask)
+
   def run_inference(self, batch: Sequence[Dict[str, Any]], model: _LoadedModel,
                     inference_args: Optional[Dict[str, Any]] = None
                     ) -> Iterable[PredictionResult]:
@@ -168,21 +190,10 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
     Metrics.counter("reviewscore", "tokens_padded").inc(int(mask.size))
     Metrics.distribution("reviewscore", "inference_batch_size").update(
         len(batch))
-    for attempt in range(1, self._max_attempts + 1):
-      try:
-        probabilities, label_ids = self._classify(model, ids, mask)
-        break
-      except Exception as e:  # retried, then RunInference dead-letters it
-        if attempt == self._max_attempts:
-          raise
-        delay = self._backoff_secs * 2 ** (attempt - 1)
-        logging.warning("inference on %d reviews failed (attempt %d of %d, "
-                        "retrying in %.1fs): %s", len(batch), attempt,
-                        self._max_attempts, delay, e)
-        time.sleep(delay)
+    probabilities, label_ids = self._classify_retrying(model, ids, mask)
     precision = self.precision_for(model)
-    return [PredictionResult(example, {"probability": float(p),
-                                       "label_id": int(label),
+    return [PredictionResult(example, {contract.OUTPUT_PROBABILITY: float(p),
+                                       contract.OUTPUT_LABEL_ID: int(label),
                                        "precision": precision},
                              self._fingerprint)
             for example, p, label in zip(batch, probabilities, label_ids, strict=True)]

@@ -8,19 +8,22 @@ from typing import List, Optional
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.io import DEFAULT_MAX_REVIEW_BYTES, FORMATS
+from pipeline.plan import FORMATS
+from pipeline.read import DEFAULT_MAX_REVIEW_BYTES
 from runtime.hardware import AUTO, BFLOAT16, FLOAT16, FLOAT32
 from schemas import columns as c
 
-# Fixed batches of 32: as fast as 16 or 64 on CPU (benchmarks/), and Beam's
-# adaptive sizing starts at the minimum, which wastes the first batches.
+# Fixed batches: smaller or larger ones were no faster on CPU (benchmarks/),
+# and Beam's adaptive sizing starts at the minimum, which wastes the first
+# batches.
 DEFAULT_BATCH_SIZE = 32
 # How long a partial length bucket may wait (processing time). Batch jobs
 # need no limit: a batch waits for its bucket to fill or the input to end.
 # Beam's local runners fail if such a timer is still pending at the end.
 DEFAULT_MAX_BATCH_DURATION_SECS = 0.0
-# Bucket edges every 16 tokens up to the model's sequence length: at 512
-# tokens 1.22x the throughput of power-of-two edges (benchmarks/results).
+# Bucket edges every 16 tokens up to the model's sequence length: finer
+# edges pad less than power-of-two ones, and measured faster at long
+# sequence lengths (benchmarks/results).
 BUCKET_STEP_TOKENS = 16
 
 

@@ -1,15 +1,12 @@
 """`reviewscore report`: numbers and pictures of a scored output.
 
 Reads the shards of a committed output (as listed by its manifest) in record
-batches and folds them into fixed-size counters: score histograms per true
-class, predicted-label counts, confusion counts and a log-loss sum. Memory
-therefore does not grow with the number of scored rows; ROC AUC and the
-reliability diagram come from a 10,000-bin histogram (exact to 1e-4 in
-score). True labels come from a column of the output (carried from the input)
-or from a Parquet file joined by review id; only that id → label map is held
-in memory.
+batches and folds them into fixed-size counters
+(`evaluation.streaming.ScoreCounters`), so memory does not grow with the
+number of scored rows. True labels come from a column of the output (carried
+from the input) or from a Parquet file joined by review id; only that
+id → label map is held in memory.
 """
-import dataclasses
 import json
 import pathlib
 from typing import Dict, Iterable, Optional
@@ -19,123 +16,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline import plots
+from evaluation import plots
+from evaluation.streaming import ScoreCounters
 from schemas import columns as c
 
-HISTOGRAM_BINS = 10_000
 _BATCH_ROWS = 65_536
 
 
 class ReportError(Exception):
   """The output cannot be reported on: missing, incomplete, or bad labels."""
-
-
-@dataclasses.dataclass
-class ScoreCounters:
-  """Fixed-size running counts over any number of scored rows."""
-  threshold: float
-  class_names: tuple
-  by_class: np.ndarray = None  # [2, bins]: score histogram per true label
-  unlabelled: np.ndarray = None  # [bins]: rows with no known label
-  predicted: np.ndarray = None  # [classes]: predicted-label counts
-  log_loss_sum: float = 0.0
-
-  def __post_init__(self):
-    self.by_class = np.zeros((2, HISTOGRAM_BINS), np.int64)
-    self.unlabelled = np.zeros(HISTOGRAM_BINS, np.int64)
-    self.predicted = np.zeros(len(self.class_names), np.int64)
-
-  @staticmethod
-  def _bins(scores: np.ndarray) -> np.ndarray:
-    return np.clip((scores * HISTOGRAM_BINS).astype(np.int64), 0,
-                   HISTOGRAM_BINS - 1)
-
-  def add(self, scores: np.ndarray, label_ids: np.ndarray,
-          true_labels: Optional[np.ndarray]) -> None:
-    self.predicted += np.bincount(label_ids, minlength=len(self.class_names))
-    bins = self._bins(scores)
-    if true_labels is None:
-      self.unlabelled += np.bincount(bins, minlength=HISTOGRAM_BINS)
-      return
-    known = true_labels >= 0
-    self.unlabelled += np.bincount(bins[~known], minlength=HISTOGRAM_BINS)
-    for label in (0, 1):
-      rows = known & (true_labels == label)
-      self.by_class[label] += np.bincount(bins[rows], minlength=HISTOGRAM_BINS)
-      clipped = np.clip(scores[rows].astype(np.float64), 1e-7, 1 - 1e-7)
-      self.log_loss_sum -= float(np.sum(np.log(clipped if label else 1 - clipped)))
-
-  @property
-  def rows(self) -> int:
-    return int(self.predicted.sum())
-
-  @property
-  def labelled(self) -> int:
-    return int(self.by_class.sum())
-
-  def all_scores_histogram(self) -> np.ndarray:
-    return self.by_class.sum(axis=0) + self.unlabelled
-
-  def _quantile(self, q: float) -> float:
-    cumulative = np.cumsum(self.all_scores_histogram())
-    index = int(np.searchsorted(cumulative, q * cumulative[-1]))
-    return (index + 0.5) / HISTOGRAM_BINS
-
-  def labelled_metrics(self) -> Optional[dict]:
-    if not self.labelled:
-      return None
-    negatives, positives = self.by_class
-    cut = int(round(self.threshold * HISTOGRAM_BINS))
-    tn, fp = int(negatives[:cut].sum()), int(negatives[cut:].sum())
-    fn, tp = int(positives[:cut].sum()), int(positives[cut:].sum())
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    # ROC from the highest score bin down; ties within a bin count half.
-    tpr = np.concatenate([[0], np.cumsum(positives[::-1])]) / max(positives.sum(), 1)
-    fpr = np.concatenate([[0], np.cumsum(negatives[::-1])]) / max(negatives.sum(), 1)
-    auc = (float(np.trapezoid(tpr, fpr)) if positives.sum() and negatives.sum()
-           else None)
-    # Reliability in 10 bins from the fine histogram.
-    centres = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
-    coarse = np.arange(HISTOGRAM_BINS) * 10 // HISTOGRAM_BINS
-    counts = np.bincount(coarse, weights=negatives + positives, minlength=10)
-    score_sums = np.bincount(coarse, weights=(negatives + positives) * centres,
-                             minlength=10)
-    positive_sums = np.bincount(coarse, weights=positives, minlength=10)
-    with np.errstate(invalid="ignore", divide="ignore"):
-      mean_score = np.where(counts, score_sums / counts, np.nan)
-      positive_rate = np.where(counts, positive_sums / counts, np.nan)
-    ece = float(np.nansum(counts * np.abs(mean_score - positive_rate)) / counts.sum())
-    return {
-        "labelled_rows": self.labelled,
-        "accuracy": (tp + tn) / self.labelled,
-        "precision": precision, "recall": recall,
-        "f1": (2 * precision * recall / (precision + recall)
-               if precision + recall else 0.0),
-        "roc_auc": auc,
-        "log_loss": self.log_loss_sum / self.labelled,
-        "expected_calibration_error": ece,
-        "confusion_matrix": {"labels": list(self.class_names),
-                             "rows_true_cols_predicted": [[tn, fp], [fn, tp]]},
-        "_roc": (fpr, tpr),
-        "_reliability": {"mean_score": mean_score.tolist(),
-                         "positive_rate": positive_rate.tolist(),
-                         "count": counts.astype(int).tolist()},
-    }
-
-  def summary(self) -> dict:
-    shares = {name: int(n) for name, n in zip(self.class_names, self.predicted, strict=True)}
-    histogram = self.all_scores_histogram()
-    centres = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
-    return {
-        "rows": self.rows,
-        "predicted_label_counts": shares,
-        "predicted_label_shares": {k: v / max(self.rows, 1)
-                                   for k, v in shares.items()},
-        "score_mean": float((histogram * centres).sum() / max(self.rows, 1)),
-        "score_quantiles": {q: round(self._quantile(float(q)), 4)
-                            for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
-    }
 
 
 def _manifest(prefix: str) -> dict:
@@ -228,7 +117,8 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
   per_class = (counters.by_class.reshape(2, 50, -1).sum(axis=2)
                if counters.labelled else None)
   plots.histogram_from_counts(edges, coarse, out_dir / "score_histogram.png",
-                              per_class=per_class, threshold=threshold)
+                              per_class=per_class, threshold=threshold,
+                              class_names=class_names)
   plots.label_shares(summary["predicted_label_counts"], out_dir / "label_shares.png")
   labelled = counters.labelled_metrics()
   if labelled:

@@ -20,16 +20,22 @@ from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
                                                   StandardOptions)
 from apache_beam.runners.runner import PipelineState
 
-from pipeline import io as io_lib
+from pipeline.commit import Commit, OutputPaths, read_manifest, write_shards
+from pipeline.dead_letters import (DEAD, FormatDeadLetter, dead_letter,
+                                   error_detail)
 from pipeline.filesystems import missing_filesystem
 from runtime import quiet
-from pipeline.model_card import ModelCard, ModelError, load_model_card
+from pipeline.model_card import ModelError, load_model_card, saved_model_path
 from pipeline.model_handler import TokenIdsModelHandler, worker_log
 from pipeline.options import (ScoreOptions, default_bucket_boundaries,
                               parse_int_list, parse_names)
+from pipeline.plan import InputError, InputPlan, plan_input
+from pipeline.read import ReadReviews, Validate
 from pipeline.tokenize import TokenizeBatch
 from schemas import arrow as schema_lib
 from schemas import columns as c
+from schemas import model_dir as contract
+from schemas.model_dir import ModelCard, ModelCardError
 
 
 class OptionsError(ValueError):
@@ -41,7 +47,7 @@ class PipelineFailed(Exception):
 
 
 # The errors that mean bad input or options rather than a bug: one line each.
-SCORING_ERRORS = (io_lib.InputError, ModelError, OptionsError, PipelineFailed)
+SCORING_ERRORS = (InputError, ModelError, OptionsError, PipelineFailed)
 
 
 @dataclasses.dataclass
@@ -70,8 +76,8 @@ class ScoreResult:
 def _format_score(result, *, class_names, fingerprint, carried):
   """PredictionResult → one row of schemas.scored_schema()."""
   record, inference = result.example, result.inference
-  label_id = int(inference["label_id"])
-  row = {c.REVIEW_ID: record["id"], c.SCORE: inference["probability"],
+  label_id = int(inference[contract.OUTPUT_LABEL_ID])
+  row = {c.REVIEW_ID: record["id"], c.SCORE: inference[contract.OUTPUT_PROBABILITY],
          c.LABEL_NAME: class_names[label_id], c.LABEL_ID: label_id,
          c.MODEL_FINGERPRINT: fingerprint}
   for name in carried:
@@ -82,9 +88,9 @@ def _format_score(result, *, class_names, fingerprint, carried):
 def _failed_batch_letters(failure):
   """RunInference's (batch, exception) dead letters → one per review."""
   batch, error = failure
-  detail = f"{type(error).__name__}: {error}"
+  detail = error_detail(error)
   for record in batch:
-    yield io_lib.dead_letter(record, c.REASON_INFERENCE_FAILED, detail)
+    yield dead_letter(record, c.REASON_INFERENCE_FAILED, detail)
 
 
 PROGRESS_EVERY_SECS = 15.0
@@ -131,22 +137,22 @@ class _CountScored(beam.DoFn):
     yield row
 
 
-def build_pipeline(p: beam.Pipeline, *, plan: io_lib.InputPlan,
+def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
                    card: ModelCard, handler: TokenIdsModelHandler,
-                   paths: io_lib.OutputPaths, opts: ScoreOptions,
+                   paths: OutputPaths, opts: ScoreOptions,
                    manifest: Dict[str, Any]) -> None:
   """Adds the scoring steps to `p` (labelled, so runners' UIs read well)."""
   max_bytes = opts.max_review_bytes
-  raw = p | "Read" >> io_lib.ReadReviews(plan, max_bytes=max_bytes)
-  valid = raw | "Validate" >> beam.ParDo(io_lib.Validate(
-      max_bytes=max_bytes)).with_outputs(io_lib.DEAD, main="valid")
+  raw = p | "Read" >> ReadReviews(plan, max_bytes=max_bytes)
+  valid = raw | "Validate" >> beam.ParDo(Validate(
+      max_bytes=max_bytes)).with_outputs(DEAD, main="valid")
   tokenized = (
       valid.valid
       # Tokenizing a batch at a time amortises the TensorFlow call.
       | "BatchForTokenize" >> beam.BatchElements(
           min_batch_size=1, max_batch_size=opts.tokenize_batch_size)
-      | "Tokenize" >> beam.ParDo(TokenizeBatch(card.saved_model_dir))
-      .with_outputs(io_lib.DEAD, main="tokens"))
+      | "Tokenize" >> beam.ParDo(TokenizeBatch(saved_model_path(opts.model)))
+      .with_outputs(DEAD, main="tokens"))
   results, failed = (tokenized.tokens
                      | "RunInference" >> RunInference(handler)
                      .with_exception_handling())
@@ -159,20 +165,19 @@ def build_pipeline(p: beam.Pipeline, *, plan: io_lib.InputPlan,
   inference_dead = (failed.failed_inferences
                     | "InferenceDeadLetters" >> beam.FlatMap(
                         _failed_batch_letters))
-  dead = ((valid[io_lib.DEAD], tokenized[io_lib.DEAD], inference_dead)
+  dead = ((valid[DEAD], tokenized[DEAD], inference_dead)
           | "AllDeadLetters" >> beam.Flatten()
-          | "FormatDeadLetters" >> beam.ParDo(io_lib.FormatDeadLetter()))
+          | "FormatDeadLetters" >> beam.ParDo(FormatDeadLetter()))
 
   metadata = schema_lib.scored_schema_metadata(
       model_name=card.model_name, model_fingerprint=card.model_fingerprint,
       threshold=card.threshold, class_names=card.class_names)
   scored_schema = schema_lib.scored_schema(plan.carried_fields, metadata)
-  score_files = io_lib.write_shards(scores, paths.staged_scores,
-                                    scored_schema, opts.num_shards,
-                                    "WriteScores")
-  error_files = io_lib.write_shards(dead, paths.staged_errors,
-                                    schema_lib.dead_letter_schema(), 1,
-                                    "WriteDeadLetters")
+  score_files = write_shards(scores, paths.staged_scores, scored_schema,
+                             opts.num_shards, "WriteScores")
+  error_files = write_shards(dead, paths.staged_errors,
+                             schema_lib.dead_letter_schema(), 1,
+                             "WriteDeadLetters")
 
   # Which precision the workers chose (auto decides on each worker).
   precisions = (results
@@ -188,7 +193,7 @@ def build_pipeline(p: beam.Pipeline, *, plan: io_lib.InputPlan,
   _ = (p
        | "CommitTrigger" >> beam.Create([None])
        | "Commit" >> beam.ParDo(
-           io_lib.Commit(paths, manifest), side.AsList(score_files),
+           Commit(paths, manifest), side.AsList(score_files),
            side.AsList(error_files), side.AsSingleton(n_read),
            side.AsSingleton(n_scored), side.AsSingleton(n_dead),
            side.AsDict(reasons), side.AsList(precisions)))
@@ -219,9 +224,12 @@ def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
     buckets = parse_int_list(opts.bucket_boundaries)
   except ValueError as e:
     raise OptionsError(f"--bucket_boundaries: {e}") from None
+  try:
+    signatures = card.classify_signatures(opts.precision)
+  except ModelCardError as e:
+    raise ModelError(f"{opts.model}: {e}") from None
   return {"buckets": buckets or default_bucket_boundaries(card.seq_length),
-          "min_batch_size": min_batch_size,
-          "signatures": card.classify_signatures(opts.precision)}
+          "min_batch_size": min_batch_size, "signatures": signatures}
 
 
 _DIRECT_RUNNER_NAMES = ("directrunner", "direct", "switchingdirectrunner")
@@ -285,11 +293,10 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   # Model first, then the input: both before any record is read.
   card = load_model_card(opts.model)
   checked = _check_options(opts, card)
-  plan = io_lib.plan_input(opts.input, format=opts.format,
-                           text_column=opts.text_column,
-                           id_column=opts.id_column,
-                           positional_ids=opts.positional_ids,
-                           carry=parse_names(opts.carry_columns))
+  plan = plan_input(opts.input, format=opts.format,
+                    text_column=opts.text_column, id_column=opts.id_column,
+                    positional_ids=opts.positional_ids,
+                    carry=parse_names(opts.carry_columns))
   _show_worker_lines()
   echo(f"scoring {plan.describe()} with {card.model_name} "
        f"(precision {opts.precision}, fingerprint "
@@ -298,11 +305,11 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   unreachable = missing_filesystem(opts.output)
   if unreachable:
     raise OptionsError(unreachable)
-  paths = io_lib.OutputPaths(opts.output, run_id)
+  paths = OutputPaths(opts.output, run_id)
   batching = _batching(opts, checked["buckets"],
                        direct=_runs_on_direct_runner(options))
   handler = TokenIdsModelHandler(
-      card.saved_model_dir, signatures=checked["signatures"],
+      saved_model_path(opts.model), signatures=checked["signatures"],
       model_fingerprint=card.model_fingerprint, precision=opts.precision,
       min_batch_size=checked["min_batch_size"],
       max_batch_size=opts.max_batch_size,
@@ -311,7 +318,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
       bucket_boundaries=batching["bucket_boundaries"],
       max_attempts=opts.inference_attempts)
   manifest = {"run_id": run_id, "input": opts.input, "format": plan.format,
-              "model": {"dir": card.model_dir, "name": card.model_name,
+              "model": {"dir": opts.model, "name": card.model_name,
                         "fingerprint": card.model_fingerprint,
                         "precision": {"requested": opts.precision},
                         "threshold": card.threshold},
@@ -337,7 +344,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                          f"{type(e).__name__}: {_first_line(e)}") from e
   if state != PipelineState.DONE:
     raise PipelineFailed(f"the pipeline ended {state}; nothing was committed")
-  written = io_lib.read_manifest(paths)
+  written = read_manifest(paths)
   if written is None or written.get("run_id") != run_id:
     raise PipelineFailed(f"the pipeline finished but {paths.manifest} was not "
                          "written by this run")

@@ -11,9 +11,8 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
+from pipeline.dead_letters import DEAD, dead_letter, error_detail
 from schemas import columns as c
-
-DEAD = "dead"
 
 
 class TokenizeBatch(beam.DoFn):
@@ -50,9 +49,7 @@ class TokenizeBatch(beam.DoFn):
         try:
           outputs.extend(self._emit([record]))
         except Exception as single:
-          outputs.append(beam.pvalue.TaggedOutput(DEAD, {
-              "id": record["id"], "source": record["source"],
-              "reason": c.REASON_TOKENIZE_FAILED,
-              "detail": f"{type(single).__name__}: {single}",
-              "value": record["text"]}))
+          outputs.append(beam.pvalue.TaggedOutput(DEAD, dead_letter(
+              record, c.REASON_TOKENIZE_FAILED, error_detail(single),
+              record["text"])))
     yield from outputs

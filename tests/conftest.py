@@ -19,7 +19,9 @@ import pathlib
 import numpy as np
 import pytest
 
-import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+# pytest loads this file before any test module: TensorFlow, imported by
+# them, then exposes tf-keras as the training package needs.
+import train  # noqa: F401  (sets TF_USE_LEGACY_KERAS)
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 

@@ -55,7 +55,7 @@ def _localise(code: str, scored) -> str:
           .replace(README_INPUT, str(scored["input"])))
 
 
-def test_duckdb_reads_the_declared_types_and_metadata(scored):
+def test_duckdb_reads_the_declared_types_and_metadata(scored, tiny_model_dir):
   prefix = scored["prefix"]
   described = duckdb.sql(
       f"DESCRIBE SELECT * FROM read_parquet('{prefix}-*.parquet')").fetchall()
@@ -73,12 +73,13 @@ def test_duckdb_reads_the_declared_types_and_metadata(scored):
   metadata = dict(duckdb.sql(
       f"SELECT key, value FROM parquet_kv_metadata('{prefix}-*.parquet')"
   ).fetchall())
-  assert float(metadata[c.METADATA_THRESHOLD]) == 0.5
+  card = json.loads((tiny_model_dir / "model_card.json").read_text())
+  assert float(metadata[c.METADATA_THRESHOLD]) == card["threshold"]
   assert metadata[c.METADATA_MODEL_FINGERPRINT].decode()
   assert metadata[c.METADATA_MODEL_NAME].decode() == "model"
 
 
-def test_pandas_gets_the_declared_dtypes(scored):
+def test_pandas_gets_the_declared_dtypes(scored, tiny_model_dir):
   namespace = {}
   exec(_localise(_readme_block("python"), scored), namespace)  # noqa: S102
   frame = namespace["scores"]
@@ -87,7 +88,9 @@ def test_pandas_gets_the_declared_dtypes(scored):
   assert frame[c.LABEL_ID].dtype == np.int8
   assert frame[c.REVIEW_ID].map(type).eq(str).all()
   shard = sorted((scored["root"] / "scores").glob("test-*.parquet"))[0]
-  assert pq.read_schema(shard).metadata[c.METADATA_THRESHOLD] == b"0.5"
+  card = json.loads((tiny_model_dir / "model_card.json").read_text())
+  assert pq.read_schema(shard).metadata[c.METADATA_THRESHOLD] == repr(
+      card["threshold"]).encode()
 
 
 def test_readme_duckdb_join_runs(scored):

@@ -9,7 +9,7 @@ import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.io import InputError, plan_input
+from pipeline.plan import InputError, plan_input
 from pipeline.run import run
 from train import data as data_lib
 
@@ -89,6 +89,13 @@ def test_training_data_from_csv_a_glob_and_a_folder_of_parts(reviews,
       for i in folder.ids]
   with pytest.raises(data_lib.DataError, match="--text-column"):
     data_lib.read_labelled(tmp_path / "a.csv", text_column="text")
+  # No id column: refused, unless rows may be numbered.
+  without_ids = dict(columns, id_column="review_id")
+  with pytest.raises(data_lib.DataError, match="--id-column.*--positional-ids"):
+    data_lib.read_labelled(tmp_path / "a.csv", **without_ids)
+  numbered = data_lib.read_labelled(tmp_path / "a.csv", **without_ids,
+                                    positional_ids=True)
+  assert numbered.ids == [f"a.csv:{i}" for i in range(8)]
 
 
 def test_split_named_parts_keep_test_out_of_training(reviews, tmp_path):

@@ -14,12 +14,12 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 import tensorflow_text  # noqa: F401
 
-from pipeline import io as io_lib
 from pipeline import model_handler
+from pipeline.plan import InputError
+from pipeline.read import read_lines
 from pipeline.run import PipelineFailed, run
 from reviewscore.cli import main
 from schemas import columns as c
@@ -71,7 +71,7 @@ def test_parquet_with_carried_columns_matches_serving_default(
   # asked for.
   pq.write_table(rows.slice(30).drop_columns(["review_id"]),
                  inputs / "b.parquet")
-  with pytest.raises(io_lib.InputError, match="--id-column"):
+  with pytest.raises(InputError, match="--id-column"):
     score(tmp_path, f"--input={inputs}/*.parquet", f"--model={tiny_model_dir}")
   result = score(tmp_path, f"--input={inputs}/*.parquet",
                  f"--model={tiny_model_dir}", "--num_shards=3",
@@ -359,6 +359,6 @@ def test_transient_inference_failure_is_retried_persistent_is_dead_lettered(
 def test_read_lines_streams_long_lines():
   import io
   data = b"short\n" + b"y" * 300_000 + b"\nlast\r\nno newline at end"
-  lines = list(io_lib.read_lines(io.BytesIO(data), 1000))
+  lines = list(read_lines(io.BytesIO(data), 1000))
   assert lines == [(1, b"short", 5), (2, None, 300_000), (3, b"last", 5),
                    (4, b"no newline at end", 17)]

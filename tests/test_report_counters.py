@@ -2,8 +2,8 @@
 import numpy as np
 import pytest
 
-from pipeline.metrics import binary_metrics
-from pipeline.report import ScoreCounters
+from evaluation.metrics import binary_metrics
+from evaluation.streaming import ScoreCounters
 
 
 def test_counters_match_exact_metrics_in_any_batching():

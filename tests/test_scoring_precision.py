@@ -3,7 +3,6 @@ against the float32 model it stands in for (tiny real BERT, no mocks)."""
 import numpy as np
 import pytest
 
-import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 import tensorflow as tf
 
 from train.bert_backbone import LayerNorm

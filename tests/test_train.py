@@ -7,7 +7,6 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 import tensorflow as tf
 import tensorflow_text  # noqa: F401
 
@@ -144,7 +143,9 @@ def test_signatures_agree_and_truncate_head_plus_tail(trained_model):
     np.testing.assert_allclose(alone["probability"].numpy()[0],
                                served["probability"].numpy()[row], atol=1e-5)
   labels = served["label_id"].numpy()
-  assert ((served["probability"].numpy() >= 0.5) == (labels == 1)).all()
+  threshold = json.loads((trained_model / "model_card.json").read_text())[
+      "threshold"]
+  assert ((served["probability"].numpy() >= threshold) == (labels == 1)).all()
   both = model.signatures["classify_tokens_bfloat16"](
       input_word_ids=tf.constant(ids), input_mask=tf.constant((ids > 0).astype(np.int32)))
   np.testing.assert_allclose(both["probability"].numpy(),

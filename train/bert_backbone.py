@@ -128,12 +128,9 @@ class TransformerBlock(tf_keras.layers.Layer):
     The dense layers run on a 2-D [batch * length, hidden] view: Keras' Dense
     on 3-D inputs goes through tensordot (reshape, MatMul, reshape), which
     hides MatMul + BiasAdd (+ GELU) from grappler's fusion into one oneDNN
-    call; in bfloat16 the unfused 3-D FFN took about 4× the fused one, and
-    the whole model scored 45.7 → 101.4 reviews/s (MiniLM, 128 tokens, batch
-    32, 2-core Zen 4 with AVX-512 BF16; benchmarks/throughput.py).
-    In float32 the fused oneDNN MatMul was the slower one (43.8 against 56.7
-    reviews/s for MiniLM at 128 tokens on a 2-core Zen 4), so float32 keeps
-    the 3-D view.
+    call, which in bfloat16 is the fast one. In float32 the fused oneDNN
+    MatMul was the slower one, so float32 keeps the 3-D view. Figures:
+    benchmarks/results/code_choices.md.
     """
     batch, length = tf.shape(x)[0], tf.shape(x)[1]
     hidden = self.config.hidden_size
@@ -148,7 +145,7 @@ class TransformerBlock(tf_keras.layers.Layer):
       # matmul * scalar constant + [batch, 1, 1, length] bias is the graph
       # grappler fuses into one oneDNN batch matmul with two post-ops, so
       # the [batch, heads, length, length] scores are written once, not
-      # three times (×1.9 at 512 tokens, benchmarks/scoring_kernels.py).
+      # three times (benchmarks/results/code_choices.md).
       scores = (tf.matmul(q, k, transpose_b=True) * scale +
                 tf.cast(attention_bias, self.compute_dtype))
       # TensorFlow's CPU softmax kernel sums in float32 (512 equal logits

@@ -15,10 +15,17 @@ from train.bert_backbone import BertBackbone
 from train.bert_config import BertConfig
 from train.encoders import EncoderSource
 
+# TF Hub's BERT encoder inputs, which the classifier takes unchanged.
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
 POOLINGS = ("cls", "mean")
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16",
               "float16": "mixed_float16"}
+
+
+def encoder_inputs(word_ids, mask) -> dict:
+  """The classifier's inputs for single-segment token batches."""
+  return dict(zip(INPUT_NAMES, (word_ids, mask, tf.zeros_like(word_ids)),
+                  strict=True))
 
 
 class MaskedMeanPooling(tf_keras.layers.Layer):

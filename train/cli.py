@@ -112,6 +112,54 @@ def _existing_or_glob(ctx, param, value):
   raise click.BadParameter(f"Path '{value}' does not exist.")
 
 
+def _input_columns(command):
+  """--text-column, --label-column and --id-column (shared by train and
+  evaluate; the defaults are the schema's)."""
+  from schemas import columns
+  for flag, default, help_text in reversed((
+      ("--text-column", columns.INPUT_TEXT, "Column with the review text."),
+      ("--label-column", columns.INPUT_LABEL,
+       "Column with the label: two class names, 0/1, or numbers mapped by "
+       "--label-map."),
+      ("--id-column", columns.INPUT_ID,
+       "Column with a unique review id: a table without it is an error "
+       "unless --positional-ids."))):
+    command = click.option(flag, default=default, show_default=True,
+                           help=help_text)(command)
+  return click.option(
+      "--positional-ids", is_flag=True,
+      help="Where a table file lacks the id column, number its rows "
+      "FILE:ROW.")(command)
+
+
+_LABEL_MAP_HELP = ("Map a numeric label column to two classes, negative "
+                   "first: e.g. 'neg:<=2,pos:>=4' for 1-5 stars. Rows that "
+                   "meet neither condition are left out and counted.")
+
+
+def _labels_from_options(class_names, label_map):
+  from train.labels import LabelError, LabelScheme
+  try:
+    return LabelScheme.from_options(class_names=class_names,
+                                    label_map=label_map)
+  except LabelError as e:
+    raise click.BadParameter(str(e), param_hint="--label-map" if label_map
+                             else "--class-names") from None
+
+
+def _threshold(ctx, param, value):
+  if value is None or value == "auto":
+    return None
+  try:
+    threshold = float(value)
+  except ValueError:
+    threshold = -1.0
+  if not 0.0 < threshold < 1.0:
+    raise click.BadParameter(f"{value!r} is neither auto nor a number "
+                             "between 0 and 1")
+  return threshold
+
+
 _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               "Parquet, CSV or JSON Lines file, a glob or a folder of parts; "
               "or a directory with train.parquet and test.parquet.")
@@ -174,14 +222,22 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
           help="Steps between checkpoints (and one at the end of every epoch).")
 @_setting("length_bucketing", "--length-bucketing/--no-length-bucketing",
           help="Batch reviews of similar length together.")
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--id-column", default="review_id", show_default=True)
+@_input_columns
+@click.option("--class-names", default=None,
+              help="NEGATIVE,POSITIVE: the names of label values 0 and 1, or "
+              "the order of two named classes [default: from the data, "
+              "sorted; neg,pos for 0/1].")
+@click.option("--label-map", default=None, help=_LABEL_MAP_HELP)
+@click.option("--threshold", default="auto", show_default=True,
+              callback=_threshold,
+              help="Decision threshold on the positive-class probability; "
+              "auto: the one with the highest validation accuracy.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint.")
 @click.pass_context
 def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
-          max_test_examples, text_column, label_column, id_column, resume,
+          max_test_examples, text_column, label_column, id_column,
+          positional_ids, class_names, label_map, threshold, resume,
           **setting_values):
   """Fine-tune a BERT classifier on labelled reviews and export it.
 
@@ -223,11 +279,14 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
   from train.run import train_and_export
   from train.settings import TrainSettings
   settings = TrainSettings(**setting_values)
+  label_scheme = _labels_from_options(class_names, label_map)
   try:
     card = train_and_export(
         data_path=data_path, encoder=encoder, out=out, settings=settings,
         preprocessor=preprocessor, text_column=text_column,
-        label_column=label_column, id_column=id_column, resume=resume,
+        label_column=label_column, id_column=id_column,
+        label_scheme=label_scheme, threshold=threshold,
+        positional_ids=positional_ids, resume=resume,
         max_test_examples=max_test_examples, progress=_echo_err,
         restore_best=restore_best)
   except _library_errors() as e:
@@ -255,11 +314,11 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
               help="Where metrics.json and the PNGs go [default: MODEL/eval-SPLIT].")
 @click.option("--max-examples", default=None, type=click.IntRange(1),
               help="Evaluate on a random subset.")
-@click.option("--text-column", default="text", show_default=True)
-@click.option("--label-column", default="label", show_default=True)
-@click.option("--id-column", default="review_id", show_default=True)
+@_input_columns
+@click.option("--label-map", default=None,
+              help=_LABEL_MAP_HELP + " [default: the model's, from training]")
 def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
-             label_column, id_column):
+             label_column, id_column, positional_ids, label_map):
   """Score labelled reviews with a trained model and report its metrics.
 
   Prints and writes (metrics.json) accuracy, precision, recall, F1, ROC AUC,
@@ -275,16 +334,19 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
   try:
     result = evaluate_model(model_dir, data_path, split=split, out_dir=out_dir,
                             max_examples=max_examples, text_column=text_column,
-                            label_column=label_column, id_column=id_column)
+                            label_column=label_column, id_column=id_column,
+                            label_map=label_map, positional_ids=positional_ids)
   except (DataError, ModelDirError) as e:
     raise click.ClickException(str(e)) from None
   (tn, fp), (fn, tp) = result["confusion_matrix"]["rows_true_cols_predicted"]
+  negative, positive = result["confusion_matrix"]["labels"]
   click.echo(
       f"{result['count']:,} reviews: accuracy {result['accuracy']:.4f}  "
       f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  "
       f"F1 {result['f1']:.4f}  ROC AUC {result['roc_auc']:.4f}  "
       f"log loss {result['log_loss']:.4f}\n"
-      f"confusion (rows true neg/pos, cols predicted neg/pos): "
+      f"confusion (rows true {negative}/{positive}, cols predicted "
+      f"{negative}/{positive}): "
       f"[[{tn} {fp}] [{fn} {tp}]]\nwritten to {result['out_dir']}")
 
 

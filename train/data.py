@@ -22,8 +22,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from schemas.inputs import table_format_of
+from train.labels import LabelError, LabelScheme
 
-DEFAULT_CLASS_NAMES = ("neg", "pos")
+FROM_THE_DATA = LabelScheme()  # two classes, named by the values found
 
 
 class DataError(Exception):
@@ -36,14 +37,16 @@ class LabelledReviews:
   texts: List[str]
   labels: np.ndarray  # int32 class indices
   source: str
+  class_names: Tuple[str, ...]
+  dropped: int = 0  # rows of the source the label map assigned to no class
 
   def __len__(self):
     return len(self.texts)
 
   def subset(self, indices: np.ndarray) -> "LabelledReviews":
-    return LabelledReviews(ids=[self.ids[i] for i in indices],
-                           texts=[self.texts[i] for i in indices],
-                           labels=self.labels[indices], source=self.source)
+    return dataclasses.replace(self, ids=[self.ids[i] for i in indices],
+                               texts=[self.texts[i] for i in indices],
+                               labels=self.labels[indices], dropped=0)
 
   def fingerprint(self) -> str:
     """sha256 over ids, labels and texts: names the exact data a model saw."""
@@ -56,8 +59,11 @@ class LabelledReviews:
 
   def summary(self) -> dict:
     counts = np.bincount(self.labels, minlength=2).tolist() if len(self) else []
-    return {"source": self.source, "rows": len(self),
-            "class_counts": counts, "sha256": self.fingerprint()}
+    summary = {"source": self.source, "rows": len(self),
+               "class_counts": counts, "sha256": self.fingerprint()}
+    if self.dropped:
+      summary["dropped_by_label_map"] = self.dropped
+    return summary
 
 
 def _read_tree_split(split_dir: pathlib.Path, class_names: Sequence[str]
@@ -75,7 +81,7 @@ def _read_tree_split(split_dir: pathlib.Path, class_names: Sequence[str]
     raise DataError(f"{split_dir}: no .txt reviews under {list(class_names)}")
   return LabelledReviews(ids=ids, texts=texts,
                          labels=np.asarray(labels, np.int32),
-                         source=str(split_dir))
+                         source=str(split_dir), class_names=tuple(class_names))
 
 
 def _read_table_file(path: pathlib.Path) -> pa.Table:
@@ -131,8 +137,8 @@ def _split_parts(path: pathlib.Path, split: str) -> Optional[List[pathlib.Path]]
 
 
 def _read_tables(paths, *, text_column: str, label_column: str,
-                  id_column: str, class_names: Sequence[str]
-                  ) -> LabelledReviews:
+                 id_column: str, labels: LabelScheme,
+                 positional_ids: bool = False) -> LabelledReviews:
   """Labelled rows of one or more table files (Parquet, CSV, JSON Lines)."""
   paths = [pathlib.Path(p) for p in ([paths] if isinstance(
       paths, (str, pathlib.Path)) else paths)]
@@ -146,6 +152,10 @@ def _read_tables(paths, *, text_column: str, label_column: str,
                         f"{table.schema.names}); name it with "
                         f"--{column == text_column and 'text' or 'label'}-column")
     has_id = id_column in table.schema.names
+    if not has_id and not positional_ids:
+      raise DataError(f"{part}: no id column {id_column!r} (columns: "
+                      f"{table.schema.names}); name it with --id-column, or "
+                      "pass --positional-ids to number rows FILE:ROW")
     ids = (pc.cast(table[id_column], pa.string()) if has_id else
            pa.array([f"{part.name}:{i}" for i in range(table.num_rows)]))
     tables.append(pa.table({"id": ids, "text": table[text_column],
@@ -156,39 +166,42 @@ def _read_tables(paths, *, text_column: str, label_column: str,
     raise DataError(f"{path}: parts whose columns do not agree ({e})") from None
   text_column, label_column, id_column = "text", "label", "id"
   table = table.filter(pc.is_valid(table[label_column]))  # unlabelled rows
+  try:
+    class_ids, class_names = labels.apply(table[label_column], str(path))
+  except LabelError as e:
+    raise DataError(str(e)) from None
+  kept = class_ids >= 0
+  dropped = int((~kept).sum())
+  if dropped:
+    table = table.filter(pa.array(kept))
+    class_ids = class_ids[kept]
   texts = table[text_column].to_pylist()
-  raw_labels = table[label_column].to_pylist()
-  if raw_labels and isinstance(raw_labels[0], str):
-    index = {name: i for i, name in enumerate(class_names)}
-    unknown = sorted(set(raw_labels) - set(index))
-    if unknown:
-      raise DataError(f"{path}: labels {unknown[:5]} are not among {list(class_names)}")
-    labels = np.asarray([index[v] for v in raw_labels], np.int32)
-  else:
-    labels = np.asarray(raw_labels, np.int32)
-    if labels.size and (labels.min() < 0 or labels.max() >= len(class_names)):
-      raise DataError(f"{path}: label ids must lie in [0, {len(class_names)})")
   ids = table[id_column].to_pylist()
   bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
   if bad:
     raise DataError(f"{path}: {len(bad)} rows have null or empty text "
                     f"(first id {ids[bad[0]]!r})")
-  return LabelledReviews(ids=[str(i) for i in ids], texts=texts, labels=labels,
-                         source=str(path))
+  return LabelledReviews(ids=[str(i) for i in ids], texts=texts,
+                         labels=class_ids, source=str(path),
+                         class_names=tuple(class_names), dropped=dropped)
 
 
 def read_labelled(path, split: str = "train", *, text_column: str = "text",
                   label_column: str = "label", id_column: str = "review_id",
-                  class_names: Sequence[str] = DEFAULT_CLASS_NAMES
+                  labels: LabelScheme = FROM_THE_DATA,
+                  positional_ids: bool = False
                   ) -> Optional[LabelledReviews]:
   """Reads one split (`train` or `test`) of labelled reviews.
 
   Returns None when PATH is a directory that simply has no such split (a tree
   without `test/`); raises DataError for anything that is there but broken.
+  Read the training split first and the others with its class names
+  (`labels.with_class_names(train.class_names)`).
   """
   path = pathlib.Path(path).expanduser()
   parquet_options = dict(text_column=text_column, label_column=label_column,
-                         id_column=id_column, class_names=class_names)
+                         id_column=id_column, labels=labels,
+                         positional_ids=positional_ids)
   if path.is_file():
     if split != "train":
       return None
@@ -199,7 +212,7 @@ def read_labelled(path, split: str = "train", *, text_column: str = "text",
       raise DataError(f"{path}: no such file or directory")
     return _read_tables(parts, **parquet_options) if split == "train" else None
   if (path / split).is_dir():
-    return _read_tree_split(path / split, class_names)
+    return _read_tree_split(path / split, _tree_classes(labels))
   parts = _split_parts(path, split)
   if parts:
     return _read_tables(parts, **parquet_options)
@@ -209,15 +222,23 @@ def read_labelled(path, split: str = "train", *, text_column: str = "text",
   return None
 
 
+def _tree_classes(labels: LabelScheme) -> Tuple[str, ...]:
+  try:
+    return labels.tree_class_names()
+  except LabelError as e:
+    raise DataError(str(e)) from None
+
+
 def read_evaluation_set(path, split: str = "test", **options
                         ) -> LabelledReviews:
   """What `evaluate` scores: a split of a data folder; a file, a glob, a
   folder of parts or a one-split tree (`pos/*.txt`, `neg/*.txt`) whole.
   """
   path = pathlib.Path(path).expanduser()
-  class_names = options.get("class_names", DEFAULT_CLASS_NAMES)
-  if path.is_dir() and all((path / name).is_dir() for name in class_names):
-    return _read_tree_split(path, class_names)
+  labels = options.get("labels", FROM_THE_DATA)
+  if path.is_dir() and not labels.label_map and all(
+      (path / name).is_dir() for name in _tree_classes(labels)):
+    return _read_tree_split(path, _tree_classes(labels))
   if path.is_file():
     return _read_tables(path, **options)
   labelled = read_labelled(path, split, **options) if path.is_dir() else None

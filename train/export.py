@@ -1,16 +1,13 @@
-"""Export: a SavedModel that takes raw strings, and the scoring contract.
+"""Export: a SavedModel that takes raw strings, with the signatures
+`schemas.model_dir` names.
 
-Signatures of `saved_model/`:
-- `serving_default(text)`: string [batch] → `logits`, `probability`
-  (positive class, float32) and `label_id` (int32), as the tutorial's model
-  takes raw text;
-- `tokenize(text)` → `input_word_ids` int32 [batch, seq_length] (truncated as
-  in training, padded with 0) and `num_tokens` int32 [batch], so the scoring
-  pipeline can tokenize apart from the model and batch by length;
-- `classify_tokens(input_word_ids, input_mask)` on [batch, any length ≤
-  seq_length] token batches → the outputs of `serving_default`, in the
-  serving precision; `classify_tokens_float32` / `classify_tokens_bfloat16`
-  name a precision explicitly where one was exported.
+- serving: raw strings → logits, positive-class probability, label id, as
+  the tutorial's model takes raw text;
+- tokenize: raw strings → token ids (truncated as in training) and token
+  counts, so the scoring pipeline can tokenize apart from the model and batch
+  reviews by length;
+- classify: token batches of any length up to seq_length → the serving
+  outputs, once per exported precision.
 """
 import json
 import os
@@ -24,16 +21,15 @@ from typing import TYPE_CHECKING, Dict, Sequence
 import numpy as np
 import tensorflow as tf
 
+from schemas import model_dir as contract
+from train.classifier import encoder_inputs
+
 if TYPE_CHECKING:
   import tf_keras
 
-SAVED_MODEL_DIR = "saved_model"
-MODEL_CARD_FILE = "model_card.json"
-FORMAT_VERSION = 1
-
-_TEXT = tf.TensorSpec([None], tf.string, name="text")
-_IDS = tf.TensorSpec([None, None], tf.int32, name="input_word_ids")
-_MASK = tf.TensorSpec([None, None], tf.int32, name="input_mask")
+_TEXT = tf.TensorSpec([None], tf.string, name=contract.TEXT_INPUT)
+_IDS = tf.TensorSpec([None, None], tf.int32, name=contract.TOKEN_IDS)
+_MASK = tf.TensorSpec([None, None], tf.int32, name=contract.TOKEN_MASK)
 
 
 class ServingModule(tf.Module):
@@ -47,9 +43,9 @@ class ServingModule(tf.Module):
     self.packer = packer
     # Only the classifiers' weights are tracked, not the Keras models: a
     # tracked model also saves every layer's own traced call functions,
-    # which made MiniLM's SavedModel graph 7.0 MB instead of 4.2, its export
-    # 8.2 s instead of 3.7 and its load, on every scoring worker, 3.6 s
-    # instead of 1.7. The signatures below are all that scoring calls.
+    # which makes the graph larger and slower to export and to load on every
+    # scoring worker (benchmarks/results/code_choices.md). The signatures
+    # below are all that scoring calls.
     self.classifier_weights = {precision: list(model.weights)
                                for precision, model in classifiers.items()}
     self.serving_precision = serving_precision
@@ -63,21 +59,21 @@ class ServingModule(tf.Module):
 
     @tf.function(input_signature=[_IDS, _MASK])
     def classify_tokens(input_word_ids, input_mask):
-      logits = model({"input_word_ids": input_word_ids,
-                      "input_mask": input_mask,
-                      "input_type_ids": tf.zeros_like(input_word_ids)},
+      logits = model(encoder_inputs(input_word_ids, input_mask),
                      training=False)
       logits = tf.cast(logits, tf.float32)
       probability = tf.sigmoid(logits)
-      return {"logits": logits, "probability": probability,
-              "label_id": tf.cast(probability >= threshold, tf.int32)}
+      return {contract.OUTPUT_LOGITS: logits,
+              contract.OUTPUT_PROBABILITY: probability,
+              contract.OUTPUT_LABEL_ID:
+                  tf.cast(probability >= threshold, tf.int32)}
     return classify_tokens
 
   @tf.function(input_signature=[_TEXT])
   def tokenize(self, text):
     packed = self.packer.pack(text)
-    return {"input_word_ids": packed["input_word_ids"],
-            "num_tokens": tf.reduce_sum(packed["input_mask"], axis=1)}
+    return {contract.TOKEN_IDS: packed["input_word_ids"],
+            contract.NUM_TOKENS: tf.reduce_sum(packed["input_mask"], axis=1)}
 
   @tf.function(input_signature=[_TEXT])
   def serve(self, text):
@@ -86,12 +82,12 @@ class ServingModule(tf.Module):
         packed["input_word_ids"], packed["input_mask"])
 
   def signatures(self) -> dict:
-    sigs = {"serving_default": self.serve.get_concrete_function(),
-            "tokenize": self.tokenize.get_concrete_function(),
-            "classify_tokens":
+    sigs = {contract.SERVING_SIGNATURE: self.serve.get_concrete_function(),
+            contract.TOKENIZE_SIGNATURE: self.tokenize.get_concrete_function(),
+            contract.CLASSIFY_SIGNATURE:
                 self.functions[self.serving_precision].get_concrete_function()}
     for precision, fn in self.functions.items():
-      sigs[f"classify_tokens_{precision}"] = fn.get_concrete_function()
+      sigs[contract.classify_signature_for(precision)] = fn.get_concrete_function()
     return sigs
 
 
@@ -115,8 +111,8 @@ import tensorflow as tf
 import tensorflow_text  # registers the WordPiece ops the SavedModel uses
 model = tf.saved_model.load(sys.argv[1])
 texts = json.load(open(sys.argv[2]))
-out = model.signatures["serving_default"](text=tf.constant(texts))
-json.dump([float(p) for p in out["probability"].numpy()], sys.stdout)
+out = model.signatures[sys.argv[3]](**{sys.argv[4]: tf.constant(texts)})
+json.dump([float(p) for p in out[sys.argv[5]].numpy()], sys.stdout)
 """
 
 
@@ -134,7 +130,9 @@ def check_reload(saved_model_dir, texts: Sequence[str], expected: np.ndarray,
     env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
     env["TF_CPP_MIN_LOG_LEVEL"] = "3"
     done = subprocess.run(
-        [sys.executable, "-c", _RELOAD_SCRIPT, str(saved_model_dir), str(sample)],
+        [sys.executable, "-c", _RELOAD_SCRIPT, str(saved_model_dir), str(sample),
+         contract.SERVING_SIGNATURE, contract.TEXT_INPUT,
+         contract.OUTPUT_PROBABILITY],
         capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
   if done.returncode != 0:
     tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]

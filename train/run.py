@@ -12,22 +12,21 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_hub as hub
 
-from pipeline import metrics as metric_lib
-from pipeline import plots
+from evaluation import metrics as metric_lib
+from evaluation import plots
+from schemas import model_dir as contract
 from train import data as data_lib
 from train.classifier import (build_classifier, scoring_copies,
                               weights_fingerprint)
 from train.encoders import check_reachable, resolve_encoder
-from train.export import (FORMAT_VERSION, MODEL_CARD_FILE, SAVED_MODEL_DIR,
-                          ServingModule, check_reload, replace_dir,
+from train.export import (ServingModule, check_reload, replace_dir,
                           save_serving_model, write_json)
+from train.labels import LabelScheme
 from train.review_packer import ReviewPacker
 from train.settings import resolve_auto
 from train.trainer import (STATE_FILE, Trainer, TrainSettings,
                            make_logits_fn, predict_logits, tokenize_reviews)
 
-CLASS_NAMES = data_lib.DEFAULT_CLASS_NAMES
-THRESHOLD = 0.5
 RELOAD_SAMPLE = 32
 
 
@@ -53,13 +52,20 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
                      text_column: str = "text", label_column: str = "label",
-                     id_column: str = "review_id", resume: bool = False,
+                     id_column: str = "review_id",
+                     label_scheme: LabelScheme = data_lib.FROM_THE_DATA,
+                     threshold: Optional[float] = None,
+                     positional_ids: bool = False, resume: bool = False,
                      max_test_examples: Optional[int] = None,
                      use_hub_layer: Optional[bool] = None,
                      progress: Callable[[str], None] = print,
                      log_every_steps: int = 20,
                      restore_best: bool = True) -> dict:
-  """Trains, evaluates and exports; returns the model card."""
+  """Trains, evaluates and exports; returns the model card (as written).
+
+  `threshold` None chooses the decision threshold with the highest accuracy
+  on the validation split.
+  """
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
   check_reachable(source.encoder)
@@ -74,17 +80,25 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   out.mkdir(parents=True, exist_ok=True)
 
   columns = dict(text_column=text_column, label_column=label_column,
-                 id_column=id_column, class_names=CLASS_NAMES)
-  labelled = data_lib.read_labelled(data_path, "train", **columns)
+                 id_column=id_column, positional_ids=positional_ids)
+  labelled = data_lib.read_labelled(data_path, "train", labels=label_scheme,
+                                    **columns)
+  class_names = labelled.class_names
+  label_scheme = label_scheme.with_class_names(class_names)
   labelled = data_lib.sample(labelled, settings.max_examples, seed=settings.seed)
   train_set, validation_set = data_lib.split_train_validation(
       labelled, validation_fraction=settings.validation_fraction,
       seed=settings.seed)
-  test_set = data_lib.read_labelled(data_path, "test", **columns)
+  test_set = data_lib.read_labelled(data_path, "test", labels=label_scheme,
+                                    **columns)
   if test_set is not None:
     test_set = data_lib.sample(test_set, max_test_examples, seed=settings.seed)
+  dropped = labelled.dropped + (test_set.dropped if test_set else 0)
   progress(f"data: {len(train_set):,} training, {len(validation_set):,} "
-           f"validation, {len(test_set) if test_set else 0:,} test reviews")
+           f"validation, {len(test_set) if test_set else 0:,} test reviews; "
+           f"classes {class_names[0]} (negative), {class_names[1]} (positive)"
+           + (f"; {dropped:,} rows matched no class of the label map and "
+              "were left out" if dropped else ""))
 
   packer = ReviewPacker(hub.load(source.preprocessor),
                         seq_length=settings.seq_length,
@@ -116,9 +130,13 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       continue
     probabilities = _probabilities(predict_logits(logits_fn, split))
     evaluation[name] = (split.labels, probabilities)
-  progress("evaluation: " + ", ".join(
-      f"{name} accuracy {np.mean((p >= THRESHOLD) == (y == 1)):.4f}"
-      for name, (y, p) in evaluation.items()))
+  threshold_source = "given"
+  if threshold is None:
+    threshold = round(metric_lib.best_threshold(*evaluation["validation"]), 4)
+    threshold_source = "highest validation accuracy"
+  progress(f"threshold {threshold:g} ({threshold_source}); evaluation: " +
+           ", ".join(f"{name} accuracy {np.mean((p >= threshold) == (y == 1)):.4f}"
+                     for name, (y, p) in evaluation.items()))
 
   classifiers = {settings.precision: model}
   if not use_hub_layer and source.is_local:
@@ -135,65 +153,71 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   if serving_precision not in classifiers:
     serving_precision = settings.precision
   module = ServingModule(packer, classifiers, serving_precision=serving_precision,
-                         threshold=THRESHOLD)
+                         threshold=threshold)
 
-  staging = out / (SAVED_MODEL_DIR + ".partial")
+  staging = out / (contract.SAVED_MODEL_DIR + ".partial")
   if staging.exists():
     shutil.rmtree(staging)
   save_serving_model(module, staging)
   sample_texts = (test_set or validation_set).texts[:RELOAD_SAMPLE]
-  in_memory = module.serve(tf.constant(sample_texts))["probability"].numpy()
+  in_memory = module.serve(tf.constant(sample_texts))[
+      contract.OUTPUT_PROBABILITY].numpy()
   reload_difference = check_reload(staging, sample_texts, in_memory)
   progress(f"reload check: a fresh process reproduces the scores "
            f"(max difference {reload_difference:.2g})")
-  replace_dir(staging, out / SAVED_MODEL_DIR)
+  replace_dir(staging, out / contract.SAVED_MODEL_DIR)
 
   exported = state["history"][trainer.exported_epoch - 1]
   metrics = {"train": {"accuracy": exported["accuracy"],
                        "loss": exported["loss"], "epoch": exported["epoch"]}}
   for name, (labels, probabilities) in evaluation.items():
     metrics[name] = metric_lib.binary_metrics(labels, probabilities,
-                                              threshold=THRESHOLD)
+                                              threshold=threshold,
+                                              class_names=class_names)
   write_json(out / "history.json", state["history"])
   plots.training_curves(state["history"], out / "training_curves.png")
   if "test" in evaluation:
     labels, probabilities = evaluation["test"]
     plots.reliability_diagram(labels, probabilities, out / "reliability.png")
     plots.score_histogram(probabilities, out / "score_histogram.png",
-                          labels=labels, threshold=THRESHOLD)
+                          labels=labels, threshold=threshold,
+                          class_names=class_names)
 
-  card = {
-      "format_version": FORMAT_VERSION,
-      "model_name": out.resolve().name,
-      "model_fingerprint": weights_fingerprint(model),
-      "created_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+  card = contract.ModelCard(
+      format_version=contract.FORMAT_VERSION,
+      model_name=out.resolve().name,
+      model_fingerprint=weights_fingerprint(model),
+      created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
           timespec="seconds"),
-      "class_names": list(CLASS_NAMES),
-      "threshold": THRESHOLD,
-      "seq_length": settings.seq_length,
-      "truncation": packer.describe(),
-      "pooling": settings.pooling,
-      "serving_precision": serving_precision,
-      "precisions": sorted(classifiers),
-      "signatures": sorted(module.signatures()),
-      "encoder": source.provenance(),
-      "hyperparameters": settings.to_dict(),
-      "training": {"epochs_run": len(state["history"]),
-                   "best_epoch": state["best_epoch"],
-                   "stopped_early": state["stopped_early"],
-                   "exported_epoch": trainer.exported_epoch,
-                   "exported_weights": ("lowest validation loss"
-                                        if restore_best else "last epoch"),
-                   "steps": trainer.step, "total_steps": trainer.total_steps},
-      "metrics": metrics,
-      "data": {"train": train_set.summary(),
-               "validation": validation_set.summary(),
-               "test": test_set.summary() if test_set else None,
-               "columns": {"text": text_column, "label": label_column,
-                           "id": id_column}},
-      "reload_check_max_difference": reload_difference,
-      "versions": _versions(),
-  }
+      class_names=list(class_names),
+      threshold=threshold,
+      seq_length=settings.seq_length,
+      truncation=packer.describe(),
+      pooling=settings.pooling,
+      serving_precision=serving_precision,
+      precisions=sorted(classifiers),
+      signatures=sorted(module.signatures()),
+      encoder=source.provenance(),
+      hyperparameters=settings.to_dict(),
+      label_map=label_scheme.describe()["label_map"],
+      training={"epochs_run": len(state["history"]),
+                "threshold_from": threshold_source,
+                "best_epoch": state["best_epoch"],
+                "stopped_early": state["stopped_early"],
+                "exported_epoch": trainer.exported_epoch,
+                "exported_weights": ("lowest validation loss"
+                                     if restore_best else "last epoch"),
+                "steps": trainer.step, "total_steps": trainer.total_steps},
+      metrics=metrics,
+      data={"train": train_set.summary(),
+            "validation": validation_set.summary(),
+            "test": test_set.summary() if test_set else None,
+            "columns": {"text": text_column, "label": label_column,
+                        "id": id_column},
+            "dropped_by_label_map": dropped},
+      reload_check_max_difference=reload_difference,
+      versions=_versions(),
+  ).to_dict()
   # Written last: a model directory with a card is a finished one.
-  write_json(out / MODEL_CARD_FILE, card)
+  write_json(out / contract.MODEL_CARD_FILE, card)
   return card

@@ -17,6 +17,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
+from evaluation.metrics import log_loss_from_logits
+from train.classifier import encoder_inputs
 from train.schedule import WarmupLinearDecay
 from train.settings import TrainSettings
 
@@ -108,8 +110,7 @@ def make_logits_fn(model):
   """A traced token-ids → logits function for evaluation (no retracing)."""
   @tf.function(input_signature=_TOKEN_SPECS)
   def logits_fn(word_ids, mask):
-    return model({"input_word_ids": word_ids, "input_mask": mask,
-                  "input_type_ids": tf.zeros_like(word_ids)}, training=False)
+    return model(encoder_inputs(word_ids, mask), training=False)
   return logits_fn
 
 
@@ -123,14 +124,6 @@ def predict_logits(logits_fn, data: TokenizedReviews, *, batch_size: int = 64
     word_ids, mask = _batch_inputs(data, rows)
     logits[rows] = logits_fn(word_ids, mask).numpy()
   return logits
-
-
-def binary_log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
-  labels = labels.astype(np.float64)
-  logits = logits.astype(np.float64)
-  # log(1 + exp(-|z|)) + max(z, 0) - z*y: stable for large |z|.
-  losses = np.logaddexp(0.0, -np.abs(logits)) + np.maximum(logits, 0) - logits * labels
-  return float(losses.mean())
 
 
 class Trainer:
@@ -233,8 +226,7 @@ class Trainer:
 
     @tf.function(input_signature=_TOKEN_SPECS + [tf.TensorSpec([None], tf.float32)])
     def train_step(word_ids, mask, labels):
-      inputs = {"input_word_ids": word_ids, "input_mask": mask,
-                "input_type_ids": tf.zeros_like(word_ids)}
+      inputs = encoder_inputs(word_ids, mask)
       with tf.GradientTape() as tape:
         logits = model(inputs, training=True)
         loss = loss_fn(labels, logits)
@@ -257,7 +249,7 @@ class Trainer:
 
   def evaluate(self, data: TokenizedReviews) -> dict:
     logits = predict_logits(self._logits_fn, data)
-    return {"loss": binary_log_loss(data.labels, logits),
+    return {"loss": log_loss_from_logits(data.labels, logits),
             "accuracy": float(np.mean((logits > 0) == (data.labels == 1)))}
 
   # -- loop ----------------------------------------------------------------

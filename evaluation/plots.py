@@ -8,7 +8,7 @@ matplotlib.use("Agg")  # files only; workers and CI have no display
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from pipeline.metrics import calibration_bins, roc_curve  # noqa: E402
+from evaluation.metrics import calibration_bins, roc_curve  # noqa: E402
 
 
 def _save(fig, path) -> pathlib.Path:
@@ -20,26 +20,26 @@ def _save(fig, path) -> pathlib.Path:
 
 
 def histogram_from_counts(edges, counts, path, *, per_class=None,
-                          threshold: float = 0.5):
+                          threshold: float = 0.5,
+                          class_names: Sequence[str] = ("neg", "pos")):
   """Score histogram from bin counts (per true class when known)."""
   fig, ax = plt.subplots(figsize=(6, 4))
   widths = np.diff(edges)
   if per_class is None:
     ax.bar(edges[:-1], counts, width=widths, align="edge", color="tab:blue")
   else:
-    for label, name, colour in ((0, "true neg", "tab:red"),
-                                (1, "true pos", "tab:green")):
+    for label, colour in ((0, "tab:red"), (1, "tab:green")):
       ax.bar(edges[:-1], per_class[label], width=widths, align="edge",
-             alpha=0.6, label=name, color=colour)
+             alpha=0.6, label=f"true {class_names[label]}", color=colour)
     ax.legend()
   ax.axvline(threshold, color="black", linestyle="--", linewidth=1)
-  ax.set(xlabel="score (positive-class probability)", ylabel="reviews",
+  ax.set(xlabel=f"score (probability of {class_names[1]})", ylabel="reviews",
          title=f"Score distribution ({int(np.sum(counts)):,} reviews)")
   return _save(fig, path)
 
 
 def score_histogram(scores, path, *, labels=None, threshold: float = 0.5,
-                    bins: int = 50):
+                    bins: int = 50, class_names: Sequence[str] = ("neg", "pos")):
   """Histogram of scores (split by true label when labels are known)."""
   edges = np.linspace(0, 1, bins + 1)
   scores = np.asarray(scores)
@@ -48,7 +48,8 @@ def score_histogram(scores, path, *, labels=None, threshold: float = 0.5,
     labels = np.asarray(labels)
     per_class = [np.histogram(scores[labels == k], edges)[0] for k in (0, 1)]
   return histogram_from_counts(edges, np.histogram(scores, edges)[0], path,
-                               per_class=per_class, threshold=threshold)
+                               per_class=per_class, threshold=threshold,
+                               class_names=class_names)
 
 
 def reliability_from_bins(mean_score, positive_rate, path):

@@ -1,0 +1,112 @@
+"""Metrics over any number of scored rows in fixed memory.
+
+Scores fold into 10,000-bin histograms per true class, so `report` can read
+an archive of any size in record batches; the figures come from the same
+functions as in-memory evaluation (`evaluation.metrics`), with ROC AUC and
+calibration exact to the bin width (1e-4 in score).
+"""
+import dataclasses
+from typing import Optional
+
+import numpy as np
+
+from evaluation import metrics
+
+HISTOGRAM_BINS = 10_000
+_CENTRES = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
+_COARSE = metrics.calibration_bin_of(_CENTRES)
+
+
+@dataclasses.dataclass
+class ScoreCounters:
+  """Fixed-size running counts over any number of scored rows."""
+  threshold: float
+  class_names: tuple
+  by_class: np.ndarray = None  # [2, bins]: score histogram per true label
+  unlabelled: np.ndarray = None  # [bins]: rows with no known label
+  predicted: np.ndarray = None  # [classes]: predicted-label counts
+  log_loss_sum: float = 0.0
+
+  def __post_init__(self):
+    self.by_class = np.zeros((2, HISTOGRAM_BINS), np.int64)
+    self.unlabelled = np.zeros(HISTOGRAM_BINS, np.int64)
+    self.predicted = np.zeros(len(self.class_names), np.int64)
+
+  @staticmethod
+  def _bins(scores: np.ndarray) -> np.ndarray:
+    return np.clip((scores * HISTOGRAM_BINS).astype(np.int64), 0,
+                   HISTOGRAM_BINS - 1)
+
+  def add(self, scores: np.ndarray, label_ids: np.ndarray,
+          true_labels: Optional[np.ndarray]) -> None:
+    """One batch: scores, predicted label ids, true labels (-1 unknown)."""
+    self.predicted += np.bincount(label_ids, minlength=len(self.class_names))
+    bins = self._bins(scores)
+    if true_labels is None:
+      self.unlabelled += np.bincount(bins, minlength=HISTOGRAM_BINS)
+      return
+    known = true_labels >= 0
+    self.unlabelled += np.bincount(bins[~known], minlength=HISTOGRAM_BINS)
+    for label in (0, 1):
+      rows = known & (true_labels == label)
+      self.by_class[label] += np.bincount(bins[rows], minlength=HISTOGRAM_BINS)
+    self.log_loss_sum += metrics.log_loss_sum(true_labels[known], scores[known])
+
+  @property
+  def rows(self) -> int:
+    return int(self.predicted.sum())
+
+  @property
+  def labelled(self) -> int:
+    return int(self.by_class.sum())
+
+  def all_scores_histogram(self) -> np.ndarray:
+    return self.by_class.sum(axis=0) + self.unlabelled
+
+  def _quantile(self, q: float) -> float:
+    cumulative = np.cumsum(self.all_scores_histogram())
+    index = int(np.searchsorted(cumulative, q * cumulative[-1]))
+    return (index + 0.5) / HISTOGRAM_BINS
+
+  def labelled_metrics(self) -> Optional[dict]:
+    """The metrics of `evaluation.metrics.binary_metrics`, plus the ROC
+    points and calibration bins for plots; None without labelled rows."""
+    if not self.labelled:
+      return None
+    negatives, positives = self.by_class
+    cut = int(round(self.threshold * HISTOGRAM_BINS))
+    confusion = [[int(negatives[:cut].sum()), int(negatives[cut:].sum())],
+                 [int(positives[:cut].sum()), int(positives[cut:].sum())]]
+    fpr, tpr = metrics.roc_from_counts(positives[::-1], negatives[::-1])
+    both = negatives + positives
+    calibration = metrics.calibration_from_sums(
+        np.bincount(_COARSE, weights=both, minlength=metrics.CALIBRATION_BINS),
+        np.bincount(_COARSE, weights=both * _CENTRES,
+                    minlength=metrics.CALIBRATION_BINS),
+        np.bincount(_COARSE, weights=positives,
+                    minlength=metrics.CALIBRATION_BINS))
+    auc = (metrics.area_under(fpr, tpr)
+           if positives.sum() and negatives.sum() else None)
+    figures = metrics.assemble(
+        confusion=confusion, class_names=self.class_names,
+        threshold=self.threshold, auc=auc,
+        log_loss=self.log_loss_sum / self.labelled, calibration=calibration)
+    figures["labelled_rows"] = figures.pop("count")
+    figures["_roc"] = (fpr, tpr)
+    figures["_reliability"] = {key: calibration[key] for key in
+                               ("mean_score", "positive_rate", "count")}
+    return figures
+
+  def summary(self) -> dict:
+    shares = {name: int(n) for name, n in
+              zip(self.class_names, self.predicted, strict=True)}
+    histogram = self.all_scores_histogram()
+    return {
+        "rows": self.rows,
+        "predicted_label_counts": shares,
+        "predicted_label_shares": {k: v / max(self.rows, 1)
+                                   for k, v in shares.items()},
+        "score_mean": float((histogram * _CENTRES).sum() / max(self.rows, 1)),
+        "score_quantiles": {q: round(self._quantile(float(q)), 4)
+                            for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
+    }

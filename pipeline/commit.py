@@ -1,0 +1,143 @@
+"""Committing the output: staged shards, then a commit that makes them visible.
+
+Writers stage shards under a hidden per-run folder beside the output, and
+`Commit` moves them into place and writes `PREFIX-manifest.json` last, so a
+run that fails or is killed leaves no set of shards that looks complete,
+and a rerun replaces the output whole.
+"""
+import dataclasses
+import datetime
+import json
+import logging
+from typing import Any, Dict, List, Optional, Sequence
+
+import apache_beam as beam
+import pyarrow as pa
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.filesystems import (is_remote, join_path, split_path,
+                                  write_atomically)
+
+SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
+
+
+@dataclasses.dataclass(frozen=True)
+class OutputPaths:
+  """Where a run writes: final names, and the hidden staging folder."""
+  prefix: str
+  run_id: str
+
+  @property
+  def _folder(self) -> str:
+    return split_path(self.prefix)[0] or "."
+
+  @property
+  def staging_dir(self) -> str:
+    return join_path(self._folder,
+                     f".{split_path(self.prefix)[1]}.staging-{self.run_id}")
+
+  @property
+  def staged_scores(self) -> str:
+    return join_path(self.staging_dir, split_path(self.prefix)[1])
+
+  # Dead letters live in a folder, PREFIX-errors/part-SSSSS-of-NNNNN.parquet,
+  # so that analytics' `read_parquet('PREFIX-*.parquet')` matches the score
+  # shards only (a glob's * does not cross a path separator).
+  @property
+  def errors_dir(self) -> str:
+    return self.prefix + "-errors"
+
+  @property
+  def staged_errors(self) -> str:
+    return join_path(self.staging_dir, "errors", "part")
+
+  @property
+  def manifest(self) -> str:
+    return self.prefix + "-manifest.json"
+
+  def final_name(self, staged_path: str) -> str:
+    folder, name = split_path(staged_path)
+    if folder == split_path(self.staged_errors)[0]:
+      return join_path(self.errors_dir, name)
+    return join_path(self._folder, name)
+
+  def final_globs(self) -> List[str]:
+    shard = "-?????-of-?????.parquet"
+    return [self.prefix + shard, join_path(self.errors_dir, "part") + shard]
+
+
+def write_shards(pcoll, prefix: str, schema: pa.Schema, num_shards: int,
+                 label: str):
+  """Parquet shards PREFIX-SSSSS-of-NNNNN.parquet; returns their names."""
+  return pcoll | label >> beam.io.WriteToParquet(
+      prefix, schema, file_name_suffix=".parquet", num_shards=num_shards,
+      shard_name_template=SHARD_TEMPLATE, codec="snappy")
+
+
+def _delete(paths: Sequence[str]) -> None:
+  existing = [p for p in paths if FileSystems.exists(p)]
+  if existing:
+    FileSystems.delete(existing)
+
+
+class Commit(beam.DoFn):
+  """Moves the staged shards into place and writes the manifest last.
+
+  Runs once, after both writes have finished (their file names are side
+  inputs). Refuses to commit when the counts do not reconcile, so a run that
+  lost records never produces complete-looking output. Idempotent: a retried
+  commit finds its shards already moved.
+  """
+
+  def __init__(self, paths: OutputPaths, manifest: Dict[str, Any]):
+    self._paths = paths
+    self._manifest = manifest
+
+  def process(self, _, score_files, error_files, read, scored, dead, reasons,
+              precisions):
+    paths = self._paths
+    if read != scored + dead:
+      raise RuntimeError(
+          f"counts do not reconcile: read {read} != scored {scored} + "
+          f"dead-lettered {dead}; nothing committed (staged in "
+          f"{paths.staging_dir})")
+    staged = sorted(score_files) + sorted(error_files)
+    finals = [paths.final_name(p) for p in staged]
+    # An older manifest must not vouch for a mix of old and new shards.
+    _delete([paths.manifest])
+    stale = []
+    for pattern in paths.final_globs():
+      stale += [m.path for m in FileSystems.match([pattern])[0].metadata_list
+                if m.path not in finals]
+    _delete(stale)
+    moves = [(s, f) for s, f in zip(staged, finals, strict=True) if FileSystems.exists(s)]
+    if error_files and not FileSystems.exists(paths.errors_dir):
+      FileSystems.mkdirs(paths.errors_dir)
+    if moves:
+      FileSystems.rename([s for s, _ in moves], [f for _, f in moves])
+    manifest = json.loads(json.dumps(self._manifest))
+    manifest["model"]["precision"]["used"] = sorted(precisions)
+    manifest.update({
+        "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        "counts": {"read": read, "scored": scored, "dead_lettered": dead,
+                   "dead_lettered_by_reason": dict(sorted(reasons.items()))},
+        "scores": [paths.final_name(p) for p in sorted(score_files)],
+        "errors": [paths.final_name(p) for p in sorted(error_files)],
+    })
+    write_atomically(paths.manifest, json.dumps(manifest, indent=2).encode())
+    try:
+      staging = paths.staging_dir
+      _delete([staging + "/" if is_remote(staging) else staging])
+    except Exception as e:  # leftovers are hidden and harmless
+      logging.warning("could not remove %s: %s", paths.staging_dir, e)
+    yield manifest
+
+
+def read_manifest(paths: OutputPaths) -> Optional[Dict[str, Any]]:
+  if not FileSystems.exists(paths.manifest):
+    return None
+  with FileSystems.open(paths.manifest,
+                        compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    return json.loads(f.read().decode())

@@ -1,0 +1,256 @@
+"""Planning the input, on the launcher: match, check, cut into work items.
+
+Every input is checked before the pipeline starts (a missing path, an empty
+glob, an unreadable or damaged file, a missing column fail here, in one
+line, rather than on a worker an hour in); then the input is cut into small
+work items (a Parquet row group, a CSV, JSON Lines or text file, a review
+file) that workers read in bounded chunks (pipeline.read).
+"""
+import dataclasses
+import glob
+import os
+import re
+from typing import Dict, List, Sequence, Tuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.filesystems import (is_remote, join_path, missing_filesystem,
+                                  relative_path, split_path)
+from schemas import arrow as schema_lib
+from schemas import columns as c
+from schemas.inputs import INPUT_FORMATS, TABLE_FORMATS, table_format_of
+
+FORMATS = INPUT_FORMATS
+
+
+class InputError(Exception):
+  """An input that cannot be read at all: fail before the pipeline starts."""
+
+
+def _is_dir(path: str) -> bool:
+  return (not is_remote(path)) and os.path.isdir(path)
+
+
+def _hidden(path: str, root: str) -> bool:
+  """Dot-files and dot-folders (our own staging folders among them), and
+  `_`-files such as Spark's and Hadoop's `_SUCCESS` markers."""
+  parts = [part for part in re.split(r"[/\\]", relative_path(path, root))
+           if part not in ("", ".")]
+  return (any(part.startswith(".") for part in parts)
+          or bool(parts) and parts[-1].startswith("_"))
+
+
+@dataclasses.dataclass
+class InputPlan:
+  """What to read, as the launcher found it."""
+  pattern: str
+  format: str
+  root: str  # ids and dead letters name files relative to this
+  files: List[Tuple[str, int]]  # (path, size in bytes)
+  text_column: str = c.INPUT_TEXT
+  id_column: str = c.INPUT_ID
+  carried_fields: List[pa.Field] = dataclasses.field(default_factory=list)
+  carried_sources: List[str] = dataclasses.field(default_factory=list)
+  # Parquet: (path, row group, first row of the group, file has the id column)
+  row_groups: List[Tuple[str, int, int, bool]] = dataclasses.field(
+      default_factory=list)
+  # The columns read and their types as planned (CSV and JSON Lines readers
+  # are held to them).
+  column_types: Dict[str, pa.DataType] = dataclasses.field(
+      default_factory=dict)
+
+  @property
+  def carried_names(self) -> List[str]:
+    return [f.name for f in self.carried_fields]
+
+  @property
+  def carried(self) -> List[Tuple[str, str]]:
+    """(input column, output column) pairs."""
+    return list(zip(self.carried_sources, self.carried_names, strict=True))
+
+  def describe(self) -> str:
+    units = (f", {len(self.row_groups)} row groups"
+             if self.format == "parquet" else "")
+    return f"{len(self.files)} {self.format} file(s){units} from {self.pattern}"
+
+
+def _match(pattern: str) -> List[Tuple[str, int]]:
+  try:
+    found = FileSystems.match([pattern])[0].metadata_list
+  except Exception as e:  # BeamIOError wraps the filesystem's reason
+    raise InputError(f"{pattern}: cannot list input ({e})") from None
+  return sorted((m.path, m.size_in_bytes) for m in found)
+
+
+def _pattern_root(pattern: str) -> str:
+  """The folder before the first wildcard: ids are relative to it."""
+  fixed = re.match(r"^[^[*?]*", pattern).group(0)
+  if fixed == pattern:  # no wildcard: a single file
+    return split_path(pattern)[0]
+  return fixed if fixed.endswith(("/", os.sep)) else split_path(fixed)[0]
+
+
+def _check_local_entries(pattern: str, root: str, is_dir: bool) -> None:
+  """Names what a local glob matches but cannot be read.
+
+  Beam's match lists readable files only, so a broken link, a FIFO or a file
+  without read permission would otherwise drop out of the input unnoticed.
+  """
+  if is_remote(pattern):
+    return
+  entries = glob.glob(join_path(root, "**") if is_dir else pattern,
+                      recursive=is_dir)
+  for entry in sorted(entries):
+    if _hidden(entry, root) or os.path.isdir(entry):
+      continue
+    if os.path.islink(entry) and not os.path.exists(entry):
+      raise InputError(f"{entry}: cannot read the file (a broken symbolic link)")
+    if not os.path.isfile(entry):
+      raise InputError(f"{entry}: cannot read the file (not a regular file)")
+    if not os.access(entry, os.R_OK):
+      raise InputError(f"{entry}: cannot read the file (permission denied)")
+
+
+def plan_input(pattern: str, *, format: str = "auto",
+               text_column: str = c.INPUT_TEXT, id_column: str = c.INPUT_ID,
+               carry: Sequence[str] = (), positional_ids: bool = False
+               ) -> InputPlan:
+  """Matches the input and checks it can be read; raises InputError.
+
+  `carry` names Parquet columns to copy to the output, `NAME` or
+  `NAME:OUTPUT_NAME` (e.g. `label:true_label`, as `label` is an output column).
+  """
+  if format not in FORMATS + ("auto",):
+    raise InputError(f"unknown format {format!r}")
+  unreachable = missing_filesystem(pattern)
+  if unreachable:
+    raise InputError(unreachable)
+  is_dir = _is_dir(pattern)
+  if is_dir:
+    root = pattern.rstrip("/\\") or "/"
+    files = _match(join_path(root, "**"))
+  else:
+    root = _pattern_root(pattern)
+    files = _match(pattern)
+    if not files and not re.search(r"[*?[]", pattern):
+      raise InputError(f"{pattern}: no such file or directory")
+  files = [(p, size) for p, size in files
+           if not _hidden(p, root) and not _is_dir(p)]
+  _check_local_entries(pattern, root, is_dir)
+  if not files:
+    raise InputError(f"{pattern}: no input files match")
+  if format == "auto":
+    kinds = {table_format_of(p) for p, _ in files}
+    if len(kinds) == 1 and None not in kinds:
+      format = kinds.pop()
+    elif kinds - {None}:
+      found = ", ".join(sorted(k or "other" for k in kinds))
+      raise InputError(f"{pattern}: files of mixed kinds ({found}); match one "
+                       "kind, or name it with --format")
+    else:
+      format = "files" if is_dir else "text"
+  plan = InputPlan(pattern=pattern, format=format, root=root, files=files,
+                   text_column=text_column, id_column=id_column)
+  if format in TABLE_FORMATS:
+    _plan_table(plan, carry, positional_ids=positional_ids)
+  else:
+    if carry:
+      raise InputError("--carry-columns applies to Parquet, CSV and JSON "
+                       "Lines input only")
+    for path, _ in files:
+      if not is_remote(path) and not os.access(path, os.R_OK):
+        raise InputError(f"{path}: cannot read the file (permission denied)")
+  return plan
+
+
+_PYARROW_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+
+
+def open_table_reader(path: str, stream, kind: str, column_types=None):
+  """A pyarrow streaming reader over CSV or JSON Lines (its own parsers and
+  decompression), on a stream opened with Beam's FileSystems.
+
+  Planning reads headers with it and workers read rows with it, so a file
+  the launcher accepted parses the same way on the workers.
+  """
+  import pyarrow.csv as pcsv
+  import pyarrow.json as pjson
+  codec = _PYARROW_CODECS.get(os.path.splitext(path.lower())[1])
+  stream = pa.PythonFile(stream, mode="r")
+  if codec:
+    stream = pa.CompressedInputStream(stream, codec)
+  if kind == "csv":
+    # Reviews hold newlines inside quotes; empty cells are nulls (an empty id
+    # then falls back to FILE:ROW, an empty text is dead-lettered).
+    return pcsv.open_csv(
+        stream, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(column_types=column_types or {},
+                                            strings_can_be_null=True))
+  if not column_types:  # planning: infer from the first block
+    return pjson.open_json(stream)
+  # Reading: only the planned columns, with their planned types, so that a
+  # field we do not read changing type later in the file cannot fail it.
+  return pjson.open_json(stream, parse_options=pjson.ParseOptions(
+      explicit_schema=pa.schema(list(column_types.items())),
+      unexpected_field_behavior="ignore"))
+
+
+def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
+  """(schema, row counts of its row groups; one unknown-size unit else)."""
+  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
+                        ) as f:
+    if kind == "parquet":
+      metadata = pq.ParquetFile(f).metadata
+      return metadata.schema.to_arrow_schema(), [
+          metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
+    return open_table_reader(path, f, kind).schema, [0]
+
+
+def _plan_table(plan: InputPlan, carry: Sequence[str], *,
+                positional_ids: bool = False) -> None:
+  """Reads every footer or header: a damaged file fails the run here, not
+  on a worker."""
+  carried: Dict[str, pa.Field] = {}
+  pairs = [tuple(n.split(":", 1)) if ":" in n else (n, n) for n in carry]
+  describe = {"parquet": "Parquet", "csv": "CSV", "jsonl": "JSON Lines"}[
+      plan.format]
+  for path, _ in plan.files:
+    try:
+      schema, group_rows = _table_schema(path, plan.format)
+    except Exception as e:  # pyarrow raises ArrowInvalid, OSError...
+      raise InputError(f"{path}: not a readable {describe} file ({e})") from None
+    names = set(schema.names)
+    if plan.text_column not in names:
+      raise InputError(
+          f"{path}: no text column {plan.text_column!r} (columns: "
+          f"{', '.join(schema.names)}); name it with --text-column")
+    if plan.id_column not in names and not positional_ids:
+      raise InputError(
+          f"{path}: no id column {plan.id_column!r} (columns: "
+          f"{', '.join(schema.names)}); name it with --id-column, or pass "
+          "--positional-ids to number rows FILE:ROW")
+    for name, _ in pairs:
+      if name not in names:
+        raise InputError(f"{path}: no column {name!r} to carry through")
+      field = schema.field(name)
+      known = carried.setdefault(name, field.with_nullable(True))
+      if not known.type.equals(field.type):
+        raise InputError(f"{path}: column {name!r} is {field.type}, but "
+                         f"{known.type} in other files")
+    for name in [plan.text_column, plan.id_column] + [n for n, _ in pairs]:
+      if name in names:
+        plan.column_types.setdefault(name, schema.field(name).type)
+    first = 0
+    for group, rows in enumerate(group_rows):
+      plan.row_groups.append((path, group, first, plan.id_column in names))
+      first += rows
+  plan.carried_sources = [name for name, _ in pairs]
+  plan.carried_fields = [carried[name].with_name(alias) for name, alias in pairs]
+  try:
+    schema_lib.scored_schema(plan.carried_fields)
+  except ValueError as e:  # a carried column named like an output column
+    raise InputError(f"--carry-columns: {e} (rename it: NAME:NEW_NAME)"
+                     ) from None

@@ -1,0 +1,256 @@
+"""Reading and validating reviews, on the workers: work item → records.
+
+Each reader turns one work item of the plan (pipeline.plan) into raw
+records, streaming it in bounded chunks so that memory does not follow the
+archive's size. Every record a reader meets becomes exactly one raw record,
+and `Validate` sends the unusable ones to the dead letters with a reason:
+no record vanishes between the input and the counts.
+
+A raw record is a dict: id, source (the file), value (whatever the input
+held: str, bytes, None, a number...), carried (dict of carried columns) and
+defect (a dead-letter reason found while reading, else None).
+"""
+from typing import Dict, Iterator, Optional, Sequence, Tuple
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.metrics import Metrics
+
+from pipeline.dead_letters import DEAD, dead_letter, error_detail
+from pipeline.filesystems import relative_path
+from pipeline.plan import InputPlan, open_table_reader
+from schemas import columns as c
+from schemas.inputs import TABLE_FORMATS
+
+DEFAULT_MAX_REVIEW_BYTES = 1_000_000
+# Batches pyarrow decodes at a time: bounds a worker's memory per row group.
+_PARQUET_BATCH_ROWS = 1024
+_TEXT_CHUNK_BYTES = 1 << 16
+
+
+def _raw(review_id, source, value, carried=None, defect=None, detail=None):
+  return {"id": review_id, "source": source, "value": value,
+          "carried": carried or {}, "defect": defect, "detail": detail}
+
+
+class _Reader(beam.DoFn):
+  """Counts every record it reads: the `read` that Commit reconciles with
+  scored + dead-lettered."""
+
+  def setup(self):
+    self._read = Metrics.counter("reviewscore", "read")
+
+
+class ReadTable(_Reader):
+  """(path, row group, first row, has id) → raw records, a batch at a time.
+
+  Parquet is read a row group at a time; CSV and JSON Lines (any Beam
+  compression) a whole file per work item, streamed in pyarrow's blocks.
+  """
+
+  def __init__(self, *, kind: str, root: str, text_column: str,
+               id_column: str, carried: Sequence[Tuple[str, str]],
+               column_types: Optional[Dict[str, pa.DataType]] = None):
+    self._kind = kind
+    self._column_types = dict(column_types or {})
+    self._root = root
+    self._text = text_column
+    self._id = id_column
+    self._carried = list(carried)  # (input column, output column)
+
+  def process(self, item):
+    path, group, first_row, has_id = item
+    relative = relative_path(path, self._root)
+    columns = [self._text] + ([self._id] if has_id else [])
+    columns += [n for n, _ in self._carried if n not in columns]
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
+                          ) as f:
+      row = first_row
+      for batch in self._batches(path, f, group, columns):
+        data = {name: batch.column(name).to_pylist() for name in set(columns)}
+        for i in range(batch.num_rows):
+          review_id = data[self._id][i] if has_id else None
+          review_id = (f"{relative}:{row}" if review_id is None
+                       else str(review_id))
+          self._read.inc()
+          yield _raw(review_id, path, data[self._text][i],
+                     {alias: data[n][i] for n, alias in self._carried})
+          row += 1
+
+  def _batches(self, path, stream, group, columns):
+    if self._kind == "parquet":
+      yield from pq.ParquetFile(stream).iter_batches(
+          batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns)
+      return
+    # Carried columns keep the types the launcher planned with, so every
+    # file's rows agree; in CSV, text and ids stay strings whatever they
+    # look like (JSON values carry their own types).
+    types = dict(self._column_types)
+    if self._kind == "csv":
+      types.update({self._text: pa.string(), self._id: pa.string()})
+    for batch in open_table_reader(path, stream, self._kind, types):
+      yield batch.select([n for n in columns if n in batch.schema.names])
+
+
+def read_lines(stream, max_bytes: int) -> Iterator[Tuple[int, Optional[bytes],
+                                                         int]]:
+  """Yields (line number, bytes or None when too long, byte length).
+
+  Reads fixed-size chunks, so a line of any length costs no more memory
+  than --max-review-bytes: the bytes past it are counted and dropped.
+  """
+  number, pending, pending_len, overflow = 1, [], 0, False
+
+  def finish():
+    if overflow:
+      return number, None, pending_len
+    line = b"".join(pending)
+    return number, line[:-1] if line.endswith(b"\r") else line, pending_len
+
+  while True:
+    chunk = stream.read(_TEXT_CHUNK_BYTES)
+    if not chunk:
+      break
+    start = 0
+    while True:
+      end = chunk.find(b"\n", start)
+      piece = chunk[start:] if end < 0 else chunk[start:end]
+      pending_len += len(piece)
+      if not overflow:
+        if pending_len > max_bytes + 1:  # +1: a trailing \r is not text
+          overflow, pending = True, []
+        else:
+          pending.append(piece)
+      if end < 0:
+        break
+      yield finish()
+      number, pending, pending_len, overflow = number + 1, [], 0, False
+      start = end + 1
+  if pending_len:
+    yield finish()
+
+
+class _FileReader(_Reader):
+  """Reads the files under an input root, held to --max-review-bytes."""
+
+  def __init__(self, *, root: str, max_bytes: int):
+    self._root = root
+    self._max_bytes = max_bytes
+
+
+class ReadTextFile(_FileReader):
+  """A text file → one raw record per line (id = relative path:line)."""
+
+  def process(self, path: str):
+    relative = relative_path(path, self._root)
+    # AUTO: .gz/.bz2/... archives are decompressed as they stream.
+    with FileSystems.open(path) as f:
+      for number, line, length in read_lines(f, self._max_bytes):
+        self._read.inc()
+        if line is None:
+          yield _raw(f"{relative}:{number}", path, None, defect=c.REASON_TOO_LONG,
+                     detail=f"{length} bytes")
+        else:
+          yield _raw(f"{relative}:{number}", path, line)
+
+
+class ReadReviewFile(_FileReader):
+  """One file, one review (id = the file's path relative to the input root)."""
+
+  def process(self, item: Tuple[str, int]):
+    path, size = item
+    review_id = relative_path(path, self._root)
+    self._read.inc()
+    if size > self._max_bytes:
+      yield _raw(review_id, path, None, defect=c.REASON_TOO_LONG,
+                 detail=f"{size} bytes")
+      return
+    try:
+      with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
+                            ) as f:
+        data = f.read(self._max_bytes + 1)
+    except Exception as e:  # one unreadable review is a bad record, not a crash
+      yield _raw(review_id, path, None, defect=c.REASON_UNREADABLE,
+                 detail=error_detail(e))
+      return
+    if len(data) > self._max_bytes:
+      yield _raw(review_id, path, None, defect=c.REASON_TOO_LONG,
+                 detail=f"more than {self._max_bytes} bytes")
+    else:
+      yield _raw(review_id, path, data)
+
+
+class ReadReviews(beam.PTransform):
+  """The plan's files → raw records, with steps named by format."""
+
+  def __init__(self, plan: InputPlan, *, max_bytes: int):
+    super().__init__()
+    self._plan = plan
+    self._max_bytes = max_bytes
+
+  def expand(self, pbegin):
+    plan = self._plan
+    if plan.format in TABLE_FORMATS:
+      items, reader = plan.row_groups, ReadTable(
+          kind=plan.format, root=plan.root, text_column=plan.text_column,
+          id_column=plan.id_column, carried=plan.carried,
+          column_types=plan.column_types)
+      label = {"parquet": "ReadParquet", "csv": "ReadCsv",
+               "jsonl": "ReadJsonLines"}[plan.format]
+    elif plan.format == "text":
+      items, reader, label = [p for p, _ in plan.files], ReadTextFile(
+          root=plan.root, max_bytes=self._max_bytes), "ReadText"
+    else:
+      items, reader, label = plan.files, ReadReviewFile(
+          root=plan.root, max_bytes=self._max_bytes), "ReadFiles"
+    # Create reshuffles: files / row groups spread over workers.
+    return (pbegin
+            | "WorkItems" >> beam.Create(items)
+            | label >> beam.ParDo(reader))
+
+
+def check_text(value, max_bytes: int) -> Tuple[Optional[str], Optional[str],
+                                                Optional[str]]:
+  """(text, None, None) for a usable review, else (None, reason, detail)."""
+  if value is None:
+    return None, c.REASON_NULL_TEXT, None
+  if isinstance(value, (bytes, bytearray)):
+    if len(value) > max_bytes:
+      return None, c.REASON_TOO_LONG, f"{len(value)} bytes"
+    try:
+      value = bytes(value).decode("utf-8")
+    except UnicodeDecodeError as e:
+      return None, c.REASON_UNDECODABLE, str(e)
+  elif not isinstance(value, str):
+    return None, c.REASON_NOT_A_STRING, type(value).__name__
+  # Characters are at least a byte each in UTF-8: encode only when in doubt.
+  if len(value) > max_bytes or (len(value) * 4 > max_bytes and
+                                len(value.encode("utf-8", "surrogatepass"))
+                                > max_bytes):
+    return None, c.REASON_TOO_LONG, f"{len(value.encode('utf-8', 'surrogatepass'))} bytes"
+  if "\x00" in value:
+    return None, c.REASON_BINARY, "NUL characters in the text"
+  if not value.strip():
+    return None, c.REASON_EMPTY_TEXT, None
+  return value, None, None
+
+
+class Validate(beam.DoFn):
+  """Raw records → {id, source, text, carried}; the rest tagged DEAD."""
+
+  def __init__(self, *, max_bytes: int):
+    self._max_bytes = max_bytes
+
+  def process(self, record):
+    reason, detail = record["defect"], record["detail"]
+    if not reason:
+      text, reason, detail = check_text(record["value"], self._max_bytes)
+    if reason:
+      yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
+          record, reason, detail, record["value"]))
+      return
+    yield {"id": record["id"], "source": record["source"], "text": text,
+           "carried": record["carried"]}

@@ -1,0 +1,183 @@
+"""Labels users have: any two values, star ratings mapped to classes, and a
+decision threshold chosen on validation or given. Tiny real models trained
+on real IMDB reviews and their real 1-10 ratings."""
+import json
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+import pytest
+from click.testing import CliRunner
+
+import tensorflow as tf
+import tensorflow_text  # noqa: F401
+
+from evaluation.metrics import best_threshold
+from pipeline.run import run as score
+from reviewscore.cli import main
+from train import data as data_lib
+from train.labels import LabelError, LabelScheme
+from train.run import train_and_export
+from train.trainer import TrainSettings
+
+TINY = dict(batch_size=8, seq_length=64, checkpoint_every_steps=1000,
+            truncation="head", pooling="cls", precision="float32", epochs=1)
+
+
+@pytest.mark.parametrize("values, scheme, ids, names", [
+    (["pos", "neg", "pos"], LabelScheme(), [1, 0, 1], ("neg", "pos")),
+    (["good", "bad"], LabelScheme(), [1, 0], ("bad", "good")),
+    (["yes", "no"], LabelScheme(class_names=("yes", "no")), [0, 1], ("yes", "no")),
+    ([0, 1, 1], LabelScheme(), [0, 1, 1], ("neg", "pos")),
+    ([0, 1], LabelScheme(class_names=("ham", "spam")), [0, 1], ("ham", "spam")),
+    ([-1, 1, -1], LabelScheme(), [0, 1, 0], ("-1", "1")),
+    ([True, False], LabelScheme(), [1, 0], ("neg", "pos")),
+    ([1, 2, 3, 4, 5], LabelScheme.from_options(label_map="neg:<=2,pos:>=4"),
+     [0, 0, -1, 1, 1], ("neg", "pos")),
+    ([1.5, 9.0], LabelScheme.from_options(label_map="low:<5,high:>5"),
+     [0, 1], ("low", "high")),
+])
+def test_label_columns_become_two_classes(values, scheme, ids, names):
+  class_ids, class_names = scheme.apply(pa.chunked_array([values]), "x")
+  assert class_ids.tolist() == ids and class_names == names
+
+
+@pytest.mark.parametrize("values, scheme, message", [
+    ([1, 2, 3], LabelScheme(), "3 label values .* --label-map"),
+    (["a", "b", "c"], LabelScheme(), "3 label values"),
+    (["neg", "meh"], LabelScheme(class_names=("neg", "pos")),
+     r"labels \['meh'\] are not among"),
+    ([1, 2], LabelScheme(class_names=("a", "b")), "must be 0 or 1"),
+    (["a", "b"], LabelScheme.from_options(label_map="n:<=2,p:>=4"),
+     "needs a numeric label column"),
+    ([3], LabelScheme.from_options(label_map="n:<=3,p:>=3"), "meets both"),
+    ([2.5], LabelScheme(), "neither class names nor class ids"),
+])
+def test_labels_that_make_no_two_classes_are_refused(values, scheme, message):
+  with pytest.raises(LabelError, match=message):
+    scheme.apply(pa.chunked_array([values]), "x")
+
+
+@pytest.mark.parametrize("spec", ["neg<=2,pos>=4", "neg:<=2", "a:<=2,a:>=4",
+                                  "neg:~2,pos:>=4"])
+def test_malformed_label_maps_are_refused(spec):
+  with pytest.raises(LabelError):
+    LabelScheme.from_options(label_map=spec)
+
+
+@pytest.fixture(scope="module")
+def star_reviews(imdb_dir, tmp_path_factory):
+  """A user's CSV: `body` and `stars` (IMDB's real 1-10 ratings), no ids."""
+  root = tmp_path_factory.mktemp("stars")
+  for split, per_class in (("train", 80), ("test", 20)):
+    table = pq.read_table(imdb_dir / f"{split}.parquet",
+                          columns=["text", "rating"])
+    ratings = table["rating"].to_numpy()
+    rows = np.concatenate([np.flatnonzero(ratings <= 4)[:per_class],
+                           np.flatnonzero(ratings >= 7)[:per_class]])
+    table = table.take(np.sort(rows)).rename_columns(["body", "stars"])
+    pcsv.write_csv(table, root / f"{split}.csv")
+  return root
+
+
+def test_star_ratings_train_score_and_evaluate_through_a_label_map(
+    star_reviews, tiny_encoder_dir, tmp_path):
+  """Catches: a label map not applied, dropped rows not counted, the map not
+  recorded in the card (so evaluate would read stars as class ids), and
+  scored labels named otherwise than the card's classes."""
+  out = tmp_path / "model"
+  result = CliRunner().invoke(main, [
+      "train", "--data", str(star_reviews), "--encoder", str(tiny_encoder_dir),
+      "--out", str(out), "--text-column", "body", "--label-column", "stars",
+      "--positional-ids", "--label-map", "bad:<=2,good:>=9",
+      "--threshold", "0.5", *[f"--{k.replace('_', '-')}={v}"
+                              for k, v in TINY.items()
+                              if k != "checkpoint_every_steps"]])
+  assert result.exit_code == 0, result.output
+  card = json.loads((out / "model_card.json").read_text())
+  assert card["class_names"] == ["bad", "good"]
+  assert card["label_map"] == "bad:<=2,good:>=9"
+  stars = pcsv.read_csv(star_reviews / "train.csv")["stars"].to_numpy()
+  kept = int(((stars <= 2) | (stars >= 9)).sum())
+  assert 0 < kept < len(stars)
+  data = card["data"]
+  assert (data["train"]["rows"] + data["validation"]["rows"]) == kept
+  test_stars = pcsv.read_csv(star_reviews / "test.csv")["stars"].to_numpy()
+  test_kept = int(((test_stars <= 2) | (test_stars >= 9)).sum())
+  assert data["test"]["rows"] == test_kept
+  assert data["dropped_by_label_map"] == (len(stars) - kept) + (
+      len(test_stars) - test_kept)
+  assert "matched no class of the label map" in result.output
+
+  scored = score([f"--input={star_reviews / 'test.csv'}", f"--model={out}",
+                  f"--output={tmp_path / 'scores' / 's'}",
+                  "--text-column=body", "--positional-ids",
+                  "--carry-columns=stars", "--precision=float32"],
+                 save_main_session=False, echo=lambda m: None)
+  table = pq.read_table(scored.score_files)
+  assert table.num_rows == 40
+  assert set(table["label"].to_pylist()) <= {"bad", "good"}
+  assert all((label == "good") == (score_ >= 0.5) for label, score_ in
+             zip(table["label"].to_pylist(), table["score"].to_pylist(),
+                 strict=True))
+
+  evaluated = CliRunner().invoke(main, [
+      "evaluate", "--model", str(out), "--data", str(star_reviews / "test.csv"),
+      "--text-column", "body", "--label-column", "stars",
+      "--positional-ids", "--out", str(tmp_path / "eval")])
+  assert evaluated.exit_code == 0, evaluated.output
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert metrics["count"] == test_kept
+  assert metrics["data"]["dropped_by_label_map"] == len(test_stars) - test_kept
+  assert metrics["confusion_matrix"]["labels"] == ["bad", "good"]
+  assert "rows true bad/good" in evaluated.output
+
+
+def test_threshold_is_chosen_on_validation_and_served(
+    small_named_labels, tiny_encoder_dir, tmp_path):
+  """Catches: a threshold chosen on test (or not at all), a card threshold
+  the SavedModel's own labels ignore, and class names not from the data."""
+  card = train_and_export(
+      data_path=small_named_labels, encoder=str(tiny_encoder_dir),
+      out=tmp_path / "model", settings=TrainSettings(**TINY),
+      progress=lambda m: None)
+  assert card["class_names"] == ["negative", "positive"]
+  assert card["training"]["threshold_from"] == "highest validation accuracy"
+  # Recompute: the same validation rows, scored by the exported model.
+  labelled = data_lib.read_labelled(small_named_labels, "train")
+  _, validation = data_lib.split_train_validation(
+      labelled, validation_fraction=TrainSettings().validation_fraction,
+      seed=TrainSettings().seed)
+  model = tf.saved_model.load(str(tmp_path / "model" / "saved_model"))
+  served = model.signatures["serving_default"](text=tf.constant(validation.texts))
+  probabilities = served["probability"].numpy()
+  assert card["threshold"] == round(best_threshold(validation.labels,
+                                                   probabilities), 4)
+  assert (served["label_id"].numpy() ==
+          (probabilities >= card["threshold"])).all()
+  assert card["metrics"]["validation"]["accuracy"] == pytest.approx(
+      np.mean((probabilities >= card["threshold"]) == (validation.labels == 1)),
+      abs=1e-6)
+
+  given = train_and_export(
+      data_path=small_named_labels, encoder=str(tiny_encoder_dir),
+      out=tmp_path / "given", settings=TrainSettings(**TINY), threshold=0.3,
+      progress=lambda m: None)
+  assert given["threshold"] == 0.3
+  assert given["training"]["threshold_from"] == "given"
+
+
+@pytest.fixture(scope="module")
+def small_named_labels(imdb_dir, tmp_path_factory):
+  """Parquet with labels spelled `negative`/`positive`, as many users have."""
+  root = tmp_path_factory.mktemp("named")
+  table = pq.read_table(imdb_dir / "train.parquet",
+                        columns=["review_id", "text", "label"])
+  labels = table["label"].to_numpy()
+  rows = np.concatenate([np.flatnonzero(labels == c)[:60] for c in (0, 1)])
+  table = table.take(np.sort(rows))
+  names = pa.array(np.where(table["label"].to_numpy() == 1, "positive",
+                            "negative"))
+  pq.write_table(table.set_column(2, "label", names), root / "train.parquet")
+  return root
