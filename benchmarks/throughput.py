@@ -69,7 +69,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 DATA_DIR = pathlib.Path("/work/shared/data/imdb")
 # The pipeline's earlier default edges; its default now is every 16 tokens
-# up to the model's length (pipeline.options.default_bucket_boundaries).
+# up to the model's length (pipeline.settings.default_bucket_boundaries).
 POWER_OF_TWO_BUCKETS = (16, 32, 64, 128, 256, 512)
 BATCH = 32
 # The pipeline's start-up cost is measured on this many reviews.
@@ -77,7 +77,7 @@ SMALL_RUN = 64
 
 
 def pipeline_buckets(seq_length):
-  from pipeline.options import default_bucket_boundaries
+  from pipeline.settings import default_bucket_boundaries
   return tuple(default_bucket_boundaries(seq_length))
 
 

@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import retry, shared
 
+from pipeline.settings import DEFAULTS
 from runtime import quiet
 from runtime.hardware import choose_precision
 from schemas import model_dir as contract
@@ -25,10 +26,9 @@ from schemas import model_dir as contract
 _MODELS = shared.Shared()
 _TF_CONFIGURED = threading.Lock()
 _tf_configured = False
-# Tries of a batch before it is dead-lettered: transient faults (a GPU
-# hiccup, a preempted accelerator) pass, and the delays between tries double
-# from BACKOFF_SECS so that a fault has time to clear.
-MAX_ATTEMPTS = 3
+# Transient faults (a GPU hiccup, a preempted accelerator) pass between the
+# tries of a batch (--inference-attempts): the delays double from
+# BACKOFF_SECS so that a fault has time to clear.
 BACKOFF_SECS = 0.5
 worker_log = logging.getLogger("reviewscore.worker")
 _LOGGED_CHOICES = set()
@@ -115,11 +115,11 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
   def __init__(self, saved_model_dir: str, *, signatures: Dict[str, str],
                model_fingerprint: str, precision: str = "auto",
                min_batch_size: int = 1,
-               max_batch_size: int = 64,
+               max_batch_size: int = DEFAULTS["max_batch_size"],
                max_batch_duration_secs: Optional[int] = None,
                length_bucketing: bool = True,
                bucket_boundaries: Optional[Sequence[int]] = None,
-               max_attempts: int = MAX_ATTEMPTS,
+               max_attempts: int = DEFAULTS["inference_attempts"],
                backoff_secs: float = BACKOFF_SECS):
     bucketing = {}
     if length_bucketing:

@@ -25,7 +25,6 @@ from pipeline.plan import InputPlan, open_table_reader
 from schemas import columns as c
 from schemas.inputs import TABLE_FORMATS
 
-DEFAULT_MAX_REVIEW_BYTES = 1_000_000
 # Batches pyarrow decodes at a time: bounds a worker's memory per row group.
 _PARQUET_BATCH_ROWS = 1024
 _TEXT_CHUNK_BYTES = 1 << 16

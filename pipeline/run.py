@@ -27,19 +27,17 @@ from pipeline.filesystems import missing_filesystem
 from runtime import quiet
 from pipeline.model_card import ModelError, load_model_card, saved_model_path
 from pipeline.model_handler import TokenIdsModelHandler, worker_log
-from pipeline.options import (ScoreOptions, default_bucket_boundaries,
-                              parse_int_list, parse_names)
+from pipeline.options import ScoreOptions, unknown_flags
 from pipeline.plan import InputError, InputPlan, plan_input
 from pipeline.read import ReadReviews, Validate
+from pipeline.settings import (DEFAULTS, OptionsError, check_values,
+                               default_bucket_boundaries, parse_int_list,
+                               parse_names)
 from pipeline.tokenize import TokenizeBatch
 from schemas import arrow as schema_lib
 from schemas import columns as c
 from schemas import model_dir as contract
 from schemas.model_dir import ModelCard, ModelCardError
-
-
-class OptionsError(ValueError):
-  """An option value the pipeline cannot use."""
 
 
 class PipelineFailed(Exception):
@@ -200,34 +198,16 @@ def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
 
 
 def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
-  for name in ("input", "model", "output"):
-    if not getattr(opts, name):
-      raise OptionsError(f"--{name} is required")
+  """What the options mean for this model: bucket edges, the smallest
+  batch, and the signature of each precision the workers may use."""
   min_batch_size = opts.min_batch_size
   if min_batch_size is None:  # fixed batches of --max_batch_size
     min_batch_size = opts.max_batch_size
-  if min_batch_size < 1:
-    raise OptionsError("--min_batch_size must be at least 1")
-  for name in ("max_batch_size", "tokenize_batch_size",
-               "max_review_bytes", "inference_attempts"):
-    if getattr(opts, name) < 1:
-      raise OptionsError(f"--{name} must be at least 1")
-  if min_batch_size > opts.max_batch_size:
-    raise OptionsError("--min_batch_size is larger than --max_batch_size")
-  if opts.num_shards < 0:
-    raise OptionsError("--num_shards must be 0 (runner's choice) or more")
-  duration = opts.max_batch_duration_secs
-  if duration is None or duration < 0:
-    raise OptionsError("--max_batch_duration_secs must be 0 (no limit) or "
-                       "more")
-  try:
-    buckets = parse_int_list(opts.bucket_boundaries)
-  except ValueError as e:
-    raise OptionsError(f"--bucket_boundaries: {e}") from None
   try:
     signatures = card.classify_signatures(opts.precision)
   except ModelCardError as e:
     raise ModelError(f"{opts.model}: {e}") from None
+  buckets = parse_int_list(opts.bucket_boundaries)
   return {"buckets": buckets or default_bucket_boundaries(card.seq_length),
           "min_batch_size": min_batch_size, "signatures": signatures}
 
@@ -281,15 +261,27 @@ def _show_worker_lines() -> None:
 
 
 def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
-        echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr)
-        ) -> ScoreResult:
-  """Checks, runs and waits; raises one of SCORING_ERRORS on bad input."""
+        echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+        **values) -> ScoreResult:
+  """Checks, runs and waits; raises one of SCORING_ERRORS on bad input.
+
+  Options come as Beam's argv (`--input=... --runner=...`, sys.argv when
+  None), as Python values (`input=..., max_batch_size=64`; these win), or
+  both; anything in argv that is neither ours nor Beam's is an error.
+  """
   start = time.time()
-  options = PipelineOptions(argv)
+  flags = sys.argv[1:] if argv is None else list(argv)
+  unknown = unknown_flags(flags)
+  if unknown:
+    raise OptionsError(f"no such option: {unknown[0]} (neither "
+                       "reviewscore's nor Beam's)")
+  strangers = sorted(set(values) - set(DEFAULTS))
+  if strangers:
+    raise TypeError(f"run() got unknown options {strangers}")
+  options = PipelineOptions(flags, **values)
   options.view_as(SetupOptions).save_main_session = save_main_session
   opts = options.view_as(ScoreOptions)
-  if not opts.model:
-    raise OptionsError("--model is required")
+  check_values({name: getattr(opts, name) for name in DEFAULTS})
   # Model first, then the input: both before any record is read.
   card = load_model_card(opts.model)
   checked = _check_options(opts, card)

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from schemas import columns
 from schemas.inputs import table_format_of
 from train.labels import LabelError, LabelScheme
 
@@ -186,8 +187,8 @@ def _read_tables(paths, *, text_column: str, label_column: str,
                          class_names=tuple(class_names), dropped=dropped)
 
 
-def read_labelled(path, split: str = "train", *, text_column: str = "text",
-                  label_column: str = "label", id_column: str = "review_id",
+def read_labelled(path, split: str = "train", *, text_column: str = columns.INPUT_TEXT,
+                  label_column: str = columns.INPUT_LABEL, id_column: str = columns.INPUT_ID,
                   labels: LabelScheme = FROM_THE_DATA,
                   positional_ids: bool = False
                   ) -> Optional[LabelledReviews]:

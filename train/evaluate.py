@@ -10,6 +10,7 @@ import numpy as np
 
 from evaluation import metrics as metric_lib
 from evaluation import plots
+from schemas import columns
 from schemas import model_dir as contract
 from train import data as data_lib
 from train.export import write_json
@@ -57,8 +58,8 @@ def score_texts(model, texts: Sequence[str], *, batch_size: int = 64
 
 def evaluate_model(model_dir, data_path, *, split: str = "test",
                    out_dir=None, max_examples: Optional[int] = None,
-                   text_column: str = "text", label_column: str = "label",
-                   id_column: str = "review_id",
+                   text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
+                   id_column: str = columns.INPUT_ID,
                    label_map: Optional[str] = None,
                    positional_ids: bool = False, seed: int = 42) -> dict:
   """Scores a labelled split, writes metrics JSON and plots; returns metrics.

@@ -19,6 +19,7 @@ import urllib.error
 import urllib.request
 from typing import Callable, Dict, List, Optional
 
+from schemas import columns
 from train.hf_checkpoint import sha256_of
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
@@ -118,9 +119,9 @@ def _write_split(rows: List[tuple], path: pathlib.Path) -> None:
   import pyarrow.parquet as pq
   rows = sorted(rows, key=lambda r: r[0])
   table = pa.table({
-      "review_id": pa.array([r[1] for r in rows], pa.string()),
-      "text": pa.array([r[2] for r in rows], pa.string()),
-      "label": pa.array([r[3] for r in rows], pa.int8()),
+      columns.INPUT_ID: pa.array([r[1] for r in rows], pa.string()),
+      columns.INPUT_TEXT: pa.array([r[2] for r in rows], pa.string()),
+      columns.INPUT_LABEL: pa.array([r[3] for r in rows], pa.int8()),
       "rating": pa.array([r[4] for r in rows], pa.int8()),
   })
   partial = path.with_name(path.name + ".partial")

@@ -14,6 +14,7 @@ import tensorflow_hub as hub
 
 from evaluation import metrics as metric_lib
 from evaluation import plots
+from schemas import columns
 from schemas import model_dir as contract
 from train import data as data_lib
 from train.classifier import (build_classifier, scoring_copies,
@@ -51,8 +52,8 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
 
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
-                     text_column: str = "text", label_column: str = "label",
-                     id_column: str = "review_id",
+                     text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
+                     id_column: str = columns.INPUT_ID,
                      label_scheme: LabelScheme = data_lib.FROM_THE_DATA,
                      threshold: Optional[float] = None,
                      positional_ids: bool = False, resume: bool = False,
