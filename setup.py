@@ -21,8 +21,11 @@ RUNTIME = [
     "setuptools>=65,<80",
 ]
 
-# Tests read outputs the way analytics users do.
-TEST = ["pytest>=8", "duckdb>=1.0", "pandas>=2.2", "ruff>=0.6"]
+AWS = ["apache-beam[aws]>=2.77,<2.78"]
+# Tests read outputs the way analytics users do, and run the pipeline against
+# an S3-compatible server of their own (moto's) on 127.0.0.1.
+TEST = ["pytest>=8", "duckdb>=1.0", "pandas>=2.2", "ruff>=0.6",
+        "moto[server]>=5.1,<6"] + AWS
 # Reference implementations compared against ours (never runtime deps):
 # torch 2.13.0's CPU wheel lies on this project's machines.
 PARITY = ["torch==2.13.0", "transformers>=4.44,<6"]
@@ -43,7 +46,7 @@ setuptools.setup(
         # Beam's filesystems and runners for Google Cloud (gs://, Dataflow)
         # and AWS (s3://), for launchers and workers alike.
         "gcp": ["apache-beam[gcp]>=2.77,<2.78"],
-        "aws": ["apache-beam[aws]>=2.77,<2.78"],
+        "aws": AWS,
         "test": TEST,
         "parity": TEST + PARITY,
         "benchmark": TEST + BENCHMARK,

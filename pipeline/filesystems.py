@@ -6,8 +6,11 @@ ValueError deep in a stack trace, so callers check `missing_filesystem`
 before handing a path to the helpers below.
 """
 import os
+import shutil
+import tempfile
 from typing import Optional, Tuple
 
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 # URL scheme -> the reviewscore extra that installs Beam's support for it.
@@ -59,3 +62,28 @@ def write_atomically(path: str, data: bytes) -> None:
   with FileSystems.create(staged) as f:
     f.write(data)
   FileSystems.rename([staged], [path])
+
+
+def local_copy(directory: str) -> str:
+  """`directory` itself when it is local, else a copy of it in a fresh local
+  temporary folder.
+
+  TensorFlow opens local paths (and gs://) but not s3:// or Beam's other
+  filesystems; copying through Beam lets a worker load a SavedModel from any
+  filesystem the job can read.
+  """
+  if not is_remote(directory):
+    return directory
+  base = directory.rstrip("/") + "/"
+  found = FileSystems.match([base + "**"])[0].metadata_list
+  if not found:
+    raise FileNotFoundError(f"{directory}: no files to copy")
+  target = tempfile.mkdtemp(prefix="reviewscore-model-")
+  for metadata in found:
+    destination = os.path.join(target, *metadata.path[len(base):].split("/"))
+    os.makedirs(os.path.dirname(destination), exist_ok=True)
+    with FileSystems.open(metadata.path,
+                          compression_type=CompressionTypes.UNCOMPRESSED) as src, \
+        open(destination, "wb") as out:
+      shutil.copyfileobj(src, out, 1 << 20)
+  return target

@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import retry, shared
 
+from pipeline.filesystems import local_copy
 from pipeline.settings import DEFAULTS
 from runtime import quiet
 from runtime.hardware import choose_precision
@@ -81,8 +82,8 @@ class _LoadedModel:
 def acquire_model(saved_model_dir: str) -> _LoadedModel:
   """The process's shared copy of the SavedModel (loaded on first use)."""
   start = time.time()
-  model = _MODELS.acquire(lambda: _LoadedModel(saved_model_dir),
-                          tag=saved_model_dir)
+  model = _MODELS.acquire(
+      lambda: _LoadedModel(local_copy(saved_model_dir)), tag=saved_model_dir)
   logging.info("model %s ready in %.1fs", saved_model_dir, time.time() - start)
   return model
 

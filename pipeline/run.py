@@ -15,6 +15,7 @@ import uuid
 from typing import Any, Callable, Dict, List, Optional
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
                                                   StandardOptions)
@@ -279,6 +280,10 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   if strangers:
     raise TypeError(f"run() got unknown options {strangers}")
   options = PipelineOptions(flags, **values)
+  # The launcher reads the model card and plans the input before the
+  # pipeline exists: with the job's filesystem options (an S3 endpoint,
+  # credentials), as Beam sets them when a pipeline is built.
+  FileSystems.set_options(options)
   options.view_as(SetupOptions).save_main_session = save_main_session
   opts = options.view_as(ScoreOptions)
   check_values({name: getattr(opts, name) for name in DEFAULTS})
