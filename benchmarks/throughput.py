@@ -338,7 +338,7 @@ def xla_wrap(multiple):
         word_ids, mask = np.pad(word_ids, pad), np.pad(mask, pad)
       out = compiled(tf.constant(word_ids, tf.int32),
                      tf.constant(mask, tf.int32))
-      return out["probability"].numpy(), out["label_id"].numpy()
+      return {name: value.numpy() for name, value in out.items()}
     # The handler's own seam (the model object is shared process-wide).
     handler._classify = classify
   return wrap

@@ -57,6 +57,21 @@ def log_loss_from_logits(labels: np.ndarray, logits: np.ndarray) -> float:
   return float(losses.mean())
 
 
+def softmax_log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
+  """Mean categorical cross-entropy from [n, classes] logits."""
+  logits = np.asarray(logits, np.float64)
+  shifted = logits - logits.max(axis=1, keepdims=True)
+  log_probabilities = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
+  rows = np.arange(len(logits))
+  return float(-log_probabilities[rows, np.asarray(labels, np.int64)].mean())
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+  shifted = np.asarray(logits, np.float64)
+  shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
+  return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+
+
 def calibration_bin_of(scores: np.ndarray, bins: int = CALIBRATION_BINS
                        ) -> np.ndarray:
   edges = np.linspace(0.0, 1.0, bins + 1)
@@ -167,3 +182,60 @@ def best_threshold(labels, scores) -> float:
   correct = negatives_below + positives_at_or_above
   best = np.flatnonzero(correct == correct.max())
   return float(candidates[best[np.argmin(np.abs(candidates[best] - 0.5))]])
+
+
+def multiclass_from_confusion(confusion, class_names: Sequence[str], *,
+                              log_loss: Optional[float]) -> Dict:
+  """Accuracy, per-class precision/recall/F1 and macro F1 from a
+  [true, predicted] confusion matrix of any number of classes."""
+  confusion = np.asarray(confusion, np.int64)
+  total = int(confusion.sum())
+  per_class = {}
+  for index, name in enumerate(class_names):
+    tp = int(confusion[index, index])
+    predicted = int(confusion[:, index].sum())
+    actual = int(confusion[index, :].sum())
+    precision = tp / predicted if predicted else 0.0
+    recall = tp / actual if actual else 0.0
+    per_class[name] = {
+        "precision": precision, "recall": recall, "support": actual,
+        "f1": (2 * precision * recall / (precision + recall)
+               if precision + recall else 0.0)}
+  return {
+      "count": total,
+      "accuracy": float(np.trace(confusion) / total) if total else None,
+      "macro_f1": float(np.mean([c["f1"] for c in per_class.values()])),
+      "log_loss": log_loss,
+      "per_class": per_class,
+      "confusion_matrix": {"labels": list(class_names),
+                           "rows_true_cols_predicted": confusion.tolist()},
+  }
+
+
+def multiclass_confusion(labels, predicted, classes: int) -> np.ndarray:
+  return np.bincount(np.asarray(labels, np.int64) * classes +
+                     np.asarray(predicted, np.int64),
+                     minlength=classes * classes).reshape(classes, classes)
+
+
+def multiclass_metrics(labels, probabilities, *,
+                       class_names: Sequence[str]) -> Dict:
+  """Metrics of a model over several classes from [n, classes] probabilities."""
+  labels = np.asarray(labels, np.int64)
+  probabilities = np.asarray(probabilities, np.float64)
+  confusion = multiclass_confusion(labels, probabilities.argmax(axis=1),
+                                   len(class_names))
+  chosen = np.clip(probabilities[np.arange(len(labels)), labels], _CLIP, 1.0)
+  return multiclass_from_confusion(
+      confusion, class_names,
+      log_loss=float(-np.log(chosen).mean()) if len(labels) else None)
+
+
+def classification_metrics(labels, probabilities, *, class_names,
+                           threshold: Optional[float]) -> Dict:
+  """`binary_metrics` for two classes ([n] positive-class probabilities),
+  `multiclass_metrics` for more ([n, classes])."""
+  if len(class_names) == 2:
+    return binary_metrics(labels, probabilities, threshold=threshold,
+                          class_names=class_names)
+  return multiclass_metrics(labels, probabilities, class_names=class_names)

@@ -110,3 +110,62 @@ class ScoreCounters:
         "score_quantiles": {q: round(self._quantile(float(q)), 4)
                             for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
     }
+
+
+@dataclasses.dataclass
+class ClassCounters:
+  """Fixed-size running counts for a model over three or more classes: a
+  [true, predicted] confusion matrix, predicted-label counts and the
+  log-loss sum of the true classes' probabilities."""
+  class_names: tuple
+  confusion: np.ndarray = None
+  predicted: np.ndarray = None
+  score_sum: float = 0.0
+  log_loss_sum: float = 0.0
+
+  def __post_init__(self):
+    classes = len(self.class_names)
+    self.confusion = np.zeros((classes, classes), np.int64)
+    self.predicted = np.zeros(classes, np.int64)
+
+  def add(self, scores: np.ndarray, label_ids: np.ndarray,
+          true_labels: Optional[np.ndarray],
+          class_scores: Optional[np.ndarray] = None) -> None:
+    """One batch: the likeliest class's probability, its id, true labels
+    (-1 unknown) and [rows, classes] probabilities (for the log loss)."""
+    classes = len(self.class_names)
+    self.predicted += np.bincount(label_ids, minlength=classes)
+    self.score_sum += float(np.sum(scores, dtype=np.float64))
+    if true_labels is None:
+      return
+    known = true_labels >= 0
+    self.confusion += metrics.multiclass_confusion(
+        true_labels[known], label_ids[known], classes)
+    if class_scores is not None and known.any():
+      chosen = class_scores[np.flatnonzero(known), true_labels[known]]
+      self.log_loss_sum -= float(np.sum(np.log(np.clip(chosen, 1e-7, 1.0))))
+
+  @property
+  def rows(self) -> int:
+    return int(self.predicted.sum())
+
+  @property
+  def labelled(self) -> int:
+    return int(self.confusion.sum())
+
+  def labelled_metrics(self) -> Optional[dict]:
+    if not self.labelled:
+      return None
+    figures = metrics.multiclass_from_confusion(
+        self.confusion, self.class_names,
+        log_loss=self.log_loss_sum / self.labelled)
+    figures["labelled_rows"] = figures.pop("count")
+    return figures
+
+  def summary(self) -> dict:
+    shares = {name: int(n) for name, n in
+              zip(self.class_names, self.predicted, strict=True)}
+    return {"rows": self.rows, "predicted_label_counts": shares,
+            "predicted_label_shares": {k: v / max(self.rows, 1)
+                                       for k, v in shares.items()},
+            "score_mean": self.score_sum / max(self.rows, 1)}

@@ -32,6 +32,9 @@ _tf_configured = False
 # BACKOFF_SECS so that a fault has time to clear.
 BACKOFF_SECS = 0.5
 worker_log = logging.getLogger("reviewscore.worker")
+# The classify outputs a scored row is made of (probabilities: 3+ classes).
+_SCORED_OUTPUTS = (contract.OUTPUT_PROBABILITY, contract.OUTPUT_LABEL_ID,
+                   contract.OUTPUT_PROBABILITIES)
 _LOGGED_CHOICES = set()
 
 
@@ -75,8 +78,7 @@ class _LoadedModel:
     out = self.signatures[signature](
         **{contract.TOKEN_IDS: tf.constant(word_ids, tf.int32),
            contract.TOKEN_MASK: tf.constant(mask, tf.int32)})
-    return (out[contract.OUTPUT_PROBABILITY].numpy(),
-            out[contract.OUTPUT_LABEL_ID].numpy())
+    return {name: out[name].numpy() for name in _SCORED_OUTPUTS if name in out}
 
 
 def acquire_model(saved_model_dir: str) -> _LoadedModel:
@@ -191,13 +193,18 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
     Metrics.counter("reviewscore", "tokens_padded").inc(int(mask.size))
     Metrics.distribution("reviewscore", "inference_batch_size").update(
         len(batch))
-    probabilities, label_ids = self._classify_retrying(model, ids, mask)
+    outputs = self._classify_retrying(model, ids, mask)
     precision = self.precision_for(model)
-    return [PredictionResult(example, {contract.OUTPUT_PROBABILITY: float(p),
-                                       contract.OUTPUT_LABEL_ID: int(label),
-                                       "precision": precision},
-                             self._fingerprint)
-            for example, p, label in zip(batch, probabilities, label_ids, strict=True)]
+    rows = [{contract.OUTPUT_PROBABILITY: float(p),
+             contract.OUTPUT_LABEL_ID: int(label), "precision": precision}
+            for p, label in zip(outputs[contract.OUTPUT_PROBABILITY],
+                                outputs[contract.OUTPUT_LABEL_ID], strict=True)]
+    if contract.OUTPUT_PROBABILITIES in outputs:
+      for row, scores in zip(rows, outputs[contract.OUTPUT_PROBABILITIES],
+                             strict=True):
+        row[contract.OUTPUT_PROBABILITIES] = scores.tolist()
+    return [PredictionResult(example, row, self._fingerprint)
+            for example, row in zip(batch, rows, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Dict[str, Any]]) -> int:
     return sum(e["tokens"].nbytes for e in batch)

@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from evaluation import plots
-from evaluation.streaming import ScoreCounters
+from evaluation.streaming import ClassCounters, ScoreCounters
 from schemas import columns as c
 
 _BATCH_ROWS = 65_536
@@ -48,10 +48,14 @@ def _label_map(path: pathlib.Path, id_column: str, label_column: str,
 
 
 def _label_ids(column, class_names) -> np.ndarray:
-  """Labels as 0/1 (or -1 when missing), from ints or class names."""
+  """Class ids (-1 when missing or unknown) from class names, from numbers
+  that are the class names (1-5 stars), or from class ids."""
+  index = {name: i for i, name in enumerate(class_names)}
   if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
-    index = {name: i for i, name in enumerate(class_names)}
     return np.asarray([index.get(v, -1) if v is not None else -1
+                       for v in column.to_pylist()], np.int64)
+  if all(name.lstrip("-").isdigit() for name in class_names):
+    return np.asarray([index.get(str(v), -1) if v is not None else -1
                        for v in column.to_pylist()], np.int64)
   return np.asarray(pc.fill_null(column, -1).to_numpy(zero_copy_only=False),
                     np.int64)
@@ -76,9 +80,10 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
   if not shards:
     raise ReportError(f"{prefix}: the manifest lists no score shards")
   metadata = pq.read_schema(shards[0]).metadata or {}
-  threshold = float(metadata.get(c.METADATA_THRESHOLD, b"0.5"))
   class_names = tuple(json.loads(metadata.get(c.METADATA_CLASS_NAMES,
                                               b'["neg", "pos"]')))
+  threshold = (float(metadata.get(c.METADATA_THRESHOLD, b"0.5"))
+               if len(class_names) == 2 else None)
   names = pq.read_schema(shards[0]).names
   label_column, label_map = None, None
   if labels:
@@ -91,7 +96,11 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
       raise ReportError(f"--labels {labels!r} is neither a column of the scored "
                         f"output ({', '.join(names)}) nor a Parquet file")
   columns = [c.REVIEW_ID, c.SCORE, c.LABEL_ID] + ([label_column] if label_column else [])
-  counters = ScoreCounters(threshold=threshold, class_names=class_names)
+  if threshold is None:
+    columns.append(c.CLASS_SCORES)
+    counters = ClassCounters(class_names=class_names)
+  else:
+    counters = ScoreCounters(threshold=threshold, class_names=class_names)
   for batch in iter_batches(shards, columns):
     scores = batch.column(c.SCORE).to_numpy(zero_copy_only=False)
     label_ids = batch.column(c.LABEL_ID).to_numpy(zero_copy_only=False).astype(np.int64)
@@ -102,7 +111,12 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
                           batch.column(c.REVIEW_ID).to_pylist()], np.int64)
     else:
       truth = None
-    counters.add(scores, label_ids, truth)
+    if threshold is None:
+      class_scores = np.asarray(batch.column(c.CLASS_SCORES).to_pylist(),
+                                np.float64).reshape(len(scores), -1)
+      counters.add(scores, label_ids, truth, class_scores)
+    else:
+      counters.add(scores, label_ids, truth)
 
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -112,6 +126,15 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
                                                b"").decode(),
              "threshold": threshold, "counts": manifest.get("counts"),
              **counters.summary()}
+  plots.label_shares(summary["predicted_label_counts"], out_dir / "label_shares.png")
+  if threshold is None:
+    labelled = counters.labelled_metrics()
+    if labelled:
+      plots.confusion_plot(labelled["confusion_matrix"]["rows_true_cols_predicted"],
+                           class_names, out_dir / "confusion.png")
+      summary["labelled"] = labelled
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
   edges = np.linspace(0, 1, 51)
   coarse = counters.all_scores_histogram().reshape(50, -1).sum(axis=1)
   per_class = (counters.by_class.reshape(2, 50, -1).sum(axis=2)
@@ -119,7 +142,6 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
   plots.histogram_from_counts(edges, coarse, out_dir / "score_histogram.png",
                               per_class=per_class, threshold=threshold,
                               class_names=class_names)
-  plots.label_shares(summary["predicted_label_counts"], out_dir / "label_shares.png")
   labelled = counters.labelled_metrics()
   if labelled:
     fpr, tpr = labelled.pop("_roc")
@@ -137,8 +159,10 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
 
 
 def format_summary(summary: dict) -> str:
+  decision = (f"threshold {summary['threshold']}"
+              if summary["threshold"] is not None else "likeliest class")
   lines = [f"{summary['rows']:,} scored rows by {summary['model']} "
-           f"(threshold {summary['threshold']})"]
+           f"({decision})"]
   counts = summary.get("counts") or {}
   if counts:
     lines.append(f"read {counts.get('read', '?'):,}, dead-lettered "
@@ -148,8 +172,11 @@ def format_summary(summary: dict) -> str:
   lines.append(f"predicted: {shares}; mean score {summary['score_mean']:.3f}")
   labelled = summary.get("labelled")
   if labelled:
+    figures = (f"F1 {labelled['f1']:.4f}, ROC AUC {labelled['roc_auc']:.4f}"
+               if "roc_auc" in labelled else
+               f"macro F1 {labelled['macro_f1']:.4f}")
     lines.append(
         f"{labelled['labelled_rows']:,} with true labels: accuracy "
-        f"{labelled['accuracy']:.4f}, F1 {labelled['f1']:.4f}, ROC AUC "
-        f"{labelled['roc_auc']:.4f}, log loss {labelled['log_loss']:.4f}")
+        f"{labelled['accuracy']:.4f}, {figures}, log loss "
+        f"{labelled['log_loss']:.4f}")
   return "\n".join(lines)

@@ -79,6 +79,8 @@ def _format_score(result, *, class_names, fingerprint, carried):
   row = {c.REVIEW_ID: record["id"], c.SCORE: inference[contract.OUTPUT_PROBABILITY],
          c.LABEL_NAME: class_names[label_id], c.LABEL_ID: label_id,
          c.MODEL_FINGERPRINT: fingerprint}
+  if contract.OUTPUT_PROBABILITIES in inference:
+    row[c.CLASS_SCORES] = inference[contract.OUTPUT_PROBABILITIES]
   for name in carried:
     row[name] = record["carried"].get(name)
   return row
@@ -171,7 +173,8 @@ def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
   metadata = schema_lib.scored_schema_metadata(
       model_name=card.model_name, model_fingerprint=card.model_fingerprint,
       threshold=card.threshold, class_names=card.class_names)
-  scored_schema = schema_lib.scored_schema(plan.carried_fields, metadata)
+  scored_schema = schema_lib.scored_schema(
+      plan.carried_fields, metadata, class_count=len(card.class_names))
   score_files = write_shards(scores, paths.staged_scores, scored_schema,
                              opts.num_shards, "WriteScores")
   error_files = write_shards(dead, paths.staged_errors,

@@ -8,21 +8,25 @@ from schemas import columns as c
 
 
 def scored_schema_metadata(*, model_name: str, model_fingerprint: str,
-                           threshold: float,
+                           threshold: Optional[float],
                            class_names: Sequence[str]) -> dict:
-  """Footer metadata that lets analytics know which model made the scores."""
-  return {
+  """Footer metadata that lets analytics know which model made the scores
+  (no threshold for a model over three or more classes)."""
+  metadata = {
       c.METADATA_MODEL_NAME: model_name.encode(),
       c.METADATA_MODEL_FINGERPRINT: model_fingerprint.encode(),
-      c.METADATA_THRESHOLD: repr(float(threshold)).encode(),
       c.METADATA_CLASS_NAMES: json.dumps(list(class_names)).encode(),
   }
+  if threshold is not None:
+    metadata[c.METADATA_THRESHOLD] = repr(float(threshold)).encode()
+  return metadata
 
 
 def scored_schema(carried: Iterable[pa.Field] = (),
-                  metadata: Optional[Mapping[bytes, bytes]] = None
-                  ) -> pa.Schema:
-  """Schema of scored rows: fixed columns first, then carried input columns."""
+                  metadata: Optional[Mapping[bytes, bytes]] = None, *,
+                  class_count: int = 2) -> pa.Schema:
+  """Schema of scored rows: fixed columns first (with every class's
+  probability for 3+ classes), then carried input columns."""
   fields = [
       pa.field(c.REVIEW_ID, pa.string(), nullable=False),
       pa.field(c.SCORE, pa.float32(), nullable=False),
@@ -30,6 +34,9 @@ def scored_schema(carried: Iterable[pa.Field] = (),
       pa.field(c.LABEL_ID, pa.int8(), nullable=False),
       pa.field(c.MODEL_FINGERPRINT, pa.string(), nullable=False),
   ]
+  if class_count > 2:
+    fields.append(pa.field(c.CLASS_SCORES,
+                           pa.list_(pa.float32(), class_count), nullable=False))
   taken = {f.name for f in fields}
   for field in carried:
     if field.name in taken:

@@ -7,11 +7,14 @@ INPUT_LABEL = "label"
 
 # Scored output.
 REVIEW_ID = "review_id"
-SCORE = "score"  # positive-class probability, float32
+SCORE = "score"  # float32: the positive class's probability (two classes)
 LABEL_NAME = "label"  # class name, e.g. "pos"
 LABEL_ID = "label_id"  # class index, int8
 MODEL_FINGERPRINT = "model_fingerprint"
 SCORED_FIELDS = (REVIEW_ID, SCORE, LABEL_NAME, LABEL_ID, MODEL_FINGERPRINT)
+# Models over three or more classes: every class's probability, in the
+# order of the class names (schema metadata); `score` is the likeliest's.
+CLASS_SCORES = "class_scores"
 
 # Dead-letter output: every record that could not be scored, with why.
 SOURCE_FILE = "source_file"

@@ -30,8 +30,10 @@ TOKEN_IDS = "input_word_ids"  # int32 [batch, length <= seq_length], 0-padded
 TOKEN_MASK = "input_mask"  # int32 [batch, length], 1 on real tokens
 NUM_TOKENS = "num_tokens"  # int32 [batch]
 OUTPUT_LOGITS = "logits"
-OUTPUT_PROBABILITY = "probability"  # float32 [batch], the positive class
-OUTPUT_LABEL_ID = "label_id"  # int32 [batch], the threshold applied
+# Two classes: the positive class's probability; more: the likeliest one's.
+OUTPUT_PROBABILITY = "probability"  # float32 [batch]
+OUTPUT_PROBABILITIES = "probabilities"  # float32 [batch, classes], 3+ classes
+OUTPUT_LABEL_ID = "label_id"  # int32 [batch]: threshold applied, or argmax
 
 
 def classify_signature_for(precision: str) -> str:
@@ -54,7 +56,7 @@ class ModelCard:
   model_name: str
   model_fingerprint: str
   class_names: List[str]
-  threshold: float
+  threshold: Optional[float]  # two classes only
   seq_length: int
   serving_precision: str
   precisions: List[str]
@@ -74,11 +76,16 @@ class ModelCard:
   versions: Optional[Dict[str, str]] = None
 
   def __post_init__(self):
-    if len(self.class_names) != 2:
-      raise ModelCardError(f"class_names: expected two class names, got "
-                           f"{self.class_names}")
-    if not 0.0 <= self.threshold <= 1.0:
+    if len(self.class_names) < 2 or len(set(self.class_names)) != len(
+        self.class_names):
+      raise ModelCardError(f"class_names: expected two or more different "
+                           f"class names, got {self.class_names}")
+    if self.binary and not (self.threshold is not None and
+                            0.0 <= self.threshold <= 1.0):
       raise ModelCardError(f"threshold: {self.threshold} is not in [0, 1]")
+    if not self.binary and self.threshold is not None:
+      raise ModelCardError("threshold: a model over more than two classes "
+                           "has none (the likeliest class wins)")
     if self.serving_precision not in self.precisions:
       raise ModelCardError(f"serving_precision: {self.serving_precision!r} "
                            f"is not among precisions {self.precisions}")
@@ -88,8 +95,8 @@ class ModelCard:
                            "(exported by an older trainer?)")
 
   @property
-  def positive_class(self) -> str:
-    return self.class_names[1]
+  def binary(self) -> bool:
+    return len(self.class_names) == 2
 
   def classify_signature(self, precision: Optional[str] = None) -> str:
     """Signature computing in `precision` (None: the serving precision)."""
@@ -132,7 +139,8 @@ class ModelCard:
     values = {}
     for name in required:
       try:
-        values[name] = _REQUIRED_TYPES[name](card[name])
+        values[name] = (None if card[name] is None and name == "threshold"
+                        else _REQUIRED_TYPES[name](card[name]))
       except (TypeError, ValueError):
         raise ModelCardError(f"{name}: bad value {card[name]!r}") from None
     values.update({name: card[name] for name in fields

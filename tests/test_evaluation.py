@@ -76,7 +76,7 @@ def test_model_card_round_trips_and_names_what_is_wrong():
   bad = {"missing keys ['threshold']": {"threshold": None},
          "seq_length: bad value 'long'": {"seq_length": "long"},
          "format_version 2 is not supported": {"format_version": 2},
-         "expected two class names": {"class_names": ["only"]},
+         "expected two or more different class names": {"class_names": ["only"]},
          "no ['tokenize'] signature": {"signatures": ["classify_tokens"]},
          "is not among precisions": {"serving_precision": "bfloat16"}}
   for message, change in bad.items():

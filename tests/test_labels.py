@@ -37,6 +37,13 @@ TINY = dict(batch_size=8, seq_length=64, checkpoint_every_steps=1000,
      [0, 0, -1, 1, 1], ("neg", "pos")),
     ([1.5, 9.0], LabelScheme.from_options(label_map="low:<5,high:>5"),
      [0, 1], ("low", "high")),
+    # Three or more classes.
+    ([5, 1, 3, 1], LabelScheme(), [2, 0, 1, 0], ("1", "3", "5")),
+    (["b", "c", "a"], LabelScheme(), [1, 2, 0], ("a", "b", "c")),
+    ([2, 0, 1], LabelScheme(class_names=("neg", "mixed", "pos")), [2, 0, 1],
+     ("neg", "mixed", "pos")),
+    ([1, 3, 5, 2], LabelScheme.from_options(label_map="n:<=2,m:=3,p:>=4"),
+     [0, 1, 2, 0], ("n", "m", "p")),
 ])
 def test_label_columns_become_two_classes(values, scheme, ids, names):
   class_ids, class_names = scheme.apply(pa.chunked_array([values]), "x")
@@ -44,14 +51,15 @@ def test_label_columns_become_two_classes(values, scheme, ids, names):
 
 
 @pytest.mark.parametrize("values, scheme, message", [
-    ([1, 2, 3], LabelScheme(), "3 label values .* --label-map"),
-    (["a", "b", "c"], LabelScheme(), "3 label values"),
+    (list(range(21)), LabelScheme(), "21 label values .* --label-map"),
+    (["a", "a"], LabelScheme(), "one class only"),
     (["neg", "meh"], LabelScheme(class_names=("neg", "pos")),
      r"labels \['meh'\] are not among"),
-    ([1, 2], LabelScheme(class_names=("a", "b")), "must be 0 or 1"),
+    ([1, 2], LabelScheme(class_names=("a", "b")), r"must lie in \[0, 2\)"),
     (["a", "b"], LabelScheme.from_options(label_map="n:<=2,p:>=4"),
      "needs a numeric label column"),
-    ([3], LabelScheme.from_options(label_map="n:<=3,p:>=3"), "meets both"),
+    ([3], LabelScheme.from_options(label_map="n:<=3,p:>=3"),
+     "more than one class"),
     ([2.5], LabelScheme(), "neither class names nor class ids"),
 ])
 def test_labels_that_make_no_two_classes_are_refused(values, scheme, message):
@@ -60,6 +68,7 @@ def test_labels_that_make_no_two_classes_are_refused(values, scheme, message):
 
 
 @pytest.mark.parametrize("spec", ["neg<=2,pos>=4", "neg:<=2", "a:<=2,a:>=4",
+                                  "a:<=2,b:=3,a:>=4",
                                   "neg:~2,pos:>=4"])
 def test_malformed_label_maps_are_refused(spec):
   with pytest.raises(LabelError):
@@ -181,3 +190,57 @@ def small_named_labels(imdb_dir, tmp_path_factory):
                             "negative"))
   pq.write_table(table.set_column(2, "label", names), root / "train.parquet")
   return root
+
+
+def test_star_ratings_as_classes_of_their_own(star_reviews, tiny_encoder_dir,
+                                              tmp_path):
+  """Catches: more than two classes refused or squeezed into a sigmoid, a
+  card without its classes, scores that are not one probability per class
+  (summing to 1, the likeliest one named), and evaluate or report treating
+  the model as binary."""
+  out = tmp_path / "model"
+  card = train_and_export(
+      data_path=star_reviews, encoder=str(tiny_encoder_dir), out=out,
+      settings=TrainSettings(**TINY), text_column="body", label_column="stars",
+      positional_ids=True, progress=lambda m: None)
+  stars = sorted(set(pcsv.read_csv(star_reviews / "train.csv")["stars"]
+                     .to_pylist()))
+  assert len(stars) > 2
+  assert card["class_names"] == [str(s) for s in stars]
+  assert card["threshold"] is None
+  per_class = card["metrics"]["test"]["per_class"]
+  assert sorted(per_class) == sorted(card["class_names"])
+  assert sum(c["support"] for c in per_class.values()) == \
+      card["metrics"]["test"]["count"]
+
+  prefix = tmp_path / "scores" / "s"
+  scored = score([f"--input={star_reviews / 'test.csv'}", f"--model={out}",
+                  f"--output={prefix}", "--text-column=body", "--positional-ids",
+                  "--carry-columns=stars", "--precision=float32"],
+                 save_main_session=False, echo=lambda m: None)
+  table = pq.read_table(scored.score_files)
+  class_scores = np.asarray(table["class_scores"].to_pylist())
+  assert class_scores.shape == (40, len(stars))
+  np.testing.assert_allclose(class_scores.sum(axis=1), 1.0, atol=1e-5)
+  np.testing.assert_allclose(table["score"].to_numpy(),
+                             class_scores.max(axis=1), atol=1e-6)
+  assert table["label"].to_pylist() == [card["class_names"][i] for i in
+                                        class_scores.argmax(axis=1)]
+
+  result = CliRunner().invoke(main, ["report", str(prefix), "--labels", "stars",
+                                     "--out", str(tmp_path / "report")])
+  assert result.exit_code == 0, result.output
+  summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+  truth = np.asarray(table["stars"].to_pylist())
+  expected = np.mean(np.asarray(stars)[class_scores.argmax(axis=1)] == truth)
+  assert summary["labelled"]["accuracy"] == pytest.approx(expected)
+  assert sorted(summary["labelled"]["per_class"]) == sorted(card["class_names"])
+
+  evaluated = CliRunner().invoke(main, [
+      "evaluate", "--model", str(out), "--data", str(star_reviews / "test.csv"),
+      "--text-column", "body", "--label-column", "stars", "--positional-ids",
+      "--out", str(tmp_path / "eval")])
+  assert evaluated.exit_code == 0, evaluated.output
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert metrics["accuracy"] == pytest.approx(expected)
+  assert "macro F1" in evaluated.output

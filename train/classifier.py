@@ -50,10 +50,12 @@ def _restore_backbone(backbone: BertBackbone, encoder_dir: str) -> None:
 
 def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
                      pooling: str = "cls", dropout: float = 0.1,
+                     num_classes: int = 2,
                      use_hub_layer: Optional[bool] = None,
                      restore_encoder: bool = True,
                      scoring_weights: bool = False) -> tf_keras.Model:
-  """Builds the token-ids → logits model.
+  """Builds the token-ids → logits model: one logit per review for two
+  classes (the positive one's), one per class for more.
 
   Local encoders (from `import-encoder`) are rebuilt as our BertBackbone so
   that the mixed-precision policy applies to every matmul; hub handles (or
@@ -94,12 +96,21 @@ def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
   features = tf_keras.layers.Dropout(dropout, name="dropout",
                                      dtype=policy)(features)
   # The head stays float32: logits feed a loss and a threshold.
-  logits = tf_keras.layers.Dense(1, name="classifier", dtype="float32")(features)
-  logits = tf_keras.layers.Reshape((), name="logits", dtype="float32")(logits)
+  units = 1 if num_classes == 2 else num_classes
+  logits = tf_keras.layers.Dense(units, name="classifier",
+                                 dtype="float32")(features)
+  if units == 1:
+    logits = tf_keras.layers.Reshape((), name="logits", dtype="float32")(logits)
   model = tf_keras.Model(inputs, logits, name="review_classifier")
   if restore_encoder and not use_hub_layer:
     _restore_backbone(encoder_layer, encoder.encoder)
   return model
+
+
+def class_count(model: tf_keras.Model) -> int:
+  """How many classes a classifier built here tells apart."""
+  shape = model.output_shape
+  return 2 if len(shape) == 1 else int(shape[-1])
 
 
 def scoring_copies(model: tf_keras.Model, encoder: EncoderSource, *,
@@ -113,7 +124,8 @@ def scoring_copies(model: tf_keras.Model, encoder: EncoderSource, *,
   copies = {}
   for precision in precisions:
     copy = build_classifier(encoder, precision=precision, pooling=pooling,
-                            dropout=dropout, restore_encoder=False,
+                            dropout=dropout, num_classes=class_count(model),
+                            restore_encoder=False,
                             scoring_weights=precision == "bfloat16")
     copy.set_weights(model.get_weights())
     copies[precision] = copy

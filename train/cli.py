@@ -338,16 +338,20 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
                             label_map=label_map, positional_ids=positional_ids)
   except (DataError, ModelDirError) as e:
     raise click.ClickException(str(e)) from None
-  (tn, fp), (fn, tp) = result["confusion_matrix"]["rows_true_cols_predicted"]
-  negative, positive = result["confusion_matrix"]["labels"]
+  names = result["confusion_matrix"]["labels"]
+  matrix = result["confusion_matrix"]["rows_true_cols_predicted"]
+  if "roc_auc" in result:
+    figures = (f"precision {result['precision']:.4f}  recall "
+               f"{result['recall']:.4f}  F1 {result['f1']:.4f}  ROC AUC "
+               f"{result['roc_auc']:.4f}")
+  else:
+    figures = f"macro F1 {result['macro_f1']:.4f}"
+  rows = " ".join("[" + " ".join(map(str, row)) + "]" for row in matrix)
   click.echo(
       f"{result['count']:,} reviews: accuracy {result['accuracy']:.4f}  "
-      f"precision {result['precision']:.4f}  recall {result['recall']:.4f}  "
-      f"F1 {result['f1']:.4f}  ROC AUC {result['roc_auc']:.4f}  "
-      f"log loss {result['log_loss']:.4f}\n"
-      f"confusion (rows true {negative}/{positive}, cols predicted "
-      f"{negative}/{positive}): "
-      f"[[{tn} {fp}] [{fn} {tp}]]\nwritten to {result['out_dir']}")
+      f"{figures}  log loss {result['log_loss']:.4f}\n"
+      f"confusion (rows true {'/'.join(names)}, cols predicted "
+      f"{'/'.join(names)}): [{rows}]\nwritten to {result['out_dir']}")
 
 
 @click.command()

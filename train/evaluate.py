@@ -41,19 +41,22 @@ def load_model_dir(model_dir) -> Tuple[Any, contract.ModelCard]:
   return tf.saved_model.load(str(saved_model)), card
 
 
-def score_texts(model, texts: Sequence[str], *, batch_size: int = 64
-                ) -> np.ndarray:
-  """Positive-class probabilities, batching texts of similar length."""
+def score_texts(model, texts: Sequence[str], *, batch_size: int = 64,
+                output: str = contract.OUTPUT_PROBABILITY) -> np.ndarray:
+  """One output of the serving signature (by default the positive class's
+  probability, or the likeliest class's), batching texts of similar length."""
   import tensorflow as tf
   serve = model.signatures[contract.SERVING_SIGNATURE]
   order = np.argsort([len(t) for t in texts], kind="stable")
-  scores = np.empty(len(texts), np.float32)
+  scores = None
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     batch = tf.constant([texts[i] for i in rows])
-    scores[rows] = serve(**{contract.TEXT_INPUT: batch})[
-        contract.OUTPUT_PROBABILITY].numpy()
-  return scores
+    values = serve(**{contract.TEXT_INPUT: batch})[output].numpy()
+    if scores is None:
+      scores = np.empty((len(texts),) + values.shape[1:], values.dtype)
+    scores[rows] = values
+  return scores if scores is not None else np.empty(0, np.float32)
 
 
 def evaluate_model(model_dir, data_path, *, split: str = "test",
@@ -83,24 +86,27 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
       data_path, split, text_column=text_column, label_column=label_column,
       id_column=id_column, labels=scheme, positional_ids=positional_ids)
   labelled = data_lib.sample(labelled, max_examples, seed=seed)
-  scores = score_texts(model, labelled.texts)
-  threshold = card.threshold
-  result = metric_lib.binary_metrics(labelled.labels, scores,
-                                     threshold=threshold,
-                                     class_names=class_names)
+  scores = score_texts(model, labelled.texts, output=(
+      contract.OUTPUT_PROBABILITY if card.binary
+      else contract.OUTPUT_PROBABILITIES))
+  result = metric_lib.classification_metrics(
+      labelled.labels, scores, class_names=class_names,
+      threshold=card.threshold)
   result["data"] = labelled.summary()
   result["model_fingerprint"] = card.model_fingerprint
   out_dir = pathlib.Path(out_dir or pathlib.Path(model_dir) / f"eval-{split}")
   out_dir.mkdir(parents=True, exist_ok=True)
   write_json(out_dir / "metrics.json", result)
-  plots.reliability_diagram(labelled.labels, scores, out_dir / "reliability.png")
-  plots.score_histogram(scores, out_dir / "score_histogram.png",
-                        labels=labelled.labels, threshold=threshold,
-                        class_names=class_names)
-  plots.roc_plot(labelled.labels, scores, out_dir / "roc.png",
-                 auc=result["roc_auc"])
   plots.confusion_plot(result["confusion_matrix"]["rows_true_cols_predicted"],
                        class_names, out_dir / "confusion.png")
+  if card.binary:
+    plots.reliability_diagram(labelled.labels, scores,
+                              out_dir / "reliability.png")
+    plots.score_histogram(scores, out_dir / "score_histogram.png",
+                          labels=labelled.labels, threshold=card.threshold,
+                          class_names=class_names)
+    plots.roc_plot(labelled.labels, scores, out_dir / "roc.png",
+                   auc=result["roc_auc"])
   result["out_dir"] = str(out_dir)
   return result
 
@@ -109,5 +115,6 @@ def predict_texts(model_dir, texts: Sequence[str]) -> List[Tuple[float, str]]:
   """(score, class name) per text."""
   model, card = load_model_dir(model_dir)
   scores = score_texts(model, list(texts))
-  return [(float(s), card.class_names[int(s >= card.threshold)])
-          for s in scores]
+  labels = score_texts(model, list(texts), output=contract.OUTPUT_LABEL_ID)
+  return [(float(score), card.class_names[int(label)])
+          for score, label in zip(scores, labels, strict=True)]

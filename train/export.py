@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from typing import TYPE_CHECKING, Dict, Sequence
+from typing import TYPE_CHECKING, Dict, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -36,7 +36,9 @@ class ServingModule(tf.Module):
   """Preprocessing, classifier(s) and decision rule, saved as one SavedModel."""
 
   def __init__(self, packer, classifiers: Dict[str, "tf_keras.Model"], *,
-               serving_precision: str, threshold: float = 0.5):
+               serving_precision: str, threshold: Optional[float] = 0.5):
+    """`threshold`: the positive class's decision threshold of a two-class
+    model; None for a model over more classes (the likeliest one wins)."""
     super().__init__(name="review_scorer")
     if serving_precision not in classifiers:
       raise ValueError(f"no classifier for precision {serving_precision!r}")
@@ -49,7 +51,7 @@ class ServingModule(tf.Module):
     self.classifier_weights = {precision: list(model.weights)
                                for precision, model in classifiers.items()}
     self.serving_precision = serving_precision
-    self.threshold = float(threshold)
+    self.threshold = None if threshold is None else float(threshold)
     self.functions = {}
     for precision, model in classifiers.items():
       self.functions[precision] = self._classify_fn(model)
@@ -62,11 +64,18 @@ class ServingModule(tf.Module):
       logits = model(encoder_inputs(input_word_ids, input_mask),
                      training=False)
       logits = tf.cast(logits, tf.float32)
-      probability = tf.sigmoid(logits)
+      if threshold is not None:  # two classes: the positive one's logit
+        probability = tf.sigmoid(logits)
+        return {contract.OUTPUT_LOGITS: logits,
+                contract.OUTPUT_PROBABILITY: probability,
+                contract.OUTPUT_LABEL_ID:
+                    tf.cast(probability >= threshold, tf.int32)}
+      probabilities = tf.nn.softmax(logits, axis=-1)
       return {contract.OUTPUT_LOGITS: logits,
-              contract.OUTPUT_PROBABILITY: probability,
+              contract.OUTPUT_PROBABILITIES: probabilities,
+              contract.OUTPUT_PROBABILITY: tf.reduce_max(probabilities, -1),
               contract.OUTPUT_LABEL_ID:
-                  tf.cast(probability >= threshold, tf.int32)}
+                  tf.argmax(probabilities, -1, output_type=tf.int32)}
     return classify_tokens
 
   @tf.function(input_signature=[_TEXT])

@@ -1,16 +1,17 @@
 """From the label column users have to class ids.
 
-Three shapes of label column become the two classes of a binary model:
-- any two distinct values (strings, integers, booleans): the class names are
-  the values, sorted (`neg`/`pos`, `bad`/`good`, `negative`/`positive`),
-  or given with `--class-names NEGATIVE,POSITIVE`; 0/1 integers are named
-  `neg`/`pos` unless named otherwise;
+Three shapes of label column become a model's classes:
+- distinct values (strings, integers, booleans): the class names are the
+  values, sorted (`neg`/`pos`, `bad`/`good`, `1`...`5`), or given in order
+  with `--class-names`; 0/1 integers are named `neg`/`pos` unless named
+  otherwise;
 - a numeric column mapped with `--label-map`, e.g. `neg:<=2,pos:>=4` for
-  star ratings: each class is a condition on the value, rows that meet no
-  condition are dropped and counted;
+  star ratings (or `neg:<=2,mixed:=3,pos:>=4`): each class is a condition
+  on the value, rows that meet none are dropped and counted;
 - the class folders of an aclImdb-style tree (`neg/`, `pos/`).
-The first class is the negative one, the second the positive one whose
-probability the model outputs.
+With two classes the first is the negative one, the second the positive one
+whose probability the model outputs; with more, the model outputs every
+class's probability and the likeliest class wins.
 """
 import dataclasses
 import operator
@@ -22,6 +23,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 DEFAULT_CLASS_NAMES = ("neg", "pos")
+# More distinct values than this is more likely a score than a class.
+MAX_CLASSES = 20
 _COMPARISONS = {"<=": operator.le, ">=": operator.ge, "<": operator.lt,
                 ">": operator.gt, "==": operator.eq, "=": operator.eq}
 _RULE = re.compile(r"^\s*([^:,]+?)\s*:\s*(<=|>=|==|=|<|>)\s*(-?[0-9.]+)\s*$")
@@ -47,7 +50,7 @@ class ClassRule:
 
 
 def parse_label_map(spec: str) -> Tuple[ClassRule, ...]:
-  """`neg:<=2,pos:>=4` → rules, negative class first."""
+  """`neg:<=2,pos:>=4` → rules, in class order (negative first)."""
   rules = []
   for part in spec.split(","):
     match = _RULE.match(part)
@@ -56,17 +59,18 @@ def parse_label_map(spec: str) -> Tuple[ClassRule, ...]:
                        "(e.g. neg:<=2,pos:>=4)")
     rules.append(ClassRule(match.group(1), match.group(2),
                            float(match.group(3))))
-  if len(rules) != 2 or rules[0].name == rules[1].name:
-    raise LabelError(f"{spec!r}: a label map names two different classes, "
-                     "the negative one first (e.g. neg:<=2,pos:>=4)")
+  names = [rule.name for rule in rules]
+  if len(rules) < 2 or len(set(names)) != len(names):
+    raise LabelError(f"{spec!r}: a label map names two or more different "
+                     "classes, the negative one first (e.g. neg:<=2,pos:>=4)")
   return tuple(rules)
 
 
 def parse_class_names(spec: str) -> Tuple[str, ...]:
   names = tuple(name.strip() for name in spec.split(","))
-  if len(names) != 2 or not all(names) or names[0] == names[1]:
-    raise LabelError(f"{spec!r}: give two different class names, the "
-                     "negative one first (e.g. neg,pos)")
+  if len(names) < 2 or not all(names) or len(set(names)) != len(names):
+    raise LabelError(f"{spec!r}: give two or more different class names, "
+                     "the negative one first (e.g. neg,pos)")
   return names
 
 
@@ -126,43 +130,55 @@ class LabelScheme:
                        f"not {column.type}")
     values = np.asarray(pc.cast(column, pa.float64()).to_numpy(
         zero_copy_only=False))
-    negative, positive = (rule.matches(values) for rule in self.label_map)
-    both = negative & positive
-    if both.any():
-      raise LabelError(f"{where}: value {values[both][0]:g} meets both "
-                       f"classes of --label-map {self.describe()['label_map']}")
-    return np.where(positive, 1, np.where(negative, 0, -1)).astype(np.int32)
+    matches = np.stack([rule.matches(values) for rule in self.label_map])
+    several = matches.sum(axis=0) > 1
+    if several.any():
+      raise LabelError(f"{where}: value {values[several][0]:g} meets more "
+                       "than one class of --label-map "
+                       f"{self.describe()['label_map']}")
+    return np.where(matches.any(axis=0), matches.argmax(axis=0),
+                    -1).astype(np.int32)
 
-  def _too_many(self, found: List, where: str) -> LabelError:
-    return LabelError(
-        f"{where}: {len(found)} label values {found[:8]}: a model has two "
-        "classes; map them with --label-map (e.g. neg:<=2,pos:>=4)")
+  def _check_count(self, found: List, where: str) -> None:
+    if len(found) > MAX_CLASSES:
+      raise LabelError(
+          f"{where}: {len(found)} label values {found[:8]}...: more than "
+          f"{MAX_CLASSES} classes; map them with --label-map (e.g. "
+          "neg:<=2,pos:>=4)")
+    if len(found) < 2:
+      raise LabelError(f"{where}: every label is {found[0]!r}: one class "
+                       "only; name them all with --class-names")
 
   def _integers(self, values: np.ndarray, where: str):
     found = sorted(set(values.tolist()))
-    if len(found) > 2:
-      raise self._too_many(found, where)
-    if set(found) <= {0, 1}:
-      return values.astype(np.int32), self.class_names or DEFAULT_CLASS_NAMES
-    if self.class_names:
-      raise LabelError(f"{where}: label ids must be 0 or 1 to go with "
-                       f"--class-names {','.join(self.class_names)} "
-                       f"(found {found})")
-    # Two other numbers (e.g. -1 and 1, or 1 and 2): the larger is positive.
-    names = tuple(str(v) for v in found)
-    if len(found) == 1:
-      raise LabelError(f"{where}: every label is {found[0]}: one class only")
-    return (values == found[1]).astype(np.int32), names
+    names = self.class_names
+    if names and all(name.lstrip("-").isdigit() for name in names):
+      # The classes are the numbers themselves (read with a model's names).
+      index = {int(name): i for i, name in enumerate(names)}
+      unknown = [v for v in found if v not in index]
+      if unknown:
+        raise LabelError(f"{where}: labels {unknown[:5]} are not among "
+                         f"{list(names)}")
+      return (np.asarray([index[v] for v in values.tolist()], np.int32),
+              tuple(names))
+    if names or set(found) <= {0, 1}:
+      names = names or DEFAULT_CLASS_NAMES
+      if found and (found[0] < 0 or found[-1] >= len(names)):
+        raise LabelError(f"{where}: label ids must lie in [0, {len(names)}) "
+                         f"to go with the classes {list(names)} (found "
+                         f"{found[:8]})")
+      return values.astype(np.int32), tuple(names)
+    # Other numbers (e.g. -1 and 1, or 1-5 stars): one class each, in order.
+    self._check_count(found, where)
+    index = {value: i for i, value in enumerate(found)}
+    return (np.asarray([index[v] for v in values.tolist()], np.int32),
+            tuple(str(v) for v in found))
 
   def _strings(self, values: List[str], where: str):
     found = sorted(set(values))
     names = self.class_names
     if names is None:
-      if len(found) > 2:
-        raise self._too_many(found, where)
-      if len(found) < 2:
-        raise LabelError(f"{where}: every label is {found[0]!r}: one class "
-                         "only; name both with --class-names")
+      self._check_count(found, where)
       names = tuple(found)
     index = {name: i for i, name in enumerate(names)}
     unknown = [v for v in found if v not in index]

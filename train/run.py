@@ -47,6 +47,9 @@ def _versions() -> dict:
 
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
+  """The positive class's probability ([n] logits), or every class's."""
+  if logits.ndim == 2:
+    return metric_lib.softmax(logits)
   return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
@@ -97,7 +100,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   dropped = labelled.dropped + (test_set.dropped if test_set else 0)
   progress(f"data: {len(train_set):,} training, {len(validation_set):,} "
            f"validation, {len(test_set) if test_set else 0:,} test reviews; "
-           f"classes {class_names[0]} (negative), {class_names[1]} (positive)"
+           + (f"classes {class_names[0]} (negative), {class_names[1]} "
+              "(positive)" if len(class_names) == 2 else
+              f"{len(class_names)} classes {', '.join(class_names)}")
            + (f"; {dropped:,} rows matched no class of the label map and "
               "were left out" if dropped else ""))
 
@@ -111,6 +116,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                                    ("test", test_set)) if split is not None}
   model = build_classifier(source, precision=settings.precision,
                            pooling=settings.pooling, dropout=settings.dropout,
+                           num_classes=len(class_names),
                            use_hub_layer=use_hub_layer)
   identity = {"encoder": source.provenance(),
               "train_sha256": train_set.fingerprint(),
@@ -131,13 +137,21 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       continue
     probabilities = _probabilities(predict_logits(logits_fn, split))
     evaluation[name] = (split.labels, probabilities)
-  threshold_source = "given"
-  if threshold is None:
+  if len(class_names) > 2:
+    threshold, threshold_source = None, "none: the likeliest class wins"
+  elif threshold is None:
     threshold = round(metric_lib.best_threshold(*evaluation["validation"]), 4)
     threshold_source = "highest validation accuracy"
-  progress(f"threshold {threshold:g} ({threshold_source}); evaluation: " +
-           ", ".join(f"{name} accuracy {np.mean((p >= threshold) == (y == 1)):.4f}"
-                     for name, (y, p) in evaluation.items()))
+  else:
+    threshold_source = "given"
+  metrics = {name: metric_lib.classification_metrics(
+      labels, probabilities, class_names=class_names, threshold=threshold)
+             for name, (labels, probabilities) in evaluation.items()}
+  accuracies = ", ".join(f"{name} accuracy {m['accuracy']:.4f}"
+                         for name, m in metrics.items())
+  progress(f"threshold {threshold:g} ({threshold_source}); evaluation: "
+           f"{accuracies}" if threshold is not None else
+           f"evaluation: {accuracies}")
 
   classifiers = {settings.precision: model}
   if not use_hub_layer and source.is_local:
@@ -170,19 +184,21 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
 
   exported = state["history"][trainer.exported_epoch - 1]
   metrics = {"train": {"accuracy": exported["accuracy"],
-                       "loss": exported["loss"], "epoch": exported["epoch"]}}
-  for name, (labels, probabilities) in evaluation.items():
-    metrics[name] = metric_lib.binary_metrics(labels, probabilities,
-                                              threshold=threshold,
-                                              class_names=class_names)
+                       "loss": exported["loss"], "epoch": exported["epoch"]},
+             **metrics}
   write_json(out / "history.json", state["history"])
   plots.training_curves(state["history"], out / "training_curves.png")
   if "test" in evaluation:
     labels, probabilities = evaluation["test"]
-    plots.reliability_diagram(labels, probabilities, out / "reliability.png")
-    plots.score_histogram(probabilities, out / "score_histogram.png",
-                          labels=labels, threshold=threshold,
-                          class_names=class_names)
+    if threshold is None:
+      plots.confusion_plot(
+          metrics["test"]["confusion_matrix"]["rows_true_cols_predicted"],
+          class_names, out / "confusion.png")
+    else:
+      plots.reliability_diagram(labels, probabilities, out / "reliability.png")
+      plots.score_histogram(probabilities, out / "score_histogram.png",
+                            labels=labels, threshold=threshold,
+                            class_names=class_names)
 
   card = contract.ModelCard(
       format_version=contract.FORMAT_VERSION,

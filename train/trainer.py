@@ -17,8 +17,8 @@ import numpy as np
 import tensorflow as tf
 import tf_keras
 
-from evaluation.metrics import log_loss_from_logits
-from train.classifier import encoder_inputs
+from evaluation.metrics import log_loss_from_logits, softmax_log_loss
+from train.classifier import class_count, encoder_inputs
 from train.schedule import WarmupLinearDecay
 from train.settings import TrainSettings
 
@@ -118,11 +118,14 @@ def predict_logits(logits_fn, data: TokenizedReviews, *, batch_size: int = 64
                    ) -> np.ndarray:
   """Logits in input order; rows are batched by length to cut padding."""
   order = np.argsort(data.lengths, kind="stable")
-  logits = np.empty(len(data), np.float32)
+  logits = None  # [n] for two classes, [n, classes] for more
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     word_ids, mask = _batch_inputs(data, rows)
-    logits[rows] = logits_fn(word_ids, mask).numpy()
+    batch = logits_fn(word_ids, mask).numpy()
+    if logits is None:
+      logits = np.empty((len(data),) + batch.shape[1:], np.float32)
+    logits[rows] = batch
   return logits
 
 
@@ -160,7 +163,11 @@ class Trainer:
     (optimizer.inner_optimizer if hasattr(optimizer, "inner_optimizer")
      else optimizer).build(model.trainable_variables)
     self.optimizer = optimizer
-    self.loss_fn = tf_keras.losses.BinaryCrossentropy(from_logits=True)
+    self.num_classes = class_count(model)
+    self.loss_fn = (
+        tf_keras.losses.BinaryCrossentropy(from_logits=True)
+        if self.num_classes == 2 else
+        tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     # Running sums of the current epoch, checkpointed so a resumed epoch
     # reports the same training loss as an unbroken one.
     self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
@@ -223,6 +230,12 @@ class Trainer:
   def _make_train_step(self):
     model, optimizer, loss_fn = self.model, self.optimizer, self.loss_fn
     scaled = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
+    if self.num_classes == 2:
+      def predicted_class(logits):
+        return tf.cast(logits > 0, tf.float32)
+    else:
+      def predicted_class(logits):
+        return tf.cast(tf.argmax(logits, axis=-1), tf.float32)
 
     @tf.function(input_signature=_TOKEN_SPECS + [tf.TensorSpec([None], tf.float32)])
     def train_step(word_ids, mask, labels):
@@ -240,7 +253,7 @@ class Trainer:
           if g is not None])
       count = tf.cast(tf.shape(labels)[0], tf.float64)
       correct = tf.reduce_sum(tf.cast(
-          tf.equal(tf.cast(logits > 0, tf.float32), labels), tf.float64))
+          tf.equal(predicted_class(logits), labels), tf.float64))
       self.loss_sum.assign_add(tf.cast(loss, tf.float64) * count)
       self.correct_sum.assign_add(correct)
       self.seen.assign_add(count)
@@ -249,8 +262,11 @@ class Trainer:
 
   def evaluate(self, data: TokenizedReviews) -> dict:
     logits = predict_logits(self._logits_fn, data)
-    return {"loss": log_loss_from_logits(data.labels, logits),
-            "accuracy": float(np.mean((logits > 0) == (data.labels == 1)))}
+    if self.num_classes == 2:
+      return {"loss": log_loss_from_logits(data.labels, logits),
+              "accuracy": float(np.mean((logits > 0) == (data.labels == 1)))}
+    return {"loss": softmax_log_loss(data.labels, logits),
+            "accuracy": float(np.mean(logits.argmax(axis=1) == data.labels))}
 
   # -- loop ----------------------------------------------------------------
   def run(self) -> dict:
