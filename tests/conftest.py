@@ -184,6 +184,58 @@ def tiny_encoder_dir(tmp_path_factory) -> pathlib.Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_encoder_without_dropout_dir(tmp_path_factory) -> pathlib.Path:
+  """The seed-0 tiny encoder with its hidden and attention dropout at 0.
+
+  With `dropout=0.0` for the head as well, a training step draws no random
+  numbers: two runs from the same initial weights must end with the same
+  weights, whatever happened to the process's random state in between.
+  """
+  from train.hf_checkpoint import open_checkpoint
+  from train.import_encoder import import_encoder
+  source = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert-nodrop"))
+  config = json.loads((source / "config.json").read_text())
+  config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+  (source / "config.json").write_text(json.dumps(config, indent=2))
+  return import_encoder(open_checkpoint(source),
+                        tmp_path_factory.mktemp("tiny-encoder-nodrop"),
+                        seq_length=64)
+
+
+@pytest.fixture
+def assert_same_training_state():
+  """Compares two training runs' latest checkpoints tensor by tensor.
+
+  A checkpoint holds the weights, the optimizer's step and Adam moments and
+  the epoch's running loss and accuracy sums: a resume that lost any of
+  them, or replayed other batches, ends with other values.
+  """
+  import tensorflow as tf
+
+  def tensors(run_dir):
+    reader = tf.train.load_checkpoint(str(pathlib.Path(run_dir) / "checkpoints"))
+    return {name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
+            and not name.startswith("save_counter")}
+
+  def check(run_dir, reference_dir, *, rtol=1e-5, atol=1e-6):
+    got, want = tensors(run_dir), tensors(reference_dir)
+    assert sorted(got) == sorted(want)
+    differ = {}
+    for name, value in want.items():
+      a = np.asarray(got[name], np.float64)
+      b = np.asarray(value, np.float64)
+      if a.shape != b.shape or not np.allclose(a, b, rtol=rtol, atol=atol):
+        differ[name] = (float(np.max(np.abs(a - b)))
+                        if a.shape == b.shape else float("inf"))
+    worst = sorted(differ.items(), key=lambda kv: -kv[1])[:5]
+    assert not differ, (f"{len(differ)} of {len(want)} checkpoint tensors "
+                        f"differ from the reference run; e.g. {worst}")
+  return check
+
+
+@pytest.fixture(scope="session")
 def minilm_encoder_dir(tmp_path_factory) -> pathlib.Path:
   """all-MiniLM-L6-v2 (sha256-checked) imported with seq_length 128 (~10 s)."""
   from train.hf_checkpoint import CheckpointError, open_minilm
@@ -250,29 +302,42 @@ def tiny_model_dir(tiny_encoder_dir, imdb_dir, tmp_path_factory) -> pathlib.Path
 
 @pytest.fixture
 def sigkill_when():
-  """Starts a command and SIGKILLs it once `ready()` holds, while it runs.
+  """Starts a command and SIGKILLs it in the state where `ready()` holds.
 
-  For the crash tests: the command must still be running when killed, so a
-  test cannot pass by letting the run finish first.
+  For the crash tests. Every `poll_s` the command is frozen (SIGSTOP),
+  `ready()` looks at what it has written, and the command is either killed
+  right there (SIGKILL, so the kill lands on exactly the state `ready()` saw)
+  or let go on (SIGCONT). Returns True when the kill followed `ready()`, and
+  False when `timeout_s` ran out first (the command is killed all the same):
+  tests assert it, so a moment that never comes fails the test instead of
+  turning into a kill at a random point. Fails if the command ends first, so
+  a test cannot pass by letting the run finish. The command must be one
+  process (no wrapper such as `nice` that forks).
   """
   import signal
   import subprocess
   import time
 
-  def run_and_kill(command, ready, *, timeout_s=240.0, settle_s=0.0):
+  def run_and_kill(command, ready, *, timeout_s=240.0, poll_s=0.02):
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
+    seen = False
     try:
       deadline = time.monotonic() + timeout_s
       while time.monotonic() < deadline and process.poll() is None:
+        process.send_signal(signal.SIGSTOP)
         if ready():
-          time.sleep(settle_s)
+          seen = True
           break
-        time.sleep(0.1)
+        process.send_signal(signal.SIGCONT)
+        time.sleep(poll_s)
       assert process.poll() is None, "the run ended before it could be killed"
-      os.kill(process.pid, signal.SIGKILL)
+      process.send_signal(signal.SIGKILL)
       process.wait()
+      assert process.returncode == -signal.SIGKILL, process.returncode
     finally:
       if process.poll() is None:
         process.kill()
+        process.wait()
+    return seen
   return run_and_kill

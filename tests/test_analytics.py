@@ -93,13 +93,27 @@ def test_pandas_gets_the_declared_dtypes(scored, tiny_model_dir):
       card["threshold"]).encode()
 
 
-def test_readme_duckdb_join_runs(scored):
+def test_readme_duckdb_join_runs(scored, tiny_model_dir):
+  """Catches: the README's join not running, matching rows of another
+  review, or labels that disagree with the score and the card's threshold."""
   query = _localise(_readme_block("sql"), scored)
   joined = duckdb.sql(query).df()
   assert len(joined) == 298
   assert {"review_id", "score", "label", "rating", "text"} <= set(joined.columns)
   # The join matched every scored row to its own input row.
-  assert (joined["label_id"] >= 0).all()
+  source = pq.read_table(scored["input"]).to_pandas().set_index("review_id")
+  assert joined["review_id"].is_unique
+  assert (joined["text"].to_numpy() ==
+          source.loc[joined["review_id"], "text"].to_numpy()).all()
+  assert (joined["rating"].to_numpy() ==
+          source.loc[joined["review_id"], "rating"].to_numpy()).all()
+  # Each label is the card's decision on the score beside it.
+  card = json.loads((tiny_model_dir / "model_card.json").read_text())
+  positive = joined["score"].to_numpy() >= np.float32(card["threshold"])
+  assert (joined["label_id"].to_numpy() == positive.astype(np.int8)).all()
+  assert (joined["label"].to_numpy() ==
+          np.asarray(card["class_names"])[joined["label_id"]]).all()
+  assert 0 < positive.sum() < len(joined)  # both classes, or it proves little
 
 
 def test_report_with_a_labels_column(scored, tmp_path):
@@ -121,16 +135,35 @@ def test_report_with_a_labels_column(scored, tmp_path):
 
 
 def test_report_joins_labels_from_a_file(scored, tmp_path):
-  result = CliRunner().invoke(main, ["report", scored["prefix"], "--labels",
-                                     str(scored["input"]), "--out", str(tmp_path)])
+  """Catches: a labels file joined by position (shards are not in input
+  order) or on the wrong column: its metrics must be those of the true
+  labels carried beside each score."""
+  runner = CliRunner()
+  result = runner.invoke(main, ["report", scored["prefix"], "--labels",
+                                str(scored["input"]), "--out", str(tmp_path / "file")])
   assert result.exit_code == 0, result.output
-  with_file = json.loads((tmp_path / "summary.json").read_text())
+  with_file = json.loads((tmp_path / "file" / "summary.json").read_text())
   assert with_file["labelled"]["labelled_rows"] == 298
-  # The join by id must give what the carried true labels give.
+  carried = runner.invoke(main, ["report", scored["prefix"], "--labels",
+                                 "true_label", "--out", str(tmp_path / "column")])
+  assert carried.exit_code == 0, carried.output
+  with_column = json.loads((tmp_path / "column" / "summary.json").read_text())
+  for key in ("labelled_rows", "accuracy", "f1", "roc_auc", "log_loss",
+              "confusion_matrix"):
+    assert with_file["labelled"][key] == with_column["labelled"][key], key
+  # And both are the accuracy of the rows as they stand on disk.
   frame = pd.concat(pd.read_parquet(p) for p in
                     sorted((scored["root"] / "scores").glob("test-*.parquet")))
   expected = float(np.mean(frame["label_id"] == frame["true_label"]))
   assert with_file["labelled"]["accuracy"] == pytest.approx(expected)
+  # The reference is right: each carried label is the input's for that id.
+  source = pq.read_table(scored["input"], columns=["review_id", "label"])
+  by_id = dict(zip(source["review_id"].to_pylist(), source["label"].to_pylist()))
+  assert [by_id[i] for i in frame["review_id"]] == frame["true_label"].tolist()
+  # And a join by position would pair rows with other reviews' labels here.
+  scored_ids = set(frame["review_id"])
+  assert frame["review_id"].tolist() != [
+      i for i in source["review_id"].to_pylist() if i in scored_ids]
 
 
 def test_report_without_labels_and_on_a_missing_output(scored, tmp_path):
@@ -144,3 +177,5 @@ def test_report_without_labels_and_on_a_missing_output(scored, tmp_path):
                                  str(tmp_path / "r")])
   assert missing.exit_code == 1
   assert "manifest" in missing.output and isinstance(missing.exception, SystemExit)
+  assert len(missing.output.strip().splitlines()) == 1, missing.output
+  assert not (tmp_path / "r").exists()

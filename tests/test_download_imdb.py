@@ -156,6 +156,8 @@ def test_cli_checks_the_canonical_checksum_by_default(server, tmp_path):
   result = CliRunner().invoke(main, [
       "download-imdb", str(tmp_path), "--url",
       server.url + "/aclImdb_v1.tar.gz"])
-  assert result.exit_code == 1
-  assert "not the aclImdb v1 archive" in result.output
+  assert result.exit_code == 1, result.output
+  assert isinstance(result.exception, SystemExit), result.exception
+  last = result.output.strip().splitlines()[-1]  # after the progress lines
+  assert last.startswith("Error: ") and "not the aclImdb v1 archive" in last
   assert not (tmp_path / "aclImdb_v1.tar.gz").exists()

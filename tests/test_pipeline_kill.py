@@ -21,12 +21,30 @@ def test_sigkill_midway_then_rerun_gives_the_complete_output(
   command = [sys.executable, "-m", "pipeline.run", f"--input={data}",
              f"--model={tiny_model_dir}", f"--output={prefix}",
              "--num_shards=3", "--max_batch_size=8"]
-  # Killed once its shards are being staged: the middle of the write.
-  sigkill_when(command,
-               lambda: glob.glob(f"{tmp_path}/scores/.run.staging-*"),
-               timeout_s=180, settle_s=1.0)
+  staging = f"{tmp_path}/scores/.run.staging-*"
+
+  def staged_score_rows():
+    """Rows in finished score shards under the staging folder (Beam's temp
+    files included); a shard being written has no footer yet and counts 0."""
+    rows = 0
+    for path in glob.glob(f"{staging}/**/*", recursive=True):
+      try:
+        metadata = pq.read_metadata(path)
+      except (OSError, pa.ArrowException):  # a folder, gone, or unfinished
+        continue
+      if c.SCORE in metadata.schema.names:
+        rows += metadata.num_rows
+    return rows
+
+  # Killed in the middle of the write: some score rows are on disk, the
+  # commit has not run. Catches a commit that is not last (shards or a
+  # manifest under final names before every shard is done).
+  assert sigkill_when(command, lambda: staged_score_rows() > 0,
+                      timeout_s=180), "no score shard was ever staged"
+  assert staged_score_rows() > 0
   assert not os.path.exists(f"{prefix}-manifest.json")
   assert not glob.glob(f"{prefix}-?????-of-?????.parquet")
+  assert not os.path.exists(f"{prefix}-errors")
 
   rerun = subprocess.run(command, capture_output=True, text=True, timeout=300)
   assert rerun.returncode == 0, rerun.stderr[-2000:]

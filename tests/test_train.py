@@ -182,8 +182,24 @@ def test_evaluate_and_predict_commands(trained_model, small_imdb, tmp_path):
 
 
 def test_resume_after_interruption_ends_like_an_unbroken_run(
-    small_imdb, tiny_encoder_dir, tmp_path):
-  settings = TrainSettings(epochs=2, max_examples=120, patience=0,
+    small_imdb, tiny_encoder_without_dropout_dir, tmp_path,
+    assert_same_training_state):
+  """Cut in the middle of epoch 2 (3 steps after its last checkpoint) and
+  resumed, a run ends with the weights, optimizer state, history and metrics
+  of an unbroken one.
+
+  Catches a resume that loses the Adam moments or the step (so the learning
+  rate), replays other batches, restarts the epoch's running sums, or keeps
+  initial instead of restored weights. The randomness is held fixed so that
+  only the resume can make a difference: no dropout anywhere, the same
+  initial weights in both runs (a seeded head), and another seed before the
+  resume, whose fresh head the restore must overwrite.
+  test_train_faults holds the same claim for a SIGKILLed CLI run with the
+  defaults.
+  """
+  import tf_keras
+  encoder = str(tiny_encoder_without_dropout_dir)
+  settings = TrainSettings(epochs=2, max_examples=120, patience=0, dropout=0.0,
                            **{**TINY, "checkpoint_every_steps": 4})
   steps_seen = []
 
@@ -191,34 +207,48 @@ def test_resume_after_interruption_ends_like_an_unbroken_run(
     pass
 
   def stop_in_epoch_2(message):
-    if message.startswith("epoch 2/2 step 2/"):  # step 14 of 24
+    if message.startswith("epoch 2/2 step 7/"):  # step 19 of 24
       raise Interrupted
 
   out = tmp_path / "run"
+  tf_keras.utils.set_random_seed(settings.seed)
   with pytest.raises(Interrupted):
-    train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+    train_and_export(data_path=small_imdb, encoder=encoder,
                      out=out, settings=settings, progress=stop_in_epoch_2,
                      log_every_steps=1, max_test_examples=10)
   assert not (out / "model_card.json").exists()
   with pytest.raises(RunExists):
-    train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+    train_and_export(data_path=small_imdb, encoder=encoder,
                      out=out, settings=settings, progress=lambda m: None)
-  card = train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+  tf_keras.utils.set_random_seed(settings.seed + 1)
+  card = train_and_export(data_path=small_imdb, encoder=encoder,
                           out=out, settings=settings, resume=True,
                           progress=steps_seen.append, log_every_steps=1,
                           max_test_examples=10)
-  assert any(m.startswith("resumed from step 12 of 24") for m in steps_seen)
+  # The last checkpoint before the cut: mid-epoch, steps 17-19 are redone.
+  assert any(m.startswith("resumed from step 16 of 24") for m in steps_seen)
   assert card["training"]["steps"] == card["training"]["total_steps"] == 24
   assert card["training"]["epochs_run"] == 2
-  unbroken = train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+  tf_keras.utils.set_random_seed(settings.seed)
+  unbroken = train_and_export(data_path=small_imdb, encoder=encoder,
                               out=tmp_path / "unbroken", settings=settings,
                               progress=lambda m: None, max_test_examples=10)
   assert unbroken["training"]["steps"] == card["training"]["steps"]
-  # Epoch 1 ran before the interruption in both: same data, same batches.
   assert card["data"] == unbroken["data"]
+  assert_same_training_state(out, tmp_path / "unbroken")
+  resumed_history = json.loads((out / "history.json").read_text())
+  unbroken_history = json.loads((tmp_path / "unbroken" / "history.json").read_text())
+  for got, want in zip(resumed_history, unbroken_history, strict=True):
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy", "steps"):
+      assert got[key] == pytest.approx(want[key], rel=1e-5), (got, want)
+  assert card["training"]["best_epoch"] == unbroken["training"]["best_epoch"]
+  for split in ("validation", "test"):  # of the exported weights
+    for key in ("log_loss", "accuracy"):
+      assert card["metrics"][split][key] == pytest.approx(
+          unbroken["metrics"][split][key], rel=1e-5), (split, key)
   # A finished run can be exported again with other stopping choices.
   relaxed = dataclasses.replace(settings, patience=3)
-  again = train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+  again = train_and_export(data_path=small_imdb, encoder=encoder,
                            out=out, settings=relaxed, resume=True,
                            restore_best=False, progress=lambda m: None,
                            max_test_examples=10)
@@ -229,7 +259,7 @@ def test_resume_after_interruption_ends_like_an_unbroken_run(
   assert again["training"]["exported_epoch"] == 2
   assert again["training"]["exported_weights"] == "last epoch"
   with pytest.raises(ResumeMismatch, match="learning_rate"):
-    train_and_export(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+    train_and_export(data_path=small_imdb, encoder=encoder,
                      out=out, settings=dataclasses.replace(settings,
                                                            learning_rate=1e-3),
                      resume=True, progress=lambda m: None)
@@ -264,13 +294,32 @@ def test_bad_training_options_are_usage_errors(args, message, small_imdb,
   assert isinstance(result.exception, SystemExit)
 
 
-def test_offline_hub_encoder_fails_fast_with_the_local_alternative(small_imdb,
-                                                                    tmp_path):
+def test_unreachable_hub_encoder_fails_fast_with_the_local_alternative(
+    small_imdb, tmp_path, monkeypatch):
+  """Catches: a hub handle that cannot be downloaded ending in a hang, a
+  traceback or a half-made --out, instead of one line naming import-encoder.
+
+  The handle is a TF Hub-style URL on 127.0.0.1, where nothing listens on
+  the HTTPS port: the same failure on every machine, online or not, and no
+  download from the real hub (tutorial names map to tfhub.dev handles, as
+  test_import_encoder checks without the network). No hub cache may serve it.
+  """
+  import socket
+  import time
+  with pytest.raises(OSError):  # the premise: nothing answers there
+    socket.create_connection(("127.0.0.1", 443), timeout=5).close()
+  monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
+  started = time.monotonic()
   result = CliRunner().invoke(main, [
       "train", "--data", str(small_imdb), "--encoder",
-      "small_bert/bert_en_uncased_L-4_H-512_A-8", "--out", str(tmp_path / "x")])
-  assert result.exit_code == 1
-  assert "import-encoder" in result.output
+      "https://127.0.0.1/tensorflow/small_bert/bert_en_uncased_L-4_H-512_A-8/1",
+      "--out", str(tmp_path / "x")])
+  assert time.monotonic() - started < 30
+  assert result.exit_code == 1, result.output
+  assert isinstance(result.exception, SystemExit), result.exception
+  message = result.output.strip()
+  assert len(message.splitlines()) == 1, message
+  assert "cannot reach 127.0.0.1" in message and "import-encoder" in message
   assert not (tmp_path / "x").exists()
 
 
@@ -295,3 +344,36 @@ def test_reload_check_refuses_a_model_that_scores_otherwise(tiny_model_dir,
   (broken / "saved_model.pb").write_bytes(b"not a graph")
   with pytest.raises(ReloadMismatch, match="does not load"):
     check_reload(broken, texts, in_memory)
+
+
+def test_train_writes_no_card_when_a_fresh_process_cannot_load_the_model(
+    small_imdb, tiny_encoder_dir, tmp_path, monkeypatch):
+  """Catches: `train` writing model_card.json (or saved_model/) although the
+  reload check failed, or the failure ending in a traceback.
+
+  The fresh process that the reload check starts finds a tensorflow_text
+  that does not import (shadowed on its PYTHONPATH), as on a worker that
+  lacks it: the exported model really does not load there. This process
+  imported the real one already, so training itself is unaffected.
+  """
+  shadow = tmp_path / "shadow" / "tensorflow_text"
+  shadow.mkdir(parents=True)
+  (shadow / "__init__.py").write_text(
+      "raise ImportError('tensorflow_text is not installed on this worker')\n")
+  monkeypatch.setenv("PYTHONPATH", str(shadow.parent))
+  out = tmp_path / "run"
+  result = CliRunner().invoke(main, [
+      "train", "--data", str(small_imdb), "--encoder", str(tiny_encoder_dir),
+      "--out", str(out), "--epochs", "1", "--batch-size", "8",
+      "--seq-length", "64", "--truncation", "head", "--pooling", "cls",
+      "--precision", "float32", "--max-examples", "40",
+      "--max-test-examples", "10", "--patience", "0"])
+  assert result.exit_code == 1, result.output
+  assert isinstance(result.exception, SystemExit), result.exception
+  last = result.output.strip().splitlines()[-1]
+  assert last.startswith("Error: the SavedModel does not load in a fresh "
+                         "process"), last
+  assert "tensorflow_text is not installed on this worker" in last
+  assert (out / "train_state.json").exists()  # training itself ran
+  assert not (out / "model_card.json").exists()
+  assert not (out / "saved_model").exists()

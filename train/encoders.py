@@ -110,9 +110,11 @@ def check_reachable(handle: str, *, timeout_s: float = 5.0) -> None:
   """Fails fast, with the local alternative, when a hub handle cannot load."""
   if not _is_url(handle) or _hub_cache_has(handle):
     return
-  host = urllib.parse.urlparse(handle).hostname or ""
+  url = urllib.parse.urlparse(handle)
+  host = url.hostname or ""
+  port = url.port or (80 if url.scheme == "http" else 443)
   try:
-    socket.create_connection((host, 443), timeout=timeout_s).close()
+    socket.create_connection((host, port), timeout=timeout_s).close()
   except OSError as e:
     raise EncoderUnavailable(
         f"cannot reach {host} to download {handle} ({e.__class__.__name__}); "

@@ -11,6 +11,7 @@ from typing import Callable, Optional
 import numpy as np
 import tensorflow as tf
 import tensorflow_hub as hub
+import tf_keras
 
 from evaluation import metrics as metric_lib
 from evaluation import plots
@@ -114,6 +115,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                for name, split in (("train", train_set),
                                    ("validation", validation_set),
                                    ("test", test_set)) if split is not None}
+  # The head's initial weights (and the first dropout masks) follow --seed:
+  # the same command trains the same model.
+  tf_keras.utils.set_random_seed(settings.seed)
   model = build_classifier(source, precision=settings.precision,
                            pooling=settings.pooling, dropout=settings.dropout,
                            num_classes=len(class_names),
