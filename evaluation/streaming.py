@@ -17,6 +17,14 @@ _CENTRES = (np.arange(HISTOGRAM_BINS) + 0.5) / HISTOGRAM_BINS
 _COARSE = metrics.calibration_bin_of(_CENTRES)
 
 
+def _label_counts(class_names, predicted: np.ndarray) -> dict:
+  rows = int(predicted.sum())
+  counts = {name: int(n) for name, n in zip(class_names, predicted, strict=True)}
+  return {"rows": rows, "predicted_label_counts": counts,
+          "predicted_label_shares": {k: v / max(rows, 1)
+                                     for k, v in counts.items()}}
+
+
 @dataclasses.dataclass
 class ScoreCounters:
   """Fixed-size running counts over any number of scored rows."""
@@ -98,14 +106,9 @@ class ScoreCounters:
     return figures
 
   def summary(self) -> dict:
-    shares = {name: int(n) for name, n in
-              zip(self.class_names, self.predicted, strict=True)}
     histogram = self.all_scores_histogram()
     return {
-        "rows": self.rows,
-        "predicted_label_counts": shares,
-        "predicted_label_shares": {k: v / max(self.rows, 1)
-                                   for k, v in shares.items()},
+        **_label_counts(self.class_names, self.predicted),
         "score_mean": float((histogram * _CENTRES).sum() / max(self.rows, 1)),
         "score_quantiles": {q: round(self._quantile(float(q)), 4)
                             for q in ("0.05", "0.25", "0.5", "0.75", "0.95")},
@@ -163,9 +166,5 @@ class ClassCounters:
     return figures
 
   def summary(self) -> dict:
-    shares = {name: int(n) for name, n in
-              zip(self.class_names, self.predicted, strict=True)}
-    return {"rows": self.rows, "predicted_label_counts": shares,
-            "predicted_label_shares": {k: v / max(self.rows, 1)
-                                       for k, v in shares.items()},
+    return {**_label_counts(self.class_names, self.predicted),
             "score_mean": self.score_sum / max(self.rows, 1)}

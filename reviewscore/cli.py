@@ -1,13 +1,10 @@
 """`reviewscore` command line: each command lives beside the code it drives."""
-import os
 import sys
 
-# Before anything loads TensorFlow: TF Hub's KerasLayer needs tf-keras.
-os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+import click
 
-import click  # noqa: E402
-
-from runtime import quiet  # noqa: E402
+import train as _tf_keras_switch  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
+from runtime import quiet
 
 # Commands that never load TensorFlow: no reason to pay for its import.
 _WITHOUT_TENSORFLOW = {"report", "download-imdb"}

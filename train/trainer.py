@@ -8,7 +8,6 @@ optimizer, and the running epoch sums live in the checkpoint.
 import dataclasses
 import json
 import math
-import os
 import pathlib
 import time
 from typing import Callable, List, Optional
@@ -19,6 +18,7 @@ import tf_keras
 
 from evaluation.metrics import log_loss_from_logits, softmax_log_loss
 from train.classifier import class_count, encoder_inputs
+from train.export import write_json
 from train.schedule import WarmupLinearDecay
 from train.settings import TrainSettings
 
@@ -196,9 +196,7 @@ class Trainer:
   def _save_state(self):
     record = {"settings": self.settings.to_dict(), "identity": self.run_identity,
               "steps_per_epoch": self.steps_per_epoch, **self.state}
-    tmp = self._state_path().with_suffix(".tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, self._state_path())
+    write_json(self._state_path(), record)
 
   def _save_checkpoint(self):
     self.manager.save(checkpoint_number=self.step)
