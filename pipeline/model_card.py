@@ -58,6 +58,19 @@ def _check_saved_model(model_dir: str, signatures) -> None:
                      f"{missing} that its model card lists")
 
 
+def _check_files_unchanged(model_dir: str, card: contract.ModelCard) -> None:
+  """The SavedModel's graph and weights index are the ones training wrote."""
+  import hashlib
+  for name, expected in (card.files_sha256 or {}).items():
+    path = join_path(saved_model_path(model_dir), *name.split("/"))
+    actual = hashlib.sha256(_read_bytes(path)).hexdigest()
+    if actual != expected:
+      raise ModelError(
+          f"{path}: changed since training (sha256 {actual[:12]}, the model "
+          f"card says {expected[:12]}); refusing to score with weights the "
+          "card does not describe")
+
+
 def load_model_card(model_dir: str, *, check_saved_model: bool = True
                     ) -> contract.ModelCard:
   """Reads and validates DIR/model_card.json (and DIR/saved_model)."""
@@ -79,4 +92,5 @@ def load_model_card(model_dir: str, *, check_saved_model: bool = True
     raise ModelError(f"{card_path}: {e}") from None
   if check_saved_model:
     _check_saved_model(model_dir, card.signatures)
+    _check_files_unchanged(model_dir, card)
   return card

@@ -23,6 +23,10 @@ SERVING_SIGNATURE = "serving_default"  # raw strings in
 TOKENIZE_SIGNATURE = "tokenize"  # raw strings -> token ids, token counts
 CLASSIFY_SIGNATURE = "classify_tokens"  # token ids -> outputs, serving precision
 REQUIRED_SIGNATURES = (TOKENIZE_SIGNATURE, CLASSIFY_SIGNATURE)
+# Files of DIR/saved_model whose sha256 the card records and scoring checks:
+# the graph and the weights' index (which holds a CRC32C of every weight
+# tensor, checked by TensorFlow when it reads them).
+CHECKED_FILES = ("saved_model.pb", "variables/variables.index")
 
 # Argument and output names of those signatures.
 TEXT_INPUT = "text"
@@ -64,6 +68,9 @@ class ModelCard:
   # How a label column became the two classes (`neg:<=2,pos:>=4`), so that
   # evaluating on more of the same data maps it the same way.
   label_map: Optional[str] = None
+  # sha256 of each of CHECKED_FILES: weights replaced or altered after
+  # training are refused before a job starts.
+  files_sha256: Optional[Dict[str, str]] = None
   created_at: Optional[str] = None
   truncation: Optional[Dict[str, Any]] = None
   pooling: Optional[str] = None

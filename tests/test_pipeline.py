@@ -228,7 +228,8 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
   ]
   broken = {}
   for name, damage in (("no_card", "card"), ("corrupt", "pb"),
-                       ("future", "version"), ("no_saved_model", "sm")):
+                       ("future", "version"), ("no_saved_model", "sm"),
+                       ("replaced", "weights")):
     copy = tmp_path / name
     shutil.copytree(tiny_model_dir, copy)
     if damage == "card":
@@ -236,6 +237,11 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
     elif damage == "pb":
       pb = copy / "saved_model" / "saved_model.pb"
       pb.write_bytes(pb.read_bytes()[:1000])
+    elif damage == "weights":  # other weights put in place after training
+      index = copy / "saved_model" / "variables" / "variables.index"
+      data = bytearray(index.read_bytes())
+      data[-1] ^= 0xFF
+      index.write_bytes(bytes(data))
     elif damage == "version":
       card = json.loads((copy / "model_card.json").read_text())
       card["format_version"] = 99
@@ -249,6 +255,8 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
       (["--input", good, "--model", broken["version"]],
        "format_version 99 is not supported"),
       (["--input", good, "--model", broken["sm"]], "no SavedModel"),
+      (["--input", good, "--model", broken["weights"]],
+       "changed since training"),
   ]
   for args, message in cases:
     result = _invoke(*args, "--output", out)

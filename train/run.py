@@ -23,6 +23,7 @@ from train.classifier import (build_classifier, scoring_copies,
 from train.encoders import check_reachable, resolve_encoder
 from train.export import (ServingModule, check_reload, replace_dir,
                           save_serving_model, write_json)
+from train.hf_checkpoint import sha256_of
 from train.labels import LabelScheme
 from train.review_packer import ReviewPacker
 from train.settings import resolve_auto
@@ -185,6 +186,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   progress(f"reload check: a fresh process reproduces the scores "
            f"(max difference {reload_difference:.2g})")
   replace_dir(staging, out / contract.SAVED_MODEL_DIR)
+  files_sha256 = {name: sha256_of(out / contract.SAVED_MODEL_DIR / name)
+                  for name in contract.CHECKED_FILES}
 
   exported = state["history"][trainer.exported_epoch - 1]
   metrics = {"train": {"accuracy": exported["accuracy"],
@@ -221,6 +224,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       encoder=source.provenance(),
       hyperparameters=settings.to_dict(),
       label_map=label_scheme.describe()["label_map"],
+      files_sha256=files_sha256,
       training={"epochs_run": len(state["history"]),
                 "threshold_from": threshold_source,
                 "best_epoch": state["best_epoch"],
