@@ -16,7 +16,7 @@ import pyarrow as pa
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.filesystems import (is_remote, join_path, split_path,
+from runtime.filesystems import (is_remote, join_path, split_path,
                                   write_atomically)
 
 SHARD_TEMPLATE = "-SSSSS-of-NNNNN"

@@ -7,7 +7,7 @@ the model.
 """
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.filesystems import join_path, missing_filesystem
+from runtime.filesystems import join_path, missing_filesystem
 from schemas import model_dir as contract
 
 

@@ -16,7 +16,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import retry, shared
 
-from pipeline.filesystems import local_copy
+from runtime.filesystems import local_copy
 from pipeline.settings import DEFAULTS
 from runtime import quiet
 from runtime.hardware import choose_precision

@@ -17,7 +17,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.filesystems import (is_remote, join_path, missing_filesystem,
+from runtime.filesystems import (is_remote, join_path, missing_filesystem,
                                   relative_path, split_path)
 from schemas import arrow as schema_lib
 from schemas import columns as c

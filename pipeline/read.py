@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline.dead_letters import DEAD, dead_letter, error_detail
-from pipeline.filesystems import relative_path
+from runtime.filesystems import relative_path
 from pipeline.plan import InputPlan, open_table_reader
 from schemas import columns as c
 from schemas.inputs import TABLE_FORMATS

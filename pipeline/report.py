@@ -15,9 +15,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from evaluation import plots
 from evaluation.streaming import ClassCounters, ScoreCounters
+from runtime.filesystems import missing_filesystem
 from schemas import columns as c
 
 _BATCH_ROWS = 65_536
@@ -28,18 +31,27 @@ class ReportError(Exception):
 
 
 def _manifest(prefix: str) -> dict:
-  path = pathlib.Path(prefix + "-manifest.json")
-  if not path.is_file():
+  path = prefix + "-manifest.json"
+  if missing_filesystem(path):
+    raise ReportError(missing_filesystem(path))
+  if not FileSystems.exists(path):
     raise ReportError(
-        f"{prefix}: no complete scored output here ({path.name} is missing: "
-        "the run has not finished, failed, or PREFIX is wrong)")
-  return json.loads(path.read_text())
+        f"{prefix}: no complete scored output here ({path.rsplit('/', 1)[-1]} "
+        "is missing: the run has not finished, failed, or PREFIX is wrong)")
+  with FileSystems.open(path) as f:
+    return json.loads(f.read())
 
 
-def _label_map(path: pathlib.Path, id_column: str, label_column: str,
+def _open(path: str):
+  """A seekable reader of `path` on any Beam filesystem, as pyarrow wants."""
+  return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
+def _label_map(path: str, id_column: str, label_column: str,
                class_names) -> Dict[str, int]:
   try:
-    table = pq.read_table(path, columns=[id_column, label_column])
+    with _open(path) as f:
+      table = pq.read_table(f, columns=[id_column, label_column])
   except Exception as e:  # a missing column or an unreadable file
     raise ReportError(f"{path}: cannot read {id_column!r} and "
                       f"{label_column!r} ({e})") from None
@@ -63,8 +75,9 @@ def _label_ids(column, class_names) -> np.ndarray:
 
 def iter_batches(paths: Iterable[str], columns) -> Iterable[pa.RecordBatch]:
   for path in paths:
-    yield from pq.ParquetFile(path).iter_batches(batch_size=_BATCH_ROWS,
-                                                 columns=columns)
+    with _open(path) as f:
+      yield from pq.ParquetFile(f).iter_batches(batch_size=_BATCH_ROWS,
+                                                columns=columns)
 
 
 def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
@@ -79,19 +92,21 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
   shards = manifest.get("scores", [])
   if not shards:
     raise ReportError(f"{prefix}: the manifest lists no score shards")
-  metadata = pq.read_schema(shards[0]).metadata or {}
+  with _open(shards[0]) as f:
+    schema = pq.read_schema(f)
+  metadata = schema.metadata or {}
   class_names = tuple(json.loads(metadata.get(c.METADATA_CLASS_NAMES,
                                               b'["neg", "pos"]')))
   threshold = (float(metadata.get(c.METADATA_THRESHOLD, b"0.5"))
                if len(class_names) == 2 else None)
-  names = pq.read_schema(shards[0]).names
+  names = schema.names
   label_column, label_map = None, None
   if labels:
     if labels in names:
       label_column = labels
-    elif pathlib.Path(labels).is_file():
-      label_map = _label_map(pathlib.Path(labels), labels_id_column,
-                             labels_column, class_names)
+    elif not missing_filesystem(labels) and FileSystems.exists(labels):
+      label_map = _label_map(labels, labels_id_column, labels_column,
+                             class_names)
     else:
       raise ReportError(f"--labels {labels!r} is neither a column of the scored "
                         f"output ({', '.join(names)}) nor a Parquet file")
@@ -172,11 +187,12 @@ def format_summary(summary: dict) -> str:
   lines.append(f"predicted: {shares}; mean score {summary['score_mean']:.3f}")
   labelled = summary.get("labelled")
   if labelled:
-    figures = (f"F1 {labelled['f1']:.4f}, ROC AUC {labelled['roc_auc']:.4f}"
-               if "roc_auc" in labelled else
-               f"macro F1 {labelled['macro_f1']:.4f}")
+    def figure(name):  # ROC AUC is undefined where one class is absent
+      value = labelled.get(name)
+      return "n/a" if value is None else f"{value:.4f}"
+    figures = (f"F1 {figure('f1')}, ROC AUC {figure('roc_auc')}"
+               if "roc_auc" in labelled else f"macro F1 {figure('macro_f1')}")
     lines.append(
         f"{labelled['labelled_rows']:,} with true labels: accuracy "
-        f"{labelled['accuracy']:.4f}, {figures}, log loss "
-        f"{labelled['log_loss']:.4f}")
+        f"{figure('accuracy')}, {figures}, log loss {figure('log_loss')}")
   return "\n".join(lines)

@@ -24,7 +24,7 @@ from apache_beam.runners.runner import PipelineState
 from pipeline.commit import Commit, OutputPaths, read_manifest, write_shards
 from pipeline.dead_letters import (DEAD, FormatDeadLetter, dead_letter,
                                    error_detail)
-from pipeline.filesystems import missing_filesystem
+from runtime.filesystems import missing_filesystem
 from runtime import quiet
 from pipeline.model_card import ModelError, load_model_card, saved_model_path
 from pipeline.model_handler import TokenIdsModelHandler, worker_log

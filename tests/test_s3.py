@@ -8,6 +8,7 @@ Catches: a path option that mangles URLs (click's Path made `gs://b` into
 endpoint, workers that hand an s3:// path to TensorFlow (which cannot open
 it), and output committed anywhere but the bucket.
 """
+import gzip
 import io
 import json
 import os
@@ -15,16 +16,21 @@ import pathlib
 import socket
 
 import boto3
+import numpy as np
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
-from pipeline.filesystems import join_path, missing_filesystem, split_path
+from runtime.filesystems import join_path, missing_filesystem, split_path
 from reviewscore.cli import main
 
 BUCKET = "reviews"
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                "AWS_DEFAULT_REGION": "us-east-1"}
+TINY_FLAGS = ["--epochs", "1", "--batch-size", "8", "--seq-length", "64",
+              "--truncation", "head", "--pooling", "cls", "--precision",
+              "float32"]
 
 
 @pytest.fixture(scope="module")
@@ -35,9 +41,12 @@ def s3(tmp_path_factory):
     port = probe.getsockname()[1]
   server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
   server.start()
-  saved = {k: os.environ.get(k) for k in CREDENTIALS}
-  os.environ.update(CREDENTIALS)
   endpoint = f"http://127.0.0.1:{port}"
+  # Commands without Beam's --s3_* options (train, evaluate, report) find
+  # the endpoint where boto3 looks for it, as users' own set-ups have it.
+  environment = {**CREDENTIALS, "AWS_ENDPOINT_URL_S3": endpoint}
+  saved = {k: os.environ.get(k) for k in environment}
+  os.environ.update(environment)
   client = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
   client.create_bucket(Bucket=BUCKET)
   yield endpoint, client
@@ -94,6 +103,12 @@ def test_model_input_and_output_on_s3(s3, tiny_model_dir, imdb_dir, tmp_path):
     scored.append(pq.read_table(io.BytesIO(body["Body"].read())))
   ids = sorted(i for t in scored for i in t["review_id"].to_pylist())
   assert ids == sorted(table["review_id"].to_pylist())
+  report = CliRunner().invoke(main, [
+      "report", f"s3://{BUCKET}/scores/test", "--labels", "true_label",
+      "--out", str(tmp_path / "report")])
+  assert report.exit_code == 0, report.output
+  summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+  assert summary["rows"] == summary["labelled"]["labelled_rows"] == 40
   # Nothing left behind in the bucket but the committed output.
   assert not [k for k in _keys(client, "scores/") if "staging" in k or
               k.endswith(".tmp")]
@@ -118,3 +133,46 @@ def test_cloud_paths_keep_their_scheme_and_gs_names_the_missing_extra(
     assert result.exit_code in (1, 2), result.output
     assert "gs://bucket/x/y: no filesystem for gs://" in result.output, (
         option, result.output)
+
+
+def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
+                                                tmp_path):
+  """Catches: `train --data` and `evaluate --model/--data` taking a URL for
+  a local path (pathlib turns s3://b into s3:/b), gzip
+  parts on a bucket not decompressed, and `train --out` on a bucket
+  silently written to a local folder named `s3:`."""
+  _, client = s3
+  table = pq.read_table(imdb_dir / "train.parquet",
+                        columns=["review_id", "text", "label"])
+  labels = table["label"].to_numpy()
+  rows = np.concatenate([np.flatnonzero(labels == k)[:40] for k in (0, 1)])
+  table = table.take(np.sort(rows))
+  for index, part in enumerate((table.slice(0, 40), table.slice(40))):
+    buffer = io.BytesIO()
+    pcsv.write_csv(part, buffer)
+    client.put_object(Bucket=BUCKET, Key=f"labelled/part-{index}.csv.gz",
+                      Body=gzip.compress(buffer.getvalue()))
+
+  refused = CliRunner().invoke(main, [
+      "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
+      str(tiny_encoder_dir), "--out", f"s3://{BUCKET}/models/m"])
+  assert refused.exit_code == 2 and "local directory" in refused.output
+  assert not pathlib.Path("s3:").exists()
+
+  out = tmp_path / "model"
+  trained = CliRunner().invoke(main, [
+      "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
+      str(tiny_encoder_dir), "--out", str(out), *TINY_FLAGS])
+  assert trained.exit_code == 0, trained.output
+  card = json.loads((out / "model_card.json").read_text())
+  assert card["data"]["train"]["rows"] + card["data"]["validation"]["rows"] == 80
+  assert card["data"]["train"]["source"].startswith(f"s3://{BUCKET}/labelled")
+
+  _upload_dir(client, out, "models/from-s3")
+  evaluated = CliRunner().invoke(main, [
+      "evaluate", "--model", f"s3://{BUCKET}/models/from-s3", "--data",
+      f"s3://{BUCKET}/labelled/part-1.csv.gz", "--out", str(tmp_path / "eval")])
+  assert evaluated.exit_code == 0, evaluated.output
+  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  assert metrics["count"] == 40
+  assert metrics["model_fingerprint"] == card["model_fingerprint"]

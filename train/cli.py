@@ -104,9 +104,32 @@ def _setting(name: str, *flags, **kwargs):
                       **kwargs)
 
 
+def _model_location(ctx, param, value):
+  """A local directory that exists, or a URL (checked when it is read)."""
+  if value is None or "://" in value or pathlib.Path(value).is_dir():
+    return value
+  raise click.BadParameter(f"Directory '{value}' does not exist.")
+
+
+def _local_out(ctx, param, value):
+  """Training writes checkpoints and SavedModels to local directories."""
+  if value is not None and "://" in str(value):
+    raise click.BadParameter(
+        f"{value}: write to a local directory, then copy it to the bucket "
+        "(scoring reads models from any Beam filesystem)")
+  return None if value is None else pathlib.Path(value)
+
+
 def _existing_or_glob(ctx, param, value):
-  """A path that exists, or a glob (a folder of parts by pattern)."""
+  """A path that exists, a glob (a folder of parts by pattern), or a URL on
+  a Beam filesystem this environment has."""
   import glob
+  if value is not None and "://" in value:
+    from runtime.filesystems import missing_filesystem
+    unreachable = missing_filesystem(value)
+    if unreachable:
+      raise click.BadParameter(unreachable)
+    return value
   if value is None or glob.has_magic(value) or pathlib.Path(value).exists():
     return value if value is None else pathlib.Path(value)
   raise click.BadParameter(f"Path '{value}' does not exist.")
@@ -171,9 +194,9 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
 @click.option("--encoder", required=True,
               help="Directory from `import-encoder`, a tutorial name such as "
               "small_bert/bert_en_uncased_L-4_H-512_A-8, or a TF Hub URL.")
-@click.option("--out", required=True,
-              type=click.Path(file_okay=False, path_type=pathlib.Path),
-              help="Run directory: checkpoints, saved_model/, model_card.json.")
+@click.option("--out", required=True, callback=_local_out,
+              help="Run directory (local): checkpoints, saved_model/, "
+              "model_card.json.")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True,
               type=click.Choice(sorted(PRESETS)),
               help="best: the defaults below, the most accurate recipe "
@@ -298,9 +321,9 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
 
 
 @click.command()
-@click.option("--model", "model_dir", required=True,
-              type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
-              help="Directory written by `reviewscore train`.")
+@click.option("--model", "model_dir", required=True, callback=_model_location,
+              help="Directory written by `reviewscore train`: a local path or "
+              "any Beam filesystem URL (gs://, s3://).")
 @click.option("--data", "data_path", required=True, callback=_existing_or_glob,
               help="Labelled reviews, as for `train`: a file, glob or folder "
               "of parts, or a pos/ + neg/ tree, is scored whole; a data "
@@ -340,24 +363,26 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
     raise click.ClickException(str(e)) from None
   names = result["confusion_matrix"]["labels"]
   matrix = result["confusion_matrix"]["rows_true_cols_predicted"]
+  def figure(name):  # ROC AUC is undefined where one class is absent
+    value = result.get(name)
+    return "n/a" if value is None else f"{value:.4f}"
   if "roc_auc" in result:
-    figures = (f"precision {result['precision']:.4f}  recall "
-               f"{result['recall']:.4f}  F1 {result['f1']:.4f}  ROC AUC "
-               f"{result['roc_auc']:.4f}")
+    figures = (f"precision {figure('precision')}  recall {figure('recall')}  "
+               f"F1 {figure('f1')}  ROC AUC {figure('roc_auc')}")
   else:
-    figures = f"macro F1 {result['macro_f1']:.4f}"
+    figures = f"macro F1 {figure('macro_f1')}"
   rows = " ".join("[" + " ".join(map(str, row)) + "]" for row in matrix)
   click.echo(
-      f"{result['count']:,} reviews: accuracy {result['accuracy']:.4f}  "
-      f"{figures}  log loss {result['log_loss']:.4f}\n"
+      f"{result['count']:,} reviews: accuracy {figure('accuracy')}  "
+      f"{figures}  log loss {figure('log_loss')}\n"
       f"confusion (rows true {'/'.join(names)}, cols predicted "
       f"{'/'.join(names)}): [{rows}]\nwritten to {result['out_dir']}")
 
 
 @click.command()
-@click.option("--model", "model_dir", required=True,
-              type=click.Path(exists=True, file_okay=False, path_type=pathlib.Path),
-              help="Directory written by `reviewscore train`.")
+@click.option("--model", "model_dir", required=True, callback=_model_location,
+              help="Directory written by `reviewscore train`: a local path or "
+              "any Beam filesystem URL (gs://, s3://).")
 @click.argument("texts", nargs=-1)
 def predict(model_dir, texts):
   """Score texts given as arguments, or one per line on stdin.

@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from runtime.filesystems import BeamPath, as_path
 from schemas import columns
 from schemas.inputs import table_format_of
 from train.labels import LabelError, LabelScheme
@@ -69,6 +70,10 @@ class LabelledReviews:
 
 def _read_tree_split(split_dir: pathlib.Path, class_names: Sequence[str]
                      ) -> LabelledReviews:
+  if isinstance(split_dir, BeamPath):
+    raise DataError(f"{split_dir}: aclImdb-style folder trees are read from "
+                    "local folders; on a bucket, use Parquet, CSV or JSON "
+                    "Lines files")
   ids, texts, labels = [], [], []
   for label, name in enumerate(class_names):
     class_dir = split_dir / name
@@ -94,20 +99,28 @@ def _read_table_file(path: pathlib.Path) -> pa.Table:
     raise DataError(f"{path}: not a Parquet, CSV or JSON Lines file (by its "
                     "name: .parquet, .csv, .jsonl, .ndjson, compressed too)")
   try:
+    source = path
+    if isinstance(path, BeamPath):
+      # Read whole through Beam (which decompresses by file name): training
+      # holds every review in memory anyway.
+      with path.open(decompress=kind != "parquet") as f:
+        source = pa.BufferReader(f.read())
     if kind == "parquet":
-      return pq.read_table(path)
+      return pq.read_table(source)
     if kind == "csv":
       return pcsv.read_csv(
-          path, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+          source, parse_options=pcsv.ParseOptions(newlines_in_values=True),
           convert_options=pcsv.ConvertOptions(strings_can_be_null=True))
-    return pjson.read_json(path)
+    return pjson.read_json(source)
   except Exception as e:  # pyarrow raises several types for damaged files
     raise DataError(f"{path}: not a readable {names[kind]} file ({e})") from None
 
 
 def _table_parts(path: pathlib.Path) -> List[pathlib.Path]:
   """The table files of a folder of parts or a glob, in name order."""
-  if path.is_dir():
+  if isinstance(path, BeamPath):
+    found = path.rglob("*") if path.is_dir() else path.glob_matches()
+  elif path.is_dir():
     found = [p for p in path.rglob("*") if p.is_file()]
   else:
     found = [pathlib.Path(p) for p in glob.glob(str(path), recursive=True)]
@@ -141,8 +154,8 @@ def _read_tables(paths, *, text_column: str, label_column: str,
                  id_column: str, labels: LabelScheme,
                  positional_ids: bool = False) -> LabelledReviews:
   """Labelled rows of one or more table files (Parquet, CSV, JSON Lines)."""
-  paths = [pathlib.Path(p) for p in ([paths] if isinstance(
-      paths, (str, pathlib.Path)) else paths)]
+  paths = [as_path(p) for p in ([paths] if isinstance(
+      paths, (str, pathlib.Path, BeamPath)) else paths)]
   path = paths[0] if len(paths) == 1 else paths[0].parent
   tables = []
   for part in paths:
@@ -199,7 +212,7 @@ def read_labelled(path, split: str = "train", *, text_column: str = columns.INPU
   Read the training split first and the others with its class names
   (`labels.with_class_names(train.class_names)`).
   """
-  path = pathlib.Path(path).expanduser()
+  path = as_path(path)
   parquet_options = dict(text_column=text_column, label_column=label_column,
                          id_column=id_column, labels=labels,
                          positional_ids=positional_ids)
@@ -235,7 +248,7 @@ def read_evaluation_set(path, split: str = "test", **options
   """What `evaluate` scores: a split of a data folder; a file, a glob, a
   folder of parts or a one-split tree (`pos/*.txt`, `neg/*.txt`) whole.
   """
-  path = pathlib.Path(path).expanduser()
+  path = as_path(path)
   labels = options.get("labels", FROM_THE_DATA)
   if path.is_dir() and not labels.label_map and all(
       (path / name).is_dir() for name in _tree_classes(labels)):

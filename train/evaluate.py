@@ -10,6 +10,8 @@ import numpy as np
 
 from evaluation import metrics as metric_lib
 from evaluation import plots
+from runtime.filesystems import (is_remote, join_path, local_copy,
+                                 missing_filesystem)
 from schemas import columns
 from schemas import model_dir as contract
 from train import data as data_lib
@@ -22,23 +24,30 @@ class ModelDirError(Exception):
 
 
 def load_model_dir(model_dir) -> Tuple[Any, contract.ModelCard]:
-  """(SavedModel, model card) of a directory written by `reviewscore train`."""
-  import tensorflow as tf
-  import tensorflow_text  # noqa: F401  registers the ops the preprocessor uses
-  model_dir = pathlib.Path(model_dir)
-  card_path = model_dir / contract.MODEL_CARD_FILE
-  saved_model = model_dir / contract.SAVED_MODEL_DIR
-  if not (saved_model / "saved_model.pb").is_file():
+  """(SavedModel, model card) of a directory written by `reviewscore train`,
+  local or on any Beam filesystem (copied to a local folder first where
+  TensorFlow cannot open it)."""
+  from apache_beam.io.filesystems import FileSystems
+  model_dir = str(model_dir).rstrip("/")
+  unreachable = missing_filesystem(model_dir)
+  if unreachable:
+    raise ModelDirError(unreachable)
+  card_path = join_path(model_dir, contract.MODEL_CARD_FILE)
+  saved_model = join_path(model_dir, contract.SAVED_MODEL_DIR)
+  if not FileSystems.exists(join_path(saved_model, "saved_model.pb")):
     raise ModelDirError(f"{model_dir}: no {contract.SAVED_MODEL_DIR}/"
                         "saved_model.pb")
-  if not card_path.is_file():
+  if not FileSystems.exists(card_path):
     raise ModelDirError(f"{model_dir}: no {contract.MODEL_CARD_FILE} "
                         "(unfinished run?)")
   try:
-    card = contract.ModelCard.from_json(card_path.read_text())
+    with FileSystems.open(card_path) as f:
+      card = contract.ModelCard.from_json(f.read().decode("utf-8"))
   except contract.ModelCardError as e:
     raise ModelDirError(f"{card_path}: {e}") from None
-  return tf.saved_model.load(str(saved_model)), card
+  import tensorflow as tf
+  import tensorflow_text  # noqa: F401  registers the ops the preprocessor uses
+  return tf.saved_model.load(local_copy(saved_model)), card
 
 
 def score_texts(model, texts: Sequence[str], *, batch_size: int = 64,
@@ -94,7 +103,10 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
       threshold=card.threshold)
   result["data"] = labelled.summary()
   result["model_fingerprint"] = card.model_fingerprint
-  out_dir = pathlib.Path(out_dir or pathlib.Path(model_dir) / f"eval-{split}")
+  if out_dir is None:  # beside a local model, else in the working directory
+    out_dir = (pathlib.Path(f"eval-{split}") if is_remote(str(model_dir))
+               else pathlib.Path(model_dir) / f"eval-{split}")
+  out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   write_json(out_dir / "metrics.json", result)
   plots.confusion_plot(result["confusion_matrix"]["rows_true_cols_predicted"],

@@ -17,8 +17,23 @@ from apache_beam.io.filesystems import FileSystems
 _EXTRA_FOR_SCHEME = {"gs": "gcp", "s3": "aws"}
 
 
+def outside_a_pipeline() -> None:
+  """Gives Beam's filesystems default options where no pipeline set any.
+
+  Beam's cloud filesystems read their settings (an S3 endpoint, a region)
+  from pipeline options; commands that run no pipeline (train, evaluate,
+  report) use the defaults, which take them from the environment
+  (AWS_ENDPOINT_URL_S3, AWS_DEFAULT_REGION...). A pipeline's own options,
+  once set, are kept.
+  """
+  if getattr(FileSystems, "_pipeline_options", None) is None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+    FileSystems.set_options(PipelineOptions([]))
+
+
 def missing_filesystem(path: str) -> Optional[str]:
   """None when Beam has a filesystem for `path`, else why not."""
+  outside_a_pipeline()
   try:
     FileSystems.get_filesystem(path)
   except ValueError:
@@ -87,3 +102,79 @@ def local_copy(directory: str) -> str:
         open(destination, "wb") as out:
       shutil.copyfileobj(src, out, 1 << 20)
   return target
+
+
+class BeamPath:
+  """The few `pathlib.Path` operations reading data needs, for a URL on any
+  Beam filesystem (folders there are key prefixes)."""
+
+  def __init__(self, url: str):
+    self.url = url.rstrip("/") or url
+
+  def __str__(self) -> str:
+    return self.url
+
+  def __repr__(self) -> str:
+    return f"BeamPath({self.url!r})"
+
+  def __eq__(self, other) -> bool:
+    return isinstance(other, BeamPath) and other.url == self.url
+
+  def __lt__(self, other) -> bool:
+    return str(self) < str(other)
+
+  def __hash__(self) -> int:
+    return hash(self.url)
+
+  def __truediv__(self, name: str) -> "BeamPath":
+    return BeamPath(join_path(self.url, name))
+
+  @property
+  def name(self) -> str:
+    return split_path(self.url)[1]
+
+  @property
+  def parent(self) -> "BeamPath":
+    return BeamPath(split_path(self.url)[0])
+
+  def expanduser(self) -> "BeamPath":
+    return self
+
+  def is_file(self) -> bool:
+    found = FileSystems.match([self.url])[0].metadata_list
+    return any(m.path.rstrip("/") == self.url for m in found)
+
+  def is_dir(self) -> bool:
+    return bool(self._below())
+
+  def exists(self) -> bool:
+    return self.is_file() or self.is_dir()
+
+  def rglob(self, pattern: str):
+    """Every file below this folder (`pattern` must be `*`)."""
+    if pattern != "*":
+      raise ValueError("BeamPath.rglob supports '*' only")
+    return [BeamPath(m.path) for m in self._below()]
+
+  def glob_matches(self):
+    """The files a glob URL matches."""
+    return [BeamPath(m.path) for m in FileSystems.match([self.url])[0].metadata_list]
+
+  def _below(self):
+    return FileSystems.match([self.url + "/**"])[0].metadata_list
+
+  def open(self, *, decompress: bool):
+    """A reader, decompressing by file name (.gz, .bz2...) when asked."""
+    return FileSystems.open(
+        self.url, compression_type=CompressionTypes.AUTO if decompress
+        else CompressionTypes.UNCOMPRESSED)
+
+
+def as_path(location):
+  """`pathlib.Path` for a local path, `BeamPath` for a URL."""
+  import pathlib
+  text = str(location)
+  if is_remote(text):
+    outside_a_pipeline()
+    return BeamPath(text)
+  return pathlib.Path(text).expanduser()
