@@ -340,7 +340,8 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
     state = result.wait_until_finish()
   except Exception as e:
     raise PipelineFailed(f"the pipeline failed, nothing was committed "
-                         f"(partial work is in {paths.staging_dir}): "
+                         f"(partial work is in {paths.staging_dir}; "
+                         f"--verbose shows Beam's log): "
                          f"{type(e).__name__}: {_first_line(e)}") from e
   if state != PipelineState.DONE:
     raise PipelineFailed(f"the pipeline ended {state}; nothing was committed")

@@ -28,12 +28,14 @@ def set_verbose(verbose: bool) -> None:
 
 
 class _DropLibraryChatter(logging.Filter):
-  """Passes ERROR and above, and everything that is not a noisy library's."""
+  """Passes ERROR and above, and everything that is not a noisy library's;
+  but not Beam's own report of a failing bundle, whose cause our one-line
+  error carries (REVIEWSCORE_VERBOSE shows it whole)."""
 
   def filter(self, record):
-    if record.levelno >= logging.ERROR:
-      return True
     name = record.name.split(".")[0]
+    if record.levelno >= logging.ERROR:
+      return not (name == "apache_beam" and record.exc_info)
     if name in _NOISY_PACKAGES:
       return False
     path = record.pathname.replace("\\", "/")
