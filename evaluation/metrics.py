@@ -212,6 +212,13 @@ def multiclass_from_confusion(confusion, class_names: Sequence[str], *,
   }
 
 
+def class_log_loss_sum(labels, probabilities) -> float:
+  """Sum of -log(probability of the true class) over [n, classes] rows."""
+  labels = np.asarray(labels, np.int64)
+  chosen = np.asarray(probabilities, np.float64)[np.arange(len(labels)), labels]
+  return float(-np.sum(np.log(np.clip(chosen, _CLIP, 1.0))))
+
+
 def multiclass_confusion(labels, predicted, classes: int) -> np.ndarray:
   return np.bincount(np.asarray(labels, np.int64) * classes +
                      np.asarray(predicted, np.int64),
@@ -225,10 +232,10 @@ def multiclass_metrics(labels, probabilities, *,
   probabilities = np.asarray(probabilities, np.float64)
   confusion = multiclass_confusion(labels, probabilities.argmax(axis=1),
                                    len(class_names))
-  chosen = np.clip(probabilities[np.arange(len(labels)), labels], _CLIP, 1.0)
   return multiclass_from_confusion(
       confusion, class_names,
-      log_loss=float(-np.log(chosen).mean()) if len(labels) else None)
+      log_loss=(class_log_loss_sum(labels, probabilities) / len(labels)
+                if len(labels) else None))
 
 
 def classification_metrics(labels, probabilities, *, class_names,

@@ -144,9 +144,9 @@ class ClassCounters:
     known = true_labels >= 0
     self.confusion += metrics.multiclass_confusion(
         true_labels[known], label_ids[known], classes)
-    if class_scores is not None and known.any():
-      chosen = class_scores[np.flatnonzero(known), true_labels[known]]
-      self.log_loss_sum -= float(np.sum(np.log(np.clip(chosen, 1e-7, 1.0))))
+    if class_scores is not None:
+      self.log_loss_sum += metrics.class_log_loss_sum(true_labels[known],
+                                                      class_scores[known])
 
   @property
   def rows(self) -> int:

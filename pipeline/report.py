@@ -127,8 +127,8 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
     else:
       truth = None
     if threshold is None:
-      class_scores = np.asarray(batch.column(c.CLASS_SCORES).to_pylist(),
-                                np.float64).reshape(len(scores), -1)
+      class_scores = batch.column(c.CLASS_SCORES).flatten().to_numpy(
+          zero_copy_only=False).reshape(len(scores), len(class_names))
       counters.add(scores, label_ids, truth, class_scores)
     else:
       counters.add(scores, label_ids, truth)

@@ -4,7 +4,7 @@ Both go through the exported SavedModel, never the training objects, so they
 measure what scoring will serve.
 """
 import pathlib
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -54,18 +54,27 @@ def score_texts(model, texts: Sequence[str], *, batch_size: int = 64,
                 output: str = contract.OUTPUT_PROBABILITY) -> np.ndarray:
   """One output of the serving signature (by default the positive class's
   probability, or the likeliest class's), batching texts of similar length."""
+  return serve_texts(model, texts, (output,), batch_size=batch_size)[output]
+
+
+def serve_texts(model, texts: Sequence[str], outputs: Sequence[str], *,
+                batch_size: int = 64) -> Dict[str, np.ndarray]:
+  """Outputs of the serving signature in input order, one pass over texts
+  batched by similar length."""
   import tensorflow as tf
   serve = model.signatures[contract.SERVING_SIGNATURE]
   order = np.argsort([len(t) for t in texts], kind="stable")
-  scores = None
+  results = {}
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     batch = tf.constant([texts[i] for i in rows])
-    values = serve(**{contract.TEXT_INPUT: batch})[output].numpy()
-    if scores is None:
-      scores = np.empty((len(texts),) + values.shape[1:], values.dtype)
-    scores[rows] = values
-  return scores if scores is not None else np.empty(0, np.float32)
+    served = serve(**{contract.TEXT_INPUT: batch})
+    for name in outputs:
+      values = served[name].numpy()
+      if name not in results:
+        results[name] = np.empty((len(texts),) + values.shape[1:], values.dtype)
+      results[name][rows] = values
+  return {name: results.get(name, np.empty(0, np.float32)) for name in outputs}
 
 
 def evaluate_model(model_dir, data_path, *, split: str = "test",
@@ -126,7 +135,8 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
 def predict_texts(model_dir, texts: Sequence[str]) -> List[Tuple[float, str]]:
   """(score, class name) per text."""
   model, card = load_model_dir(model_dir)
-  scores = score_texts(model, list(texts))
-  labels = score_texts(model, list(texts), output=contract.OUTPUT_LABEL_ID)
+  served = serve_texts(model, list(texts), (contract.OUTPUT_PROBABILITY,
+                                            contract.OUTPUT_LABEL_ID))
   return [(float(score), card.class_names[int(label)])
-          for score, label in zip(scores, labels, strict=True)]
+          for score, label in zip(served[contract.OUTPUT_PROBABILITY],
+                                  served[contract.OUTPUT_LABEL_ID], strict=True)]
