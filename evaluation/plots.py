@@ -122,3 +122,19 @@ def training_curves(history, path):
     ax.set_xticks(epochs)
     ax.legend()
   return _save(fig, path)
+
+
+def pretraining_curves(history, path):
+  """Masked-wordpiece loss and accuracy by step: training (since the
+  previous point) and held-out chunks."""
+  fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+  trained = [h for h in history if "loss" in h]
+  for ax, key, title in ((loss_ax, "loss", "Masked-wordpiece loss"),
+                         (acc_ax, "accuracy", "Masked-wordpiece accuracy")):
+    ax.plot([h["step"] for h in trained], [h[key] for h in trained],
+            marker=".", label="training")
+    ax.plot([h["step"] for h in history], [h["val_" + key] for h in history],
+            marker="o", label="held out")
+    ax.set(xlabel="step", title=title)
+    ax.legend()
+  return _save(fig, path)

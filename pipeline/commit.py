@@ -18,8 +18,8 @@ from apache_beam.io.filesystems import FileSystems
 
 from runtime.filesystems import (is_remote, join_path, split_path,
                                   write_atomically)
-
-SHARD_TEMPLATE = "-SSSSS-of-NNNNN"
+from schemas import outputs
+from schemas.outputs import SHARD_TEMPLATE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,15 +46,15 @@ class OutputPaths:
   # shards only (a glob's * does not cross a path separator).
   @property
   def errors_dir(self) -> str:
-    return self.prefix + "-errors"
+    return outputs.errors_dir(self.prefix)
 
   @property
   def staged_errors(self) -> str:
-    return join_path(self.staging_dir, "errors", "part")
+    return join_path(self.staging_dir, "errors", outputs.ERRORS_PART)
 
   @property
   def manifest(self) -> str:
-    return self.prefix + "-manifest.json"
+    return outputs.manifest_path(self.prefix)
 
   def final_name(self, staged_path: str) -> str:
     folder, name = split_path(staged_path)
@@ -63,15 +63,15 @@ class OutputPaths:
     return join_path(self._folder, name)
 
   def final_globs(self) -> List[str]:
-    shard = "-?????-of-?????.parquet"
-    return [self.prefix + shard, join_path(self.errors_dir, "part") + shard]
+    return [outputs.score_shards_glob(self.prefix),
+            join_path(self.errors_dir, outputs.ERRORS_PART) + outputs.SHARD_GLOB]
 
 
 def write_shards(pcoll, prefix: str, schema: pa.Schema, num_shards: int,
                  label: str):
   """Parquet shards PREFIX-SSSSS-of-NNNNN.parquet; returns their names."""
   return pcoll | label >> beam.io.WriteToParquet(
-      prefix, schema, file_name_suffix=".parquet", num_shards=num_shards,
+      prefix, schema, file_name_suffix=outputs.PARQUET_SUFFIX, num_shards=num_shards,
       shard_name_template=SHARD_TEMPLATE, codec="snappy")
 
 
@@ -90,9 +90,14 @@ class Commit(beam.DoFn):
   commit finds its shards already moved.
   """
 
-  def __init__(self, paths: OutputPaths, manifest: Dict[str, Any]):
+  def __init__(self, paths: OutputPaths, manifest: Dict[str, Any], *,
+               increment=None):
+    """`increment` (pipeline.incremental.Increment): a rerun's earlier
+    shards, from which the rows of changed files are removed before the
+    manifest vouches for the union."""
     self._paths = paths
     self._manifest = manifest
+    self._increment = increment
 
   def process(self, _, score_files, error_files, read, scored, dead, reasons,
               precisions):
@@ -118,13 +123,23 @@ class Commit(beam.DoFn):
       FileSystems.rename([s for s, _ in moves], [f for _, f in moves])
     manifest = json.loads(json.dumps(self._manifest))
     manifest["model"]["precision"]["used"] = sorted(precisions)
+    scores = [paths.final_name(p) for p in sorted(score_files)]
+    errors = [paths.final_name(p) for p in sorted(error_files)]
+    earlier = self._increment
+    if earlier is not None:
+      from pipeline.incremental import drop_rows_of
+      manifest["increment"]["earlier_rows_replaced"] = drop_rows_of(
+          earlier.earlier_scores + earlier.earlier_errors, earlier.changed)
     manifest.update({
         "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
         "counts": {"read": read, "scored": scored, "dead_lettered": dead,
                    "dead_lettered_by_reason": dict(sorted(reasons.items()))},
-        "scores": [paths.final_name(p) for p in sorted(score_files)],
-        "errors": [paths.final_name(p) for p in sorted(error_files)],
+        "scores": scores,
+        "errors": errors,
+        # The union this run completes: the earlier runs' shards and its own.
+        "all_scores": (earlier.earlier_scores if earlier else []) + scores,
+        "all_errors": (earlier.earlier_errors if earlier else []) + errors,
     })
     write_atomically(paths.manifest, json.dumps(manifest, indent=2).encode())
     try:

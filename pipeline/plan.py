@@ -10,7 +10,7 @@ import dataclasses
 import glob
 import os
 import re
-from typing import Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -61,6 +61,9 @@ class InputPlan:
   # are held to them).
   column_types: Dict[str, pa.DataType] = dataclasses.field(
       default_factory=dict)
+  # Last modification time of each file (seconds; None where the filesystem
+  # does not say): with the size, what tells a rerun that a file changed.
+  modified: Dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
 
   @property
   def carried_names(self) -> List[str]:
@@ -76,13 +79,28 @@ class InputPlan:
              if self.format == "parquet" else "")
     return f"{len(self.files)} {self.format} file(s){units} from {self.pattern}"
 
+  def file_states(self) -> Dict[str, Dict[str, Any]]:
+    """{path: {size, modified}} of every planned file (the path as matched,
+    as the scores' and dead letters' source_file name it)."""
+    return {path: {"size": size, "modified": self.modified.get(path)}
+            for path, size in self.files}
 
-def _match(pattern: str) -> List[Tuple[str, int]]:
+  def restricted_to(self, paths) -> "InputPlan":
+    """The same plan over the files in `paths` only."""
+    keep = set(paths)
+    return dataclasses.replace(
+        self, files=[f for f in self.files if f[0] in keep],
+        row_groups=[g for g in self.row_groups if g[0] in keep],
+        modified={p: t for p, t in self.modified.items() if p in keep})
+
+
+def _match(pattern: str) -> List[Tuple[str, int, Optional[float]]]:
   try:
     found = FileSystems.match([pattern])[0].metadata_list
   except Exception as e:  # BeamIOError wraps the filesystem's reason
     raise InputError(f"{pattern}: cannot list input ({e})") from None
-  return sorted((m.path, m.size_in_bytes) for m in found)
+  return sorted((m.path, m.size_in_bytes,
+                 getattr(m, "last_updated_in_seconds", None)) for m in found)
 
 
 def _pattern_root(pattern: str) -> str:
@@ -137,7 +155,8 @@ def plan_input(pattern: str, *, format: str = "auto",
     files = _match(pattern)
     if not files and not re.search(r"[*?[]", pattern):
       raise InputError(f"{pattern}: no such file or directory")
-  files = [(p, size) for p, size in files
+  modified = {p: t for p, _, t in files}
+  files = [(p, size) for p, size, _ in files
            if not _hidden(p, root) and not _is_dir(p)]
   _check_local_entries(pattern, root, is_dir)
   if not files:
@@ -153,7 +172,8 @@ def plan_input(pattern: str, *, format: str = "auto",
     else:
       format = "files" if is_dir else "text"
   plan = InputPlan(pattern=pattern, format=format, root=root, files=files,
-                   text_column=text_column, id_column=id_column)
+                   text_column=text_column, id_column=id_column,
+                   modified={p: modified[p] for p, _ in files})
   if format in TABLE_FORMATS:
     _plan_table(plan, carry, positional_ids=positional_ids)
   else:

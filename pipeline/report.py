@@ -22,6 +22,7 @@ from evaluation import plots
 from evaluation.streaming import ClassCounters, ScoreCounters
 from runtime.filesystems import missing_filesystem
 from schemas import columns as c
+from schemas import outputs
 
 _BATCH_ROWS = 65_536
 
@@ -31,7 +32,7 @@ class ReportError(Exception):
 
 
 def _manifest(prefix: str) -> dict:
-  path = prefix + "-manifest.json"
+  path = outputs.manifest_path(prefix)
   if missing_filesystem(path):
     raise ReportError(missing_filesystem(path))
   if not FileSystems.exists(path):

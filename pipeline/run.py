@@ -18,10 +18,11 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
-                                                  StandardOptions)
+                                                  StandardOptions, WorkerOptions)
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.commit import Commit, OutputPaths, read_manifest, write_shards
+from pipeline.incremental import plan_increment
 from pipeline.dead_letters import (DEAD, FormatDeadLetter, dead_letter,
                                    error_detail)
 from runtime.filesystems import missing_filesystem
@@ -78,7 +79,7 @@ def _format_score(result, *, class_names, fingerprint, carried):
   label_id = int(inference[contract.OUTPUT_LABEL_ID])
   row = {c.REVIEW_ID: record["id"], c.SCORE: inference[contract.OUTPUT_PROBABILITY],
          c.LABEL_NAME: class_names[label_id], c.LABEL_ID: label_id,
-         c.MODEL_FINGERPRINT: fingerprint}
+         c.MODEL_FINGERPRINT: fingerprint, c.SOURCE_FILE: record["source"]}
   if contract.OUTPUT_PROBABILITIES in inference:
     row[c.CLASS_SCORES] = inference[contract.OUTPUT_PROBABILITIES]
   for name in carried:
@@ -141,7 +142,7 @@ class _CountScored(beam.DoFn):
 def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
                    card: ModelCard, handler: TokenIdsModelHandler,
                    paths: OutputPaths, opts: ScoreOptions,
-                   manifest: Dict[str, Any]) -> None:
+                   manifest: Dict[str, Any], increment=None) -> None:
   """Adds the scoring steps to `p` (labelled, so runners' UIs read well)."""
   max_bytes = opts.max_review_bytes
   raw = p | "Read" >> ReadReviews(plan, max_bytes=max_bytes)
@@ -195,7 +196,8 @@ def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
   _ = (p
        | "CommitTrigger" >> beam.Create([None])
        | "Commit" >> beam.ParDo(
-           Commit(paths, manifest), side.AsList(score_files),
+           Commit(paths, manifest, increment=increment),
+           side.AsList(score_files),
            side.AsList(error_files), side.AsSingleton(n_read),
            side.AsSingleton(n_scored), side.AsSingleton(n_dead),
            side.AsDict(reasons), side.AsList(precisions)))
@@ -283,6 +285,9 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   if strangers:
     raise TypeError(f"run() got unknown options {strangers}")
   options = PipelineOptions(flags, **values)
+  harness = options.view_as(WorkerOptions)
+  if harness.default_sdk_harness_log_level is None and not quiet.is_verbose():
+    harness.default_sdk_harness_log_level = quiet.WORKER_LOG_LEVEL
   # The launcher reads the model card and plans the input before the
   # pipeline exists: with the job's filesystem options (an S3 endpoint,
   # credentials), as Beam sets them when a pipeline is built.
@@ -306,6 +311,19 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   if unreachable:
     raise OptionsError(unreachable)
   paths = OutputPaths(opts.output, run_id)
+  increment = None
+  if opts.since:
+    if opts.since.rstrip("/") == opts.output.rstrip("/"):
+      raise OptionsError("--since names the earlier run's output: give this "
+                         "run a new --output prefix beside it")
+    increment = plan_increment(plan, opts.since,
+                               fingerprint=card.model_fingerprint)
+    if increment is None:
+      echo(f"--since {opts.since}: scored with another model; scoring "
+           "everything")
+    else:
+      echo(increment.describe())
+      plan = plan.restricted_to(increment.to_score)
   batching = _batching(opts, checked["buckets"],
                        direct=_runs_on_direct_runner(options))
   handler = TokenIdsModelHandler(
@@ -327,14 +345,18 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                            "length_bucketing": opts.length_bucketing,
                            "bucket_boundaries": batching["bucket_boundaries"],
                            "max_batch_duration_secs":
-                               batching["max_batch_duration_secs"]}}
+                               batching["max_batch_duration_secs"]},
+              "input_files": (increment.covered if increment else
+                              plan.file_states()),
+              "extends": increment.extends if increment else [],
+              "increment": increment.record() if increment else None}
 
   try:
     p = beam.Pipeline(runner=batching["runner"], options=options)
   except ValueError as e:  # e.g. an unknown --runner
     raise OptionsError(_first_line(e)) from None
   build_pipeline(p, plan=plan, card=card, handler=handler, paths=paths,
-                 opts=opts, manifest=manifest)
+                 opts=opts, manifest=manifest, increment=increment)
   try:
     result = p.run()
     state = result.wait_until_finish()

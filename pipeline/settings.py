@@ -109,6 +109,11 @@ SCORE_OPTIONS = (
     ScoreOption("bucket_boundaries", "Token-count bucket edges, e.g. "
                 "64,128,256 [default: every 16 tokens up to the model's "
                 "sequence length].", default=""),
+    ScoreOption("since", "Rerun: score only the input files that are new or "
+                "changed (size, modification time) since the run that wrote "
+                "this output PREFIX, with the same model; --output gets a new "
+                "prefix, and the union of the runs' shards holds each review "
+                "once."),
     ScoreOption("tokenize_batch_size", "Reviews per tokenizer call.",
                 default=64, type=int, minimum=1, maximum=65_536),
     ScoreOption("inference_attempts", "Tries per inference batch (with "

@@ -10,6 +10,7 @@ import contextlib
 import logging
 import os
 import sys
+import threading
 import warnings
 
 VERBOSE_ENV = "REVIEWSCORE_VERBOSE"
@@ -59,10 +60,26 @@ def quiet_process() -> None:
     handler.addFilter(_DropLibraryChatter())
     root.addHandler(handler)
     root.setLevel(logging.WARNING)
+  # A library thread that dies (Beam's gRPC readers when a worker process
+  # is lost) would print its traceback; the pipeline's failure reaches the
+  # user as our one-line error instead.
+  threading.excepthook = _log_thread_failure
   for name in _NOISY_PACKAGES:
     warnings.filterwarnings("ignore", module=name)
   warnings.filterwarnings("ignore", category=DeprecationWarning)
   warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def _log_thread_failure(args) -> None:
+  logging.getLogger("reviewscore.threads").debug(
+      "thread %s stopped: %s: %s", getattr(args.thread, "name", "?"),
+      args.exc_type.__name__, args.exc_value)
+
+
+# What Beam's SDK worker processes (--direct_running_mode=multi_processing,
+# portable runners) log at: their INFO lines about channels and harnesses
+# would greet every run.
+WORKER_LOG_LEVEL = "ERROR"
 
 
 @contextlib.contextmanager

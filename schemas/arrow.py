@@ -33,6 +33,7 @@ def scored_schema(carried: Iterable[pa.Field] = (),
       pa.field(c.LABEL_NAME, pa.string(), nullable=False),
       pa.field(c.LABEL_ID, pa.int8(), nullable=False),
       pa.field(c.MODEL_FINGERPRINT, pa.string(), nullable=False),
+      pa.field(c.SOURCE_FILE, pa.string(), nullable=False),
   ]
   if class_count > 2:
     fields.append(pa.field(c.CLASS_SCORES,

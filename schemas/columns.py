@@ -11,13 +11,16 @@ SCORE = "score"  # float32: the positive class's probability (two classes)
 LABEL_NAME = "label"  # class name, e.g. "pos"
 LABEL_ID = "label_id"  # class index, int8
 MODEL_FINGERPRINT = "model_fingerprint"
-SCORED_FIELDS = (REVIEW_ID, SCORE, LABEL_NAME, LABEL_ID, MODEL_FINGERPRINT)
+# The input file a row came from, as matched (dead letters name it so too):
+# a rerun that rescores a changed file drops that file's earlier rows by it.
+SOURCE_FILE = "source_file"
+SCORED_FIELDS = (REVIEW_ID, SCORE, LABEL_NAME, LABEL_ID, MODEL_FINGERPRINT,
+                 SOURCE_FILE)
 # Models over three or more classes: every class's probability, in the
 # order of the class names (schema metadata); `score` is the likeliest's.
 CLASS_SCORES = "class_scores"
 
 # Dead-letter output: every record that could not be scored, with why.
-SOURCE_FILE = "source_file"
 ERROR_SOURCE = SOURCE_FILE  # the input file a dead letter came from
 ERROR_REASON = "reason"  # one of DEAD_LETTER_REASONS
 ERROR_DETAIL = "detail"  # free text: the exception message, the byte count...

@@ -341,3 +341,9 @@ def sigkill_when():
         process.wait()
     return seen
   return run_and_kill
+
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: takes a minute or more (real training runs, killed or "
+      "multi-process pipelines); `pytest -m 'not slow'` leaves them out")

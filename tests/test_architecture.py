@@ -59,3 +59,22 @@ def test_the_model_directory_contract_is_spelled_in_one_place():
                   if isinstance(node, ast.Constant) and isinstance(node.value, str)}
       assert not literals & CONTRACT_NAMES, (
           f"{path.relative_to(REPO)} spells {sorted(literals & CONTRACT_NAMES)}")
+
+
+OUTPUT_LAYOUT_NAMES = {"-manifest.json", "-?????-of-?????.parquet", "-errors",
+                       "-SSSSS-of-NNNNN"}
+
+
+def test_the_scored_output_layout_is_spelled_in_one_place():
+  """`report` and self-training read what scoring writes: the names must
+  not drift apart."""
+  home = REPO / "schemas" / "outputs.py"
+  spelled = {node.value for node in ast.walk(ast.parse(home.read_text()))
+             if isinstance(node, ast.Constant)}
+  assert OUTPUT_LAYOUT_NAMES <= spelled
+  for package in ("train", "pipeline", "evaluation", "reviewscore"):
+    for path in _modules(package):
+      literals = {node.value for node in ast.walk(ast.parse(path.read_text()))
+                  if isinstance(node, ast.Constant) and isinstance(node.value, str)}
+      assert not literals & OUTPUT_LAYOUT_NAMES, (
+          f"{path.relative_to(REPO)} spells {sorted(literals & OUTPUT_LAYOUT_NAMES)}")

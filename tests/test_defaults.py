@@ -130,6 +130,7 @@ def test_auto_training_without_native_bfloat16_exports_a_bfloat16_copy(
   assert "classify_tokens_bfloat16" in card["signatures"]
 
 
+@pytest.mark.slow
 def test_quick_preset_fills_in_under_explicit_options(
     tiny_encoder_dir, imdb_dir, tmp_path):
   """Catches: a preset that overrides what the user typed, or that is not

@@ -90,6 +90,7 @@ def star_reviews(imdb_dir, tmp_path_factory):
   return root
 
 
+@pytest.mark.slow
 def test_star_ratings_train_score_and_evaluate_through_a_label_map(
     star_reviews, tiny_encoder_dir, tmp_path):
   """Catches: a label map not applied, dropped rows not counted, the map not
@@ -143,6 +144,7 @@ def test_star_ratings_train_score_and_evaluate_through_a_label_map(
   assert "rows true bad/good" in evaluated.output
 
 
+@pytest.mark.slow
 def test_threshold_is_chosen_on_validation_and_served(
     small_named_labels, tiny_encoder_dir, tmp_path):
   """Catches: a threshold chosen on test (or not at all), a card threshold
@@ -192,6 +194,7 @@ def small_named_labels(imdb_dir, tmp_path_factory):
   return root
 
 
+@pytest.mark.slow
 def test_star_ratings_as_classes_of_their_own(star_reviews, tiny_encoder_dir,
                                               tmp_path):
   """Catches: more than two classes refused or squeezed into a sigmoid, a

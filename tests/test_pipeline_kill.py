@@ -1,4 +1,5 @@
 """A scoring run killed with SIGKILL leaves nothing complete; a rerun heals."""
+import pytest
 import glob
 import os
 import subprocess
@@ -11,6 +12,7 @@ import pyarrow.parquet as pq
 from schemas import columns as c
 
 
+@pytest.mark.slow
 def test_sigkill_midway_then_rerun_gives_the_complete_output(
     tiny_model_dir, imdb_dir, tmp_path, sigkill_when):
   table = pq.read_table(imdb_dir / "test.parquet")
@@ -66,3 +68,78 @@ def test_sigkill_midway_then_rerun_gives_the_complete_output(
   # Batches may be cut differently between runs: float rounding only.
   np.testing.assert_allclose(got[c.SCORE].to_numpy(), want[c.SCORE].to_numpy(),
                              atol=1e-5)
+
+
+def _worker_processes(parent: int):
+  """Beam SDK worker processes started (through a shell) below `parent`."""
+  found = []
+  for entry in os.listdir("/proc"):
+    if not entry.isdigit():
+      continue
+    try:
+      cmdline = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\0")
+      ancestor = int(entry)
+      for _ in range(4):  # worker <- sh <- launcher
+        ancestor = int(open(f"/proc/{ancestor}/stat").read().rsplit(")", 1)[1].split()[1])
+        if ancestor == parent:
+          break
+    except (OSError, ValueError, IndexError):
+      continue
+    if ancestor == parent and b"apache_beam.runners.worker.sdk_worker_main" in cmdline \
+        and not cmdline[0].endswith(b"sh"):
+      found.append(int(entry))
+  return found
+
+
+def _cpu_seconds(pid: int) -> float:
+  fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+  return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_bundle_fails_the_run_without_committing(
+    tiny_model_dir, imdb_dir, tmp_path):
+  """multi_processing: one of two SDK worker processes is SIGKILLed while
+  it works. Beam does not retry a lost worker on this runner: the run must
+  fail in one line with nothing committed (or, were Beam to retry, finish
+  with every review accounted for). Catches a launcher that hangs, commits
+  what the surviving worker wrote, or ends in a traceback."""
+  import signal
+  import time
+  table = pq.read_table(imdb_dir / "test.parquet").slice(0, 4000)
+  data = tmp_path / "in.parquet"
+  pq.write_table(table, data, row_group_size=100)
+  prefix = tmp_path / "scores" / "run"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "reviewscore.cli", "score", "--input", str(data),
+       "--model", str(tiny_model_dir), "--output", str(prefix),
+       "--precision", "float32", "--max-batch-size", "8",
+       "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  killed = None
+  try:
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+      busy = [pid for pid in _worker_processes(process.pid)
+              if _cpu_seconds(pid) >= 8.0]  # TensorFlow loaded, scoring
+      if busy:
+        killed = busy[0]
+        os.kill(killed, signal.SIGKILL)
+        break
+      time.sleep(0.2)
+    assert killed, "no worker was ever busy before the run ended"
+    out, err = process.communicate(timeout=300)
+  finally:
+    if process.poll() is None:
+      process.kill()
+      process.wait()
+  manifest = f"{prefix}-manifest.json"
+  if process.returncode == 0:  # a retry: everything accounted for
+    counts = __import__("json").load(open(manifest))["counts"]
+    assert counts["read"] == counts["scored"] + counts["dead_lettered"] == 4000
+  else:
+    assert process.returncode == 1, (process.returncode, err[-2000:])
+    assert not os.path.exists(manifest)
+    assert not glob.glob(f"{prefix}-?????-of-?????.parquet")
+    assert "nothing was committed" in err
+    assert "Traceback" not in err

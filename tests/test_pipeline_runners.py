@@ -87,6 +87,7 @@ def _scores(tmp_path, name, data, model, *extra):
   return dict(zip(table[c.REVIEW_ID].to_pylist(), table[c.SCORE].to_pylist()))
 
 
+@pytest.mark.slow
 def test_scores_agree_across_runners_and_batch_sizes(tiny_model_dir, reviews,
                                                       tmp_path):
   data, rows = reviews

@@ -56,6 +56,7 @@ def own_reviews(imdb_dir, tmp_path, monkeypatch):
   return table
 
 
+@pytest.mark.slow
 def test_own_data_journey_runs_as_the_readme_writes_it(own_reviews):
   commands = _commands()
   assert [c[:2] for c in commands] == [

@@ -135,6 +135,7 @@ def test_cloud_paths_keep_their_scheme_and_gs_names_the_missing_extra(
         option, result.output)
 
 
+@pytest.mark.slow
 def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
                                                 tmp_path):
   """Catches: `train --data` and `evaluate --model/--data` taking a URL for

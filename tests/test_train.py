@@ -113,7 +113,8 @@ def test_export_has_every_artifact(trained_model):
     assert key in card, key
   assert card["encoder"]["checkpoint"]["weights_sha256"]
   assert card["truncation"] == {"seq_length": 64, "truncation": "head+tail",
-                                "head_tokens": 16, "tail_tokens": 46}
+                                "head_tokens": 16, "tail_tokens": 46,
+                                "markup": "line breaks removed"}
   assert set(card["metrics"]) == {"train", "validation", "test"}
   assert card["metrics"]["test"]["count"] == 100
   assert card["data"]["train"]["rows"] == 240
@@ -142,6 +143,10 @@ def test_signatures_agree_and_truncate_head_plus_tail(trained_model):
         input_mask=tf.ones([1, count], tf.int32))
     np.testing.assert_allclose(alone["probability"].numpy()[0],
                                served["probability"].numpy()[row], atol=1e-5)
+  # HTML line breaks are dropped by the exported tokenizer, as in training.
+  broken = model.signatures["tokenize"](text=tf.constant(
+      ["a great<br /><br />film<BR>ok", "a great film ok"]))["input_word_ids"]
+  np.testing.assert_array_equal(broken[0], broken[1])
   labels = served["label_id"].numpy()
   threshold = json.loads((trained_model / "model_card.json").read_text())[
       "threshold"]
@@ -181,6 +186,7 @@ def test_evaluate_and_predict_commands(trained_model, small_imdb, tmp_path):
     assert echoed == text
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_ends_like_an_unbroken_run(
     small_imdb, tiny_encoder_without_dropout_dir, tmp_path,
     assert_same_training_state):

@@ -56,6 +56,7 @@ def _latest_checkpoint_step(run_dir):
   return int(first.split("ckpt-")[1].rstrip('"'))
 
 
+@pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
     labelled_parquet, tiny_encoder_without_dropout_dir, tmp_path, sigkill_when,
     assert_same_training_state):

@@ -37,7 +37,7 @@ class MaskedMeanPooling(tf_keras.layers.Layer):
     return total / tf.maximum(tf.reduce_sum(weights, axis=1), 1)
 
 
-def _restore_backbone(backbone: BertBackbone, encoder_dir: str) -> None:
+def restore_backbone(backbone: BertBackbone, encoder_dir: str) -> None:
   """Reads imported weights into a fresh backbone by object path.
 
   The encoder SavedModel's root holds the backbone as `backbone`, so a
@@ -103,7 +103,7 @@ def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
     logits = tf_keras.layers.Reshape((), name="logits", dtype="float32")(logits)
   model = tf_keras.Model(inputs, logits, name="review_classifier")
   if restore_encoder and not use_hub_layer:
-    _restore_backbone(encoder_layer, encoder.encoder)
+    restore_backbone(encoder_layer, encoder.encoder)
   return model
 
 

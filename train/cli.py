@@ -87,21 +87,29 @@ def _library_errors():
   from train.export import ReloadMismatch
   from train.hf_checkpoint import CheckpointError
   from train.run import RunExists
+  from train.pretrain import PretrainError
   from train.trainer import ResumeMismatch, TrainingDiverged
   return (DataError, EncoderUnavailable, ReloadMismatch, CheckpointError,
-          RunExists, ResumeMismatch, TrainingDiverged, FileExistsError)
+          RunExists, ResumeMismatch, TrainingDiverged, FileExistsError,
+          PretrainError)
 
 
 def _echo_err(message: str) -> None:
   click.echo(message, err=True)
 
 
-def _setting(name: str, *flags, **kwargs):
-  """A click option whose default is TrainSettings' (declared there once)."""
+def _setting(name: str, *flags, settings_class=None, **kwargs):
+  """A click option whose default is TrainSettings' (or `settings_class`'s:
+  declared there once)."""
   from train.settings import TrainSettings
-  default = TrainSettings.__dataclass_fields__[name].default
+  default = (settings_class or TrainSettings).__dataclass_fields__[name].default
   return click.option(*flags, name, default=default, show_default=True,
                       **kwargs)
+
+
+def _pretrain_setting(name: str, *flags, **kwargs):
+  from train.settings import PretrainSettings
+  return _setting(name, *flags, settings_class=PretrainSettings, **kwargs)
 
 
 def _model_location(ctx, param, value):
@@ -219,6 +227,9 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
 @_setting("head_tokens", "--head-tokens", type=click.IntRange(1, 510),
           help="Head length for head+tail [default: a quarter of "
           "--seq-length].")
+@_setting("keep_markup", "--keep-markup/--drop-markup",
+          help="Keep HTML line breaks (<br />) in reviews, or replace them "
+          "by spaces (in training and in the exported model's tokenizer).")
 @_setting("precision", "--precision",
           type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
           help="Mixed precision. auto: bfloat16 where the CPU computes it "
@@ -255,13 +266,24 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               callback=_threshold,
               help="Decision threshold on the positive-class probability; "
               "auto: the one with the highest validation accuracy.")
+@click.option("--pseudo-labels", default=None, metavar="PREFIX",
+              help="Self-training: the --output PREFIX of a `reviewscore "
+              "score` run over unlabelled reviews with --carry-columns text; "
+              "its confident rows join the training split.")
+@_setting("pseudo_label_confidence", "--pseudo-label-confidence",
+          type=click.FloatRange(0, 1),
+          help="Keep a pseudo-labelled review when the teacher's likeliest "
+          "class has at least this probability.")
+@_setting("soft_pseudo_labels", "--soft-pseudo-labels/--hard-pseudo-labels",
+          help="Two classes: train towards the teacher's probability, or "
+          "its label.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint.")
 @click.pass_context
 def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
           max_test_examples, text_column, label_column, id_column,
-          positional_ids, class_names, label_map, threshold, resume,
-          **setting_values):
+          positional_ids, class_names, label_map, threshold, pseudo_labels,
+          resume, **setting_values):
   """Fine-tune a BERT classifier on labelled reviews and export it.
 
   Writes OUT/saved_model (raw strings in; logits, probability and label out),
@@ -310,6 +332,7 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
         label_column=label_column, id_column=id_column,
         label_scheme=label_scheme, threshold=threshold,
         positional_ids=positional_ids, resume=resume,
+        pseudo_labels=pseudo_labels,
         max_test_examples=max_test_examples, progress=_echo_err,
         restore_best=restore_best)
   except _library_errors() as e:
@@ -404,3 +427,86 @@ def predict(model_dir, texts):
     raise click.ClickException(str(e)) from None
   for text, (score, label) in zip(texts, results, strict=True):
     click.echo(f"{score:.6f}\t{label}\t{text}")
+
+
+@click.command()
+@click.option("--data", "data_paths", required=True, multiple=True,
+              callback=lambda ctx, param, values: tuple(
+                  _existing_or_glob(ctx, param, v) for v in values),
+              help="Unlabelled text, repeatable: a Parquet, CSV or JSON Lines "
+              "file, a glob or folder of parts, a folder of .txt files, an "
+              "aclImdb tree (its train/ folder) or a data folder (its train "
+              "and unsup splits: test text is never trained on).")
+@click.option("--encoder", required=True,
+              help="Encoder directory from `import-encoder` (or `pretrain`).")
+@click.option("--out", required=True, callback=_local_out,
+              help="Encoder directory to write (local); it holds the run's "
+              "checkpoints until it ends.")
+@click.option("--text-column", default=None,
+              help="Column with the text in table files [default: the "
+              "schema's review text column].")
+@_pretrain_setting("steps", "--steps", type=click.IntRange(1),
+                   help="Optimizer steps of the whole run.")
+@_pretrain_setting("batch_size", "--batch-size", type=click.IntRange(1, 4096))
+@_pretrain_setting("seq_length", "--seq-length", type=click.IntRange(16, 512),
+                   help="Wordpieces per chunk, [CLS] and [SEP] included.")
+@_pretrain_setting("learning_rate", "--learning-rate",
+                   type=click.FloatRange(0, 1, min_open=True))
+@_pretrain_setting("warmup_fraction", "--warmup-fraction",
+                   type=click.FloatRange(0, 1))
+@_pretrain_setting("weight_decay", "--weight-decay", type=click.FloatRange(0, 1))
+@_pretrain_setting("mask_fraction", "--mask-fraction",
+                   type=click.FloatRange(0, 0.5, min_open=True),
+                   help="Share of each chunk's wordpieces predicted, chosen "
+                   "a whole word at a time.")
+@_pretrain_setting("keep_markup", "--keep-markup/--drop-markup",
+                   help="Keep HTML line breaks (<br />) in the text, or "
+                   "replace them by spaces as `train` does by default.")
+@_pretrain_setting("precision", "--precision",
+                   type=click.Choice(["auto", "float32", "bfloat16"]),
+                   help="auto: bfloat16 where the CPU computes it natively.")
+@_pretrain_setting("validation_chunks", "--validation-chunks",
+                   type=click.IntRange(1),
+                   help="Chunks held out to measure the loss at each checkpoint.")
+@_pretrain_setting("max_texts", "--max-texts", type=click.IntRange(10),
+                   help="Use a random subset of the texts (quick runs).")
+@_pretrain_setting("checkpoint_every_steps", "--checkpoint-every",
+                   type=click.IntRange(1))
+@_pretrain_setting("seed", "--seed", type=int)
+@click.option("--resume", is_flag=True,
+              help="Continue the run in --out from its last checkpoint.")
+def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
+  """Continue masked-language-model training of an encoder on unlabelled text.
+
+  Domain-adaptive pre-training: whole-word masking on chunks of each text,
+  AdamW with warm-up and linear decay, a checkpoint (and the held-out loss)
+  every --checkpoint-every steps. Writes an encoder directory that `train
+  --encoder` takes as it takes an imported one, with
+  pretraining_curves.png; its encoder_info.json records the source encoder,
+  the texts (sha256) and these settings.
+
+  \b
+  Example:
+      reviewscore pretrain --data ../shared/data/imdb --encoder encoders/minilm \\
+          --out encoders/minilm-imdb
+      reviewscore train --data ../shared/data/imdb --encoder encoders/minilm-imdb \\
+          --out models/imdb-dapt
+  """
+  from schemas import columns
+  from train.data import read_texts
+  from train.pretrain import pretrain as run_pretraining
+  from train.settings import PretrainSettings
+  try:
+    texts = read_texts(data_paths, text_column=text_column or columns.INPUT_TEXT)
+    _echo_err(f"read {len(texts):,} texts from "
+              + ", ".join(f"{s['source']} ({s['rows']:,})" for s in texts.sources))
+    info = run_pretraining(texts=texts, encoder=encoder, out=out,
+                           settings=PretrainSettings(**setting_values),
+                           resume=resume, progress=_echo_err)
+  except _library_errors() as e:
+    raise click.ClickException(str(e)) from None
+  after = info["pretraining"]["held_out_after"]
+  before = info["pretraining"]["held_out_before"]
+  click.echo(f"encoder written to {out}: held-out masked-wordpiece loss "
+             f"{before['val_loss']:.4f} → {after['val_loss']:.4f}, accuracy "
+             f"{before['val_accuracy']:.4f} → {after['val_accuracy']:.4f}")

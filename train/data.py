@@ -293,3 +293,184 @@ def sample(data: LabelledReviews, max_examples: Optional[int], *, seed: int
     return data
   order = np.random.default_rng(seed).permutation(len(data))[:max_examples]
   return data.subset(np.sort(order))
+
+
+# Splits whose text pre-training may read from a data folder: the test split
+# is kept for the final figure alone, so its text is never trained on.
+PRETRAINING_SPLITS = ("train", "unsup")
+
+
+@dataclasses.dataclass
+class UnlabelledTexts:
+  """Texts without labels (for pre-training), with where they came from."""
+  texts: List[str]
+  sources: List[dict]
+
+  def __len__(self):
+    return len(self.texts)
+
+  def fingerprint(self) -> str:
+    digest = hashlib.sha256()
+    for text in self.texts:
+      digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+
+def _text_files(folder: pathlib.Path) -> List[pathlib.Path]:
+  return sorted(p for p in folder.rglob("*.txt")
+                if not p.name.startswith(("_", ".")))
+
+
+def _texts_of_tables(parts, text_column: str) -> List[str]:
+  texts = []
+  for part in parts:
+    table = _read_table_file(part)
+    if text_column not in table.schema.names:
+      raise DataError(f"{part}: no column {text_column!r} (columns: "
+                      f"{table.schema.names}); name it with --text-column")
+    texts.extend(table[text_column].to_pylist())
+  return texts
+
+
+def _pretraining_parts(path) -> Tuple[str, list]:
+  """What a path given to pre-training holds: ("tables", parts) or
+  ("files", .txt files); a data folder gives its train and unsup splits."""
+  if path.is_file():
+    return "tables", [path]
+  if not path.is_dir():
+    parts = _table_parts(path) if glob.has_magic(str(path)) else []
+    if not parts:
+      raise DataError(f"{path}: no such file or directory")
+    return "tables", parts
+  if isinstance(path, BeamPath):
+    parts = _table_parts(path)
+  elif (path / "train").is_dir():  # an aclImdb tree: train/{neg,pos,unsup}
+    return "files", _text_files(path / "train")
+  else:
+    parts = _table_parts(path)
+  if any(_stem(p) in SPLIT_NAMES for p in parts):
+    parts = [p for p in parts if _stem(p) in PRETRAINING_SPLITS]
+  if parts:
+    return "tables", parts
+  files = [] if isinstance(path, BeamPath) else _text_files(path)
+  if not files:
+    raise DataError(f"{path}: no Parquet, CSV or JSON Lines parts and no "
+                    ".txt files")
+  return "files", files
+
+
+def read_texts(paths: Sequence, *, text_column: str = columns.INPUT_TEXT
+               ) -> UnlabelledTexts:
+  """The texts of one or more sources: files, globs, folders of parts,
+  aclImdb trees (train/ only) or data folders (train and unsup, never test).
+  Null and blank texts are left out and counted."""
+  texts, sources = [], []
+  for given in paths:
+    path = as_path(given)
+    kind, parts = _pretraining_parts(path)
+    if kind == "tables":
+      found = _texts_of_tables(parts, text_column)
+    else:
+      found = [p.read_bytes().decode("utf-8", errors="replace") for p in parts]
+    kept = [t for t in found if isinstance(t, str) and t.strip()]
+    texts.extend(kept)
+    sources.append({"source": str(given), "files": len(parts),
+                    "rows": len(kept), "left_out_empty": len(found) - len(kept)})
+  if not texts:
+    raise DataError(f"no text in {', '.join(map(str, paths))}")
+  return UnlabelledTexts(texts=texts, sources=sources)
+
+
+@dataclasses.dataclass
+class PseudoLabelled:
+  """Reviews labelled by a teacher model (a scoring run's output).
+
+  `targets`: for two classes the positive class's probability (soft) or 0/1
+  (hard); for more, class indices.
+  """
+  ids: List[str]
+  texts: List[str]
+  targets: np.ndarray
+  summary: dict
+
+  def __len__(self):
+    return len(self.texts)
+
+  def fingerprint(self) -> str:
+    digest = hashlib.sha256()
+    for review_id, text, target in zip(self.ids, self.texts, self.targets,
+                                       strict=True):
+      digest.update(f"{review_id}\0{float(target):.6g}\0".encode(
+          "utf-8", "surrogatepass"))
+      digest.update(text.encode("utf-8", "surrogatepass") + b"\0")
+    return digest.hexdigest()
+
+  def without(self, keep: np.ndarray) -> "PseudoLabelled":
+    return dataclasses.replace(
+        self, ids=[self.ids[i] for i in np.flatnonzero(keep)],
+        texts=[self.texts[i] for i in np.flatnonzero(keep)],
+        targets=self.targets[keep])
+
+
+def _read_manifest(prefix: str) -> dict:
+  import json
+  from schemas import outputs
+  path = as_path(outputs.manifest_path(prefix))
+  if not path.is_file():
+    raise DataError(f"{prefix}: no complete scoring output ({path.name} is "
+                    "missing); --pseudo-labels takes the --output PREFIX of a "
+                    "finished `reviewscore score` run")
+  if isinstance(path, BeamPath):
+    with path.open(decompress=False) as f:
+      return json.loads(f.read())
+  return json.loads(path.read_text())
+
+
+def read_pseudo_labels(prefix: str, *, class_names: Sequence[str],
+                       text_column: str = columns.INPUT_TEXT,
+                       min_confidence: float, soft: bool) -> PseudoLabelled:
+  """The confidently scored reviews of a scoring run that carried their text
+  (`reviewscore score ... --carry-columns text`)."""
+  import json
+  from schemas import outputs
+  manifest = _read_manifest(prefix)
+  parts = _table_parts(as_path(outputs.score_shards_glob(prefix)))
+  tables = [_read_table_file(p) for p in parts]
+  if not tables:
+    raise DataError(f"{prefix}: the manifest is there but no score shards")
+  names = tables[0].schema.metadata or {}
+  teacher_classes = json.loads(names.get(columns.METADATA_CLASS_NAMES, b"[]"))
+  if list(teacher_classes) != list(class_names):
+    raise DataError(f"{prefix}: scored with classes {teacher_classes}, the "
+                    f"labelled data has {list(class_names)}")
+  if text_column not in tables[0].schema.names:
+    raise DataError(f"{prefix}: no {text_column!r} column; score the "
+                    f"unlabelled reviews with --carry-columns {text_column} "
+                    "so that their text travels with the scores")
+  table = pa.concat_tables([t.select([columns.REVIEW_ID, text_column,
+                                      columns.SCORE, columns.LABEL_ID])
+                            for t in tables])
+  expected = manifest.get("counts", {}).get("scored")
+  if expected is not None and expected != table.num_rows:
+    raise DataError(f"{prefix}: {table.num_rows:,} scored rows in the shards, "
+                    f"the manifest says {expected:,}")
+  score = table[columns.SCORE].to_numpy().astype(np.float32)
+  label_id = table[columns.LABEL_ID].to_numpy().astype(np.int32)
+  two_classes = len(class_names) == 2
+  confidence = np.maximum(score, 1.0 - score) if two_classes else score
+  keep = confidence >= min_confidence
+  targets = (score if two_classes and soft else
+             label_id.astype(np.float32) if two_classes else label_id)
+  texts = table[text_column].to_pylist()
+  ids = table[columns.REVIEW_ID].to_pylist()
+  keep_rows = np.flatnonzero(keep)
+  kept_labels = label_id[keep]
+  summary = {"source": str(prefix), "scored": table.num_rows,
+             "kept": int(keep.sum()), "min_confidence": min_confidence,
+             "soft": bool(soft and two_classes),
+             "kept_per_class": np.bincount(kept_labels,
+                                           minlength=len(class_names)).tolist(),
+             "teacher": manifest.get("model", {}).get("fingerprint")}
+  return PseudoLabelled(ids=[str(ids[i]) for i in keep_rows],
+                        texts=[texts[i] for i in keep_rows],
+                        targets=targets[keep], summary=summary)

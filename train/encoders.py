@@ -14,8 +14,8 @@ import socket
 import urllib.parse
 from typing import Optional
 
-from train.import_encoder import (ENCODER_DIR, PREPROCESSOR_DIR,
-                                  read_encoder_info)
+from train.import_encoder import (ENCODER_DIR, INFO_FILE, PREPROCESSOR_DIR,
+                                  PRETRAIN_STATE_FILE, read_encoder_info)
 
 _TFHUB = "https://tfhub.dev"
 _UNCASED_PREPROCESS = f"{_TFHUB}/tensorflow/bert_en_uncased_preprocess/3"
@@ -91,6 +91,8 @@ class EncoderSource:
     if self.local_info:
       record["checkpoint"] = self.local_info.get("checkpoint")
       record["bert_config"] = self.local_info.get("bert_config")
+      if self.local_info.get("pretraining"):  # from `reviewscore pretrain`
+        record["pretraining"] = self.local_info["pretraining"]
     return record
 
 
@@ -127,6 +129,10 @@ def resolve_encoder(spec: str, *, preprocessor: Optional[str] = None
   """Maps a tutorial name, URL or local directory to an EncoderSource."""
   path = pathlib.Path(spec).expanduser()
   if path.is_dir():
+    if (path / PRETRAIN_STATE_FILE).exists() and not (path / INFO_FILE).exists():
+      raise EncoderUnavailable(
+          f"{spec}: pre-training has not finished; continue it with "
+          "`reviewscore pretrain ... --resume`")
     if not (path / ENCODER_DIR).is_dir() or not (
         preprocessor or (path / PREPROCESSOR_DIR).is_dir()):
       raise EncoderUnavailable(

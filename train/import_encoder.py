@@ -24,6 +24,9 @@ ENCODER_DIR = "encoder"
 PREPROCESSOR_DIR = "preprocessor"
 INFO_FILE = "encoder_info.json"
 BERT_CONFIG_FILE = "bert_config.json"
+# Written by `reviewscore pretrain` while it runs; an encoder directory with
+# it and without INFO_FILE is an unfinished pre-training run.
+PRETRAIN_STATE_FILE = "pretrain_state.json"
 FORMAT_VERSION = 1
 
 _INPUT_SPEC = {

@@ -55,6 +55,44 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
   return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
+def _pseudo_labelled(prefix, settings, class_names, text_column, held_out,
+                     progress) -> data_lib.PseudoLabelled:
+  """The teacher's confident rows, less any review of the validation or
+  test split: those measure the student, so it must not train on them."""
+  pseudo = data_lib.read_pseudo_labels(
+      prefix, class_names=class_names, text_column=text_column,
+      min_confidence=settings.pseudo_label_confidence,
+      soft=settings.soft_pseudo_labels)
+  held_out_texts = {text for split in held_out if split is not None
+                    for text in split.texts}
+  keep = np.array([text not in held_out_texts for text in pseudo.texts], bool)
+  overlap = int((~keep).sum())
+  if len(pseudo) and overlap > len(pseudo) // 2:
+    raise data_lib.DataError(
+        f"{prefix}: {overlap:,} of {len(pseudo):,} pseudo-labelled reviews are "
+        "validation or test reviews: score unlabelled reviews for "
+        "--pseudo-labels, never the ones that measure the model")
+  pseudo = pseudo.without(keep)
+  pseudo.summary.update(kept=len(pseudo), left_out_as_held_out_reviews=overlap)
+  s = pseudo.summary
+  per_class = ", ".join(f"{name} {count:,}" for name, count in zip(
+      class_names, s["kept_per_class"], strict=True))
+  progress(f"pseudo-labels: {s['kept']:,} of {s['scored']:,} teacher-scored "
+           f"reviews at confidence >= {s['min_confidence']:g} ({per_class}; "
+           f"{'soft' if s['soft'] else 'hard'} targets)"
+           + (f"; {overlap:,} left out: they are validation or test reviews"
+              if overlap else ""))
+  return pseudo
+
+
+def _with_targets_as(targets: np.ndarray, tokenized):
+  """The labelled split with labels of the pseudo targets' dtype (soft
+  targets are float32 probabilities; labels become 0.0/1.0)."""
+  import dataclasses
+  return dataclasses.replace(tokenized,
+                             labels=tokenized.labels.astype(targets.dtype))
+
+
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
                      text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
@@ -62,6 +100,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      label_scheme: LabelScheme = data_lib.FROM_THE_DATA,
                      threshold: Optional[float] = None,
                      positional_ids: bool = False, resume: bool = False,
+                     pseudo_labels: Optional[str] = None,
                      max_test_examples: Optional[int] = None,
                      use_hub_layer: Optional[bool] = None,
                      progress: Callable[[str], None] = print,
@@ -70,7 +109,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   """Trains, evaluates and exports; returns the model card (as written).
 
   `threshold` None chooses the decision threshold with the highest accuracy
-  on the validation split.
+  on the validation split. `pseudo_labels`: the output PREFIX of a scoring
+  run over unlabelled reviews (with their text carried): its confident rows
+  join the training split (self-training).
   """
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -108,14 +149,23 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
            + (f"; {dropped:,} rows matched no class of the label map and "
               "were left out" if dropped else ""))
 
+  pseudo = None
+  if pseudo_labels:
+    pseudo = _pseudo_labelled(pseudo_labels, settings, class_names,
+                              text_column, (validation_set, test_set), progress)
+
   packer = ReviewPacker(hub.load(source.preprocessor),
                         seq_length=settings.seq_length,
                         truncation=settings.truncation,
-                        head_tokens=settings.head_tokens)
+                        head_tokens=settings.head_tokens,
+                        markup=settings.keep_markup)
   tokenized = {name: tokenize_reviews(packer, split.texts, split.labels)
                for name, split in (("train", train_set),
                                    ("validation", validation_set),
                                    ("test", test_set)) if split is not None}
+  if pseudo is not None:
+    tokenized["train"] = _with_targets_as(pseudo.targets, tokenized["train"]) + \
+        tokenize_reviews(packer, pseudo.texts, pseudo.targets)
   # The head's initial weights (and the first dropout masks) follow --seed:
   # the same command trains the same model.
   tf_keras.utils.set_random_seed(settings.seed)
@@ -126,6 +176,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   identity = {"encoder": source.provenance(),
               "train_sha256": train_set.fingerprint(),
               "validation_sha256": validation_set.fingerprint()}
+  if pseudo is not None:
+    identity["pseudo_labels_sha256"] = pseudo.fingerprint()
   trainer = Trainer(model, settings, tokenized["train"], tokenized["validation"],
                     out, run_identity=identity, progress=progress,
                     log_every_steps=log_every_steps,
@@ -239,7 +291,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
             "test": test_set.summary() if test_set else None,
             "columns": {"text": text_column, "label": label_column,
                         "id": id_column},
-            "dropped_by_label_map": dropped},
+            "dropped_by_label_map": dropped,
+            "pseudo_labels": pseudo.summary if pseudo is not None else None},
       reload_check_max_difference=reload_difference,
       versions=_versions(),
   ).to_dict()

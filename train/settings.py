@@ -23,6 +23,9 @@ class TrainSettings:
   truncation: str = "head+tail"
   # None: a quarter of seq_length (Sun et al.'s 128 of 512).
   head_tokens: Optional[int] = None
+  # Keep HTML line breaks (<br />) in the text; by default they become
+  # spaces, in training and in the exported model's tokenizer alike.
+  keep_markup: bool = False
   precision: str = "auto"
   pooling: str = "auto"
   dropout: float = 0.1
@@ -32,6 +35,11 @@ class TrainSettings:
   seed: int = 42
   validation_fraction: float = 0.2
   max_examples: Optional[int] = None
+  # Self-training (`--pseudo-labels`): teacher-labelled reviews kept when the
+  # teacher's likeliest class has at least this probability; two-class
+  # targets are the teacher's probability (soft) or its label (hard).
+  pseudo_label_confidence: float = 0.9
+  soft_pseudo_labels: bool = True
 
   def to_dict(self) -> dict:
     return dataclasses.asdict(self)
@@ -53,3 +61,32 @@ def resolve_auto(settings: TrainSettings, *, encoder_pooling: str,
                                  head_tokens=head_tokens)
   return resolved, (f"pooling {pooling} ({pooling_why}), precision {precision} "
                     f"({precision_why})")
+
+
+@dataclasses.dataclass
+class PretrainSettings:
+  """Domain-adaptive pre-training settings, with their defaults.
+
+  Masked-language-model training continues on chunks of `seq_length`
+  wordpieces cut from each text; `mask_fraction` of each chunk's wordpieces
+  are predicted, chosen a whole word at a time (of them 80% become [MASK],
+  10% a random wordpiece, 10% stay). `steps` bounds the run: with the
+  defaults, about an epoch of the 75,000 IMDB texts (unsup + train) is 5,500
+  steps.
+  """
+  seq_length: int = 128
+  batch_size: int = 32
+  steps: int = 2000
+  learning_rate: float = 5e-5
+  warmup_fraction: float = 0.06
+  weight_decay: float = 0.01
+  mask_fraction: float = 0.15
+  keep_markup: bool = False  # as TrainSettings.keep_markup
+  precision: str = "auto"
+  checkpoint_every_steps: int = 100
+  validation_chunks: int = 512
+  seed: int = 42
+  max_texts: Optional[int] = None
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)

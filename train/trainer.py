@@ -34,6 +34,23 @@ _NO_DECAY = ["bias", "gamma", "beta"]
 _CHANGEABLE_ON_RESUME = ("patience", "checkpoint_every_steps")
 
 
+def bert_optimizer(schedule, *, weight_decay: float, precision: str,
+                   variables) -> tf_keras.optimizers.Optimizer:
+  """AdamW as BERT is trained: no decay of biases and layer norms, global
+  gradient clipping, loss scaling for float16."""
+  optimizer = tf_keras.optimizers.AdamW(
+      learning_rate=schedule, weight_decay=weight_decay, epsilon=1e-6,
+      global_clipnorm=1.0)
+  optimizer.exclude_from_weight_decay(var_names=_NO_DECAY)
+  if precision == "float16":
+    optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
+  # Slots exist before any restore: a checkpoint written right after a
+  # resume (before the first step) must still hold the Adam moments.
+  (optimizer.inner_optimizer if hasattr(optimizer, "inner_optimizer")
+   else optimizer).build(variables)
+  return optimizer
+
+
 class TrainingDiverged(Exception):
   """The loss stopped being finite; the last good checkpoint is kept."""
 
@@ -47,10 +64,16 @@ class TokenizedReviews:
   """Token ids at the model's sequence length, with the true lengths."""
   word_ids: np.ndarray  # int32 [n, seq_length], padded with 0
   lengths: np.ndarray  # int32 [n], including [CLS] and [SEP]
-  labels: np.ndarray  # int32 [n]
+  labels: np.ndarray  # int32 [n]; float32 where targets are soft
 
   def __len__(self):
     return len(self.lengths)
+
+  def __add__(self, other: "TokenizedReviews") -> "TokenizedReviews":
+    labels = np.concatenate([self.labels, other.labels])
+    return TokenizedReviews(np.concatenate([self.word_ids, other.word_ids]),
+                            np.concatenate([self.lengths, other.lengths]),
+                            labels)
 
 
 def tokenize_reviews(packer, texts, labels, *, batch_size: int = 512
@@ -62,8 +85,10 @@ def tokenize_reviews(packer, texts, labels, *, batch_size: int = 512
     packed = pack(tf.constant(texts[start:start + batch_size]))
     ids.append(packed["input_word_ids"].numpy())
     lengths.append(packed["input_mask"].numpy().sum(axis=1).astype(np.int32))
+  labels = np.asarray(labels)
   return TokenizedReviews(np.concatenate(ids), np.concatenate(lengths),
-                          np.asarray(labels, np.int32))
+                          labels if labels.dtype == np.float32 else
+                          labels.astype(np.int32))
 
 
 def epoch_batches(lengths: np.ndarray, *, batch_size: int, seed: int,
@@ -95,7 +120,7 @@ def _batch_inputs(data: TokenizedReviews, rows: np.ndarray):
   return word_ids, mask.astype(np.int32)
 
 
-def _format_seconds(seconds: float) -> str:
+def format_seconds(seconds: float) -> str:
   seconds = int(max(seconds, 0))
   hours, rest = divmod(seconds, 3600)
   return (f"{hours}h{rest // 60:02d}m" if hours else
@@ -152,17 +177,9 @@ class Trainer:
         settings.learning_rate, self.total_steps,
         int(round(settings.warmup_fraction * self.total_steps)))
     self.schedule = schedule
-    optimizer = tf_keras.optimizers.AdamW(
-        learning_rate=schedule, weight_decay=settings.weight_decay,
-        epsilon=1e-6, global_clipnorm=1.0)
-    optimizer.exclude_from_weight_decay(var_names=_NO_DECAY)
-    if settings.precision == "float16":
-      optimizer = tf_keras.mixed_precision.LossScaleOptimizer(optimizer)
-    # Slots exist before any restore: a checkpoint written right after a
-    # resume (before the first step) must still hold the Adam moments.
-    (optimizer.inner_optimizer if hasattr(optimizer, "inner_optimizer")
-     else optimizer).build(model.trainable_variables)
-    self.optimizer = optimizer
+    self.optimizer = bert_optimizer(
+        schedule, weight_decay=settings.weight_decay,
+        precision=settings.precision, variables=model.trainable_variables)
     self.num_classes = class_count(model)
     self.loss_fn = (
         tf_keras.losses.BinaryCrossentropy(from_logits=True)
@@ -174,7 +191,7 @@ class Trainer:
     self.correct_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.seen = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=optimizer, loss_sum=self.loss_sum,
+        model=model, optimizer=self.optimizer, loss_sum=self.loss_sum,
         correct_sum=self.correct_sum, seen=self.seen)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, str(self.workdir / CHECKPOINT_DIR), max_to_keep=2)
@@ -250,8 +267,9 @@ class Trainer:
           (g, v) for g, v in zip(grads, model.trainable_variables, strict=True)
           if g is not None])
       count = tf.cast(tf.shape(labels)[0], tf.float64)
+      # Rounded: soft (teacher probability) targets count as their class.
       correct = tf.reduce_sum(tf.cast(
-          tf.equal(predicted_class(logits), labels), tf.float64))
+          tf.equal(predicted_class(logits), tf.round(labels)), tf.float64))
       self.loss_sum.assign_add(tf.cast(loss, tf.float64) * count)
       self.correct_sum.assign_add(correct)
       self.seen.assign_add(count)
@@ -319,7 +337,7 @@ class Trainer:
         f"acc {self.correct_sum.numpy() / seen:.4f} "
         f"lr {float(self.schedule(self.step - 1)):.2e} "
         f"{rate * self.settings.batch_size:.1f} reviews/s "
-        f"ETA epoch {_format_seconds(left_epoch)} run {_format_seconds(left_run)}")
+        f"ETA epoch {format_seconds(left_epoch)} run {format_seconds(left_run)}")
 
   def _end_epoch(self, epoch: int, seconds: float):
     seen = max(float(self.seen.numpy()), 1.0)
@@ -332,7 +350,7 @@ class Trainer:
               "steps": self.step, "seconds": round(seconds, 1)}
     self.state["history"].append(record)
     self.progress(
-        f"epoch {epoch + 1}/{self.settings.epochs} done in {_format_seconds(seconds)}: "
+        f"epoch {epoch + 1}/{self.settings.epochs} done in {format_seconds(seconds)}: "
         f"loss {record['loss']:.4f} acc {record['accuracy']:.4f} "
         f"val_loss {record['val_loss']:.4f} val_acc {record['val_accuracy']:.4f}")
     best = self.state["best_val_loss"]
