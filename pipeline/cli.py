@@ -1,5 +1,4 @@
 """Click commands of the scoring side: score and report."""
-import pathlib
 
 import click
 
@@ -80,8 +79,8 @@ def score(ctx, **values):
 @click.option("--labels-column", default=columns.INPUT_LABEL, show_default=True,
               help="Label column of a --labels file (0/1 or class names).")
 @click.option("--out", "out_dir", required=True,
-              type=click.Path(file_okay=False, path_type=pathlib.Path),
-              help="Where summary.json and the PNGs go.")
+              help="Where summary.json and the PNGs go: a local directory or "
+              "a URL on any Beam filesystem.")
 def report(prefix, labels, labels_id_column, labels_column, out_dir):
   """Summarise a scored output (all shards) with numbers and plots.
 
@@ -95,12 +94,15 @@ def report(prefix, labels, labels_id_column, labels_column, out_dir):
       reviewscore report scores/test --labels ../shared/data/imdb/test.parquet \\
           --out reports/test
   """
-  from pipeline.report import ReportError, build_report, format_summary
+  from pipeline.report import (SUMMARY_FILE, ReportError, build_report,
+                               format_summary)
+  from runtime.filesystems import UnreachableOutput, output_location
   try:
-    summary = build_report(prefix, out_dir, labels=labels,
-                           labels_id_column=labels_id_column,
-                           labels_column=labels_column)
-  except ReportError as e:
+    with output_location(out_dir, last=(SUMMARY_FILE,)) as local_out:
+      summary = build_report(prefix, local_out, labels=labels,
+                             labels_id_column=labels_id_column,
+                             labels_column=labels_column)
+  except (ReportError, UnreachableOutput) as e:
     raise click.ClickException(str(e)) from None
   click.echo(format_summary(summary))
   click.echo(f"written to {out_dir}")

@@ -25,6 +25,7 @@ from schemas import columns as c
 from schemas import outputs
 
 _BATCH_ROWS = 65_536
+SUMMARY_FILE = "summary.json"
 
 
 class ReportError(Exception):
@@ -149,7 +150,7 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
       plots.confusion_plot(labelled["confusion_matrix"]["rows_true_cols_predicted"],
                            class_names, out_dir / "confusion.png")
       summary["labelled"] = labelled
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
     return summary
   edges = np.linspace(0, 1, 51)
   coarse = counters.all_scores_histogram().reshape(50, -1).sum(axis=1)
@@ -170,7 +171,7 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
                                 out_dir / "reliability.png")
     summary["labelled"] = labelled
     summary["reliability"] = reliability
-  (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+  (out_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2))
   return summary
 
 

@@ -5,10 +5,13 @@ Beam's support for a cloud comes with an extra, and without it Beam raises a
 ValueError deep in a stack trace, so callers check `missing_filesystem`
 before handing a path to the helpers below.
 """
+import contextlib
+import hashlib
 import os
+import pathlib
 import shutil
 import tempfile
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Sequence, Tuple
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -178,3 +181,64 @@ def as_path(location):
     outside_a_pipeline()
     return BeamPath(text)
   return pathlib.Path(text).expanduser()
+
+
+# Where outputs bound for a bucket are written first (a local working copy,
+# kept so that a cut run resumes): $REVIEWSCORE_WORK_DIR, else this.
+WORK_DIR_ENV = "REVIEWSCORE_WORK_DIR"
+_DEFAULT_WORK_DIR = os.path.join("~", ".cache", "reviewscore", "outputs")
+
+
+def working_copy(url: str) -> pathlib.Path:
+  """The local folder an output for `url` is written in, named after it."""
+  base = os.path.expanduser(os.environ.get(WORK_DIR_ENV) or _DEFAULT_WORK_DIR)
+  digest = hashlib.sha256(url.encode("utf-8")).hexdigest()[:12]
+  path = pathlib.Path(base) / digest / split_path(url.rstrip("/"))[1]
+  path.mkdir(parents=True, exist_ok=True)
+  return path
+
+
+def upload_directory(local: pathlib.Path, url: str, *,
+                     skip: Sequence[str] = (), last: Sequence[str] = ()
+                     ) -> int:
+  """Copies the files below `local` to `url`, never those under a folder
+  named in `skip`, and those named in `last` after every other: a reader
+  that waits for them finds everything else in place. Returns the count."""
+  local = pathlib.Path(local)
+  files = sorted(p for p in local.rglob("*") if p.is_file() and not
+                 set(p.relative_to(local).parts[:-1]) & set(skip))
+  ordered = ([p for p in files if p.name not in last] +
+             [p for p in files if p.name in last])
+  for path in ordered:
+    target = join_path(url.rstrip("/"), *path.relative_to(local).parts)
+    with open(path, "rb") as source, FileSystems.create(
+        target, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+      shutil.copyfileobj(source, out, 1 << 20)
+  return len(ordered)
+
+
+class UnreachableOutput(ValueError):
+  """An output URL on a filesystem this environment cannot write."""
+
+
+@contextlib.contextmanager
+def output_location(location, *, skip: Sequence[str] = (),
+                    last: Sequence[str] = ()) -> Iterator[pathlib.Path]:
+  """A local folder to write an output directory in.
+
+  A local `location` is used as it is. For a URL (gs://, s3://...) the
+  body writes a local working copy (`working_copy`), which is copied to the
+  URL when the body succeeds (`upload_directory`: `skip`, `last`); a body
+  that fails copies nothing.
+  """
+  text = str(location)
+  if not is_remote(text):
+    yield pathlib.Path(text)
+    return
+  unreachable = missing_filesystem(text)
+  if unreachable:
+    raise UnreachableOutput(unreachable)
+  local = working_copy(text)
+  yield local
+  upload_directory(local, text, skip=skip, last=last)
+

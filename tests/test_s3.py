@@ -105,9 +105,11 @@ def test_model_input_and_output_on_s3(s3, tiny_model_dir, imdb_dir, tmp_path):
   assert ids == sorted(table["review_id"].to_pylist())
   report = CliRunner().invoke(main, [
       "report", f"s3://{BUCKET}/scores/test", "--labels", "true_label",
-      "--out", str(tmp_path / "report")])
+      "--out", f"s3://{BUCKET}/reports/test"],
+      env={"REVIEWSCORE_WORK_DIR": str(tmp_path / "work")})
   assert report.exit_code == 0, report.output
-  summary = json.loads((tmp_path / "report" / "summary.json").read_text())
+  summary = json.loads(client.get_object(
+      Bucket=BUCKET, Key="reports/test/summary.json")["Body"].read())
   assert summary["rows"] == summary["labelled"]["labelled_rows"] == 40
   # Nothing left behind in the bucket but the committed output.
   assert not [k for k in _keys(client, "scores/") if "staging" in k or
@@ -137,11 +139,12 @@ def test_cloud_paths_keep_their_scheme_and_gs_names_the_missing_extra(
 
 @pytest.mark.slow
 def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
-                                                tmp_path):
+                                                tiny_checkpoint_dir, tmp_path):
   """Catches: `train --data` and `evaluate --model/--data` taking a URL for
-  a local path (pathlib turns s3://b into s3:/b), gzip
-  parts on a bucket not decompressed, and `train --out` on a bucket
-  silently written to a local folder named `s3:`."""
+  a local path (pathlib turns s3://b into s3:/b), gzip parts on a bucket
+  not decompressed, and outputs on a bucket (`train --out`, `evaluate
+  --out`, `import-encoder OUT`) written to a local folder named `s3:`,
+  uploaded with the run's checkpoints, or replacing a finished model."""
   _, client = s3
   table = pq.read_table(imdb_dir / "train.parquet",
                         columns=["review_id", "text", "label"])
@@ -154,26 +157,43 @@ def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
     client.put_object(Bucket=BUCKET, Key=f"labelled/part-{index}.csv.gz",
                       Body=gzip.compress(buffer.getvalue()))
 
-  refused = CliRunner().invoke(main, [
-      "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
-      str(tiny_encoder_dir), "--out", f"s3://{BUCKET}/models/m"])
-  assert refused.exit_code == 2 and "local directory" in refused.output
+  work = tmp_path / "work"
+  os.environ["REVIEWSCORE_WORK_DIR"] = str(work)
+  try:
+    trained = CliRunner().invoke(main, [
+        "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
+        str(tiny_encoder_dir), "--out", f"s3://{BUCKET}/models/m", *TINY_FLAGS])
+    assert trained.exit_code == 0, trained.output
+    again = CliRunner().invoke(main, [
+        "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
+        str(tiny_encoder_dir), "--out", f"s3://{BUCKET}/models/m", *TINY_FLAGS])
+    evaluated = CliRunner().invoke(main, [
+        "evaluate", "--model", f"s3://{BUCKET}/models/m", "--data",
+        f"s3://{BUCKET}/labelled/part-1.csv.gz", "--out",
+        f"s3://{BUCKET}/eval/m"])
+    imported = CliRunner().invoke(main, [
+        "import-encoder", str(tiny_checkpoint_dir), f"s3://{BUCKET}/encoders/t"])
+  finally:
+    os.environ.pop("REVIEWSCORE_WORK_DIR")
   assert not pathlib.Path("s3:").exists()
-
-  out = tmp_path / "model"
-  trained = CliRunner().invoke(main, [
-      "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
-      str(tiny_encoder_dir), "--out", str(out), *TINY_FLAGS])
-  assert trained.exit_code == 0, trained.output
-  card = json.loads((out / "model_card.json").read_text())
+  # The model is in the bucket, without the run's checkpoints; the card,
+  # written last, describes it; a second run does not replace it.
+  keys = _keys(client, "models/m/")
+  assert "models/m/model_card.json" in keys
+  assert "models/m/saved_model/saved_model.pb" in keys
+  assert not [k for k in keys if "/checkpoints/" in k or "/best/" in k]
+  card = json.loads(client.get_object(
+      Bucket=BUCKET, Key="models/m/model_card.json")["Body"].read())
+  assert card["model_name"] == "m"
   assert card["data"]["train"]["rows"] + card["data"]["validation"]["rows"] == 80
   assert card["data"]["train"]["source"].startswith(f"s3://{BUCKET}/labelled")
+  assert again.exit_code == 1 and "already holds model_card.json" in again.output
 
-  _upload_dir(client, out, "models/from-s3")
-  evaluated = CliRunner().invoke(main, [
-      "evaluate", "--model", f"s3://{BUCKET}/models/from-s3", "--data",
-      f"s3://{BUCKET}/labelled/part-1.csv.gz", "--out", str(tmp_path / "eval")])
   assert evaluated.exit_code == 0, evaluated.output
-  metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  metrics = json.loads(client.get_object(
+      Bucket=BUCKET, Key="eval/m/metrics.json")["Body"].read())
+  assert imported.exit_code == 0, imported.output
+  assert {"encoders/t/encoder_info.json", "encoders/t/encoder/saved_model.pb"} <= \
+      set(_keys(client, "encoders/t/"))
   assert metrics["count"] == 40
   assert metrics["model_fingerprint"] == card["model_fingerprint"]

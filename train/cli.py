@@ -11,8 +11,7 @@ from train.presets import DEFAULT_PRESET, PRESETS
 
 
 @click.command("import-encoder")
-@click.argument("paths", nargs=-1, required=True, metavar="[SOURCE] OUT",
-                type=click.Path(file_okay=False, path_type=pathlib.Path))
+@click.argument("paths", nargs=-1, required=True, metavar="[SOURCE] OUT")
 @click.option("--seq-length", default=128, show_default=True,
               type=click.IntRange(8, 512),
               help="Sequence length of the preprocessor's default packing.")
@@ -33,14 +32,22 @@ def import_encoder_command(paths, seq_length, overwrite):
   if len(paths) > 2:
     raise click.UsageError("expected [SOURCE] OUT, got more than two paths")
   source, out = paths if len(paths) == 2 else (None, paths[0])
-  if source is not None and not source.is_dir():
+  if source is not None and not pathlib.Path(source).is_dir():
     raise click.BadParameter(f"{source} is not a directory", param_hint="SOURCE")
+  out = _out_location(None, None, out)
+  from runtime.filesystems import output_location
   from train.hf_checkpoint import CheckpointError, open_checkpoint, open_minilm
-  from train.import_encoder import import_encoder
+  from train.import_encoder import INFO_FILE, import_encoder
+  if not overwrite:
+    _refuse_finished_output(out, INFO_FILE, resume=False)
   try:
-    checkpoint = open_checkpoint(source) if source else open_minilm()
+    checkpoint = (open_checkpoint(pathlib.Path(source)) if source
+                  else open_minilm())
     click.echo(f"converting {checkpoint.source}", err=True)
-    import_encoder(checkpoint, out, seq_length=seq_length, overwrite=overwrite)
+    with output_location(out, last=(INFO_FILE,)) as local_out:
+      # A bucket's working copy is this machine's own: replaced each time.
+      import_encoder(checkpoint, local_out, seq_length=seq_length,
+                     overwrite=overwrite or local_out != out)
   except (CheckpointError, FileExistsError, ValueError) as e:
     raise click.ClickException(str(e)) from None
   click.echo(f"wrote {out}/encoder, {out}/preprocessor and "
@@ -119,13 +126,30 @@ def _model_location(ctx, param, value):
   raise click.BadParameter(f"Directory '{value}' does not exist.")
 
 
-def _local_out(ctx, param, value):
-  """Training writes checkpoints and SavedModels to local directories."""
-  if value is not None and "://" in str(value):
-    raise click.BadParameter(
-        f"{value}: write to a local directory, then copy it to the bucket "
-        "(scoring reads models from any Beam filesystem)")
-  return None if value is None else pathlib.Path(value)
+def _out_location(ctx, param, value):
+  """A local directory, or a URL on a Beam filesystem this environment has
+  (written locally first, then copied there: runtime.filesystems)."""
+  if value is None:
+    return None
+  if "://" in str(value):
+    from runtime.filesystems import missing_filesystem
+    unreachable = missing_filesystem(str(value))
+    if unreachable:
+      raise click.BadParameter(unreachable)
+    return str(value)
+  return pathlib.Path(value)
+
+
+def _refuse_finished_output(out, finished_file: str, resume: bool) -> None:
+  """A bucket output that already holds a finished result is not replaced
+  by a new run (locally the run directory itself says so)."""
+  from runtime.filesystems import is_remote, join_path
+  if not is_remote(str(out)) or resume:
+    return
+  from apache_beam.io.filesystems import FileSystems
+  if FileSystems.exists(join_path(str(out), finished_file)):
+    raise click.ClickException(f"{out} already holds {finished_file}: choose "
+                               "another --out")
 
 
 def _existing_or_glob(ctx, param, value):
@@ -202,7 +226,7 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
 @click.option("--encoder", required=True,
               help="Directory from `import-encoder`, a tutorial name such as "
               "small_bert/bert_en_uncased_L-4_H-512_A-8, or a TF Hub URL.")
-@click.option("--out", required=True, callback=_local_out,
+@click.option("--out", required=True, callback=_out_location,
               help="Run directory (local): checkpoints, saved_model/, "
               "model_card.json.")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True,
@@ -325,17 +349,22 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
   from train.settings import TrainSettings
   settings = TrainSettings(**setting_values)
   label_scheme = _labels_from_options(class_names, label_map)
+  from runtime.filesystems import UnreachableOutput, output_location
+  from schemas.model_dir import MODEL_CARD_FILE
+  from train.trainer import BEST_DIR, CHECKPOINT_DIR
+  _refuse_finished_output(out, MODEL_CARD_FILE, resume)
   try:
-    card = train_and_export(
-        data_path=data_path, encoder=encoder, out=out, settings=settings,
-        preprocessor=preprocessor, text_column=text_column,
-        label_column=label_column, id_column=id_column,
-        label_scheme=label_scheme, threshold=threshold,
-        positional_ids=positional_ids, resume=resume,
-        pseudo_labels=pseudo_labels,
-        max_test_examples=max_test_examples, progress=_echo_err,
-        restore_best=restore_best)
-  except _library_errors() as e:
+    with output_location(out, skip=(CHECKPOINT_DIR, BEST_DIR),
+                         last=(MODEL_CARD_FILE,)) as local_out:
+      card = train_and_export(
+          data_path=data_path, encoder=encoder, out=local_out,
+          settings=settings, preprocessor=preprocessor,
+          text_column=text_column, label_column=label_column,
+          id_column=id_column, label_scheme=label_scheme,
+          threshold=threshold, positional_ids=positional_ids, resume=resume,
+          pseudo_labels=pseudo_labels, max_test_examples=max_test_examples,
+          progress=_echo_err, restore_best=restore_best)
+  except _library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
   summary = {split: round(m["accuracy"], 4)
              for split, m in card["metrics"].items() if m.get("accuracy") is not None}
@@ -355,9 +384,9 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
               type=click.Choice(["test", "train"]),
               help="Which split of a data folder (train.parquet / "
               "test.parquet or an aclImdb tree) to score.")
-@click.option("--out", "out_dir", default=None,
-              type=click.Path(file_okay=False, path_type=pathlib.Path),
-              help="Where metrics.json and the PNGs go [default: MODEL/eval-SPLIT].")
+@click.option("--out", "out_dir", default=None, callback=_out_location,
+              help="Where metrics.json and the PNGs go, a local directory "
+              "or a URL [default: MODEL/eval-SPLIT].")
 @click.option("--max-examples", default=None, type=click.IntRange(1),
               help="Evaluate on a random subset.")
 @_input_columns
@@ -375,14 +404,19 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
   Example:
       reviewscore evaluate --model models/quick --data ../shared/data/imdb
   """
+  import contextlib
+  from runtime.filesystems import UnreachableOutput, output_location
   from train.data import DataError
-  from train.evaluate import ModelDirError, evaluate_model
+  from train.evaluate import METRICS_FILE, ModelDirError, evaluate_model
   try:
-    result = evaluate_model(model_dir, data_path, split=split, out_dir=out_dir,
-                            max_examples=max_examples, text_column=text_column,
-                            label_column=label_column, id_column=id_column,
-                            label_map=label_map, positional_ids=positional_ids)
-  except (DataError, ModelDirError) as e:
+    with (output_location(out_dir, last=(METRICS_FILE,)) if out_dir
+          else contextlib.nullcontext(None)) as local_out:
+      result = evaluate_model(
+          model_dir, data_path, split=split, out_dir=local_out,
+          max_examples=max_examples, text_column=text_column,
+          label_column=label_column, id_column=id_column, label_map=label_map,
+          positional_ids=positional_ids)
+  except (DataError, ModelDirError, UnreachableOutput) as e:
     raise click.ClickException(str(e)) from None
   names = result["confusion_matrix"]["labels"]
   matrix = result["confusion_matrix"]["rows_true_cols_predicted"]
@@ -439,7 +473,7 @@ def predict(model_dir, texts):
               "and unsup splits: test text is never trained on).")
 @click.option("--encoder", required=True,
               help="Encoder directory from `import-encoder` (or `pretrain`).")
-@click.option("--out", required=True, callback=_local_out,
+@click.option("--out", required=True, callback=_out_location,
               help="Encoder directory to write (local); it holds the run's "
               "checkpoints until it ends.")
 @click.option("--text-column", default=None,
@@ -492,18 +526,24 @@ def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
       reviewscore train --data ../shared/data/imdb --encoder encoders/minilm-imdb \\
           --out models/imdb-dapt
   """
+  from runtime.filesystems import UnreachableOutput, output_location
   from schemas import columns
   from train.data import read_texts
+  from train.import_encoder import INFO_FILE
+  from train.pretrain import CHECKPOINT_DIR
   from train.pretrain import pretrain as run_pretraining
   from train.settings import PretrainSettings
+  _refuse_finished_output(out, INFO_FILE, resume)
   try:
     texts = read_texts(data_paths, text_column=text_column or columns.INPUT_TEXT)
     _echo_err(f"read {len(texts):,} texts from "
               + ", ".join(f"{s['source']} ({s['rows']:,})" for s in texts.sources))
-    info = run_pretraining(texts=texts, encoder=encoder, out=out,
-                           settings=PretrainSettings(**setting_values),
-                           resume=resume, progress=_echo_err)
-  except _library_errors() as e:
+    with output_location(out, skip=(CHECKPOINT_DIR,),
+                         last=(INFO_FILE,)) as local_out:
+      info = run_pretraining(texts=texts, encoder=encoder, out=local_out,
+                             settings=PretrainSettings(**setting_values),
+                             resume=resume, progress=_echo_err)
+  except _library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
   after = info["pretraining"]["held_out_after"]
   before = info["pretraining"]["held_out_before"]

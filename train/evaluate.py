@@ -18,6 +18,8 @@ from train import data as data_lib
 from train.export import write_json
 from train.labels import LabelError, LabelScheme
 
+METRICS_FILE = "metrics.json"
+
 
 class ModelDirError(Exception):
   """A model directory is missing its SavedModel or its model card."""
@@ -117,7 +119,7 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
                else pathlib.Path(model_dir) / f"eval-{split}")
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
-  write_json(out_dir / "metrics.json", result)
+  write_json(out_dir / METRICS_FILE, result)
   plots.confusion_plot(result["confusion_matrix"]["rows_true_cols_predicted"],
                        class_names, out_dir / "confusion.png")
   if card.binary:
