@@ -43,6 +43,11 @@ class ServingModule(tf.Module):
     if serving_precision not in classifiers:
       raise ValueError(f"no classifier for precision {serving_precision!r}")
     self.packer = packer
+    # Traced once and called by both `tokenize` and `serve`: the exported
+    # model then holds one copy of the packing graph (with its many ragged
+    # assertion functions) rather than one per caller, which loading on
+    # every scoring worker pays for.
+    self.pack = tf.function(packer.pack, input_signature=[_TEXT])
     # Only the classifiers' weights are tracked, not the Keras models: a
     # tracked model also saves every layer's own traced call functions,
     # which makes the graph larger and slower to export and to load on every
@@ -80,13 +85,13 @@ class ServingModule(tf.Module):
 
   @tf.function(input_signature=[_TEXT])
   def tokenize(self, text):
-    packed = self.packer.pack(text)
+    packed = self.pack(text)
     return {contract.TOKEN_IDS: packed["input_word_ids"],
             contract.NUM_TOKENS: tf.reduce_sum(packed["input_mask"], axis=1)}
 
   @tf.function(input_signature=[_TEXT])
   def serve(self, text):
-    packed = self.packer.pack(text)
+    packed = self.pack(text)
     return self.functions[self.serving_precision](
         packed["input_word_ids"], packed["input_mask"])
 

@@ -29,7 +29,17 @@ class ReviewPacker(tf.Module):
     super().__init__(name=name)
     if truncation not in TRUNCATIONS:
       raise ValueError(f"truncation must be one of {TRUNCATIONS}")
-    self.preprocessor = preprocessor
+    vocab_table = getattr(preprocessor, "vocab_table", None)
+    if vocab_table is not None:
+      # Ours (import-encoder's): its vocabulary table is the one resource
+      # packing needs, so the preprocessor itself is not a dependency, and an
+      # exported model holds the packing functions it calls rather than every
+      # variant the preprocessor was traced for (segment pairs, word input...)
+      # with their ragged assertions, which scoring workers load.
+      self.preprocessor = self._no_dependency(preprocessor)
+      self.vocab_table = vocab_table
+    else:  # TF Hub's preprocessors: their resources are not known by name
+      self.preprocessor = preprocessor
     self.seq_length = seq_length
     self.truncation = truncation
     self.markup = markup
