@@ -336,6 +336,9 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
       bucket_boundaries=batching["bucket_boundaries"],
       max_attempts=opts.inference_attempts)
   manifest = {"run_id": run_id, "input": opts.input, "format": plan.format,
+              # Self-training reads the texts back by id where the scores
+              # did not carry them.
+              "columns": {"text": opts.text_column, "id": opts.id_column},
               "model": {"dir": opts.model, "name": card.model_name,
                         "fingerprint": card.model_fingerprint,
                         "precision": {"requested": opts.precision},

@@ -91,9 +91,24 @@ def test_pseudo_labels_need_the_text_and_the_same_classes(
   prefix = str(tmp_path / "s" / "no-text")
   _teacher_scores(tiny_model_dir, unsup, prefix)
   data = _labelled_folder(imdb_dir, tmp_path / "data", per_class=20)
-  result = _train(data, tiny_encoder_dir, tmp_path / "m", "--pseudo-labels", prefix)
+  # Scores without the text: read back by id from the run's own input.
+  from train.data import read_pseudo_labels
+  back = read_pseudo_labels(prefix, class_names=["neg", "pos"],
+                            min_confidence=0.0, soft=True)
+  texts = dict(zip(*(pq.read_table(unsup)[name].to_pylist()
+                     for name in ("review_id", "text")), strict=True))
+  assert len(back) == 30
+  assert back.texts == [texts[i] for i in back.ids]
+  # ...unless that input is gone.
+  unsup.unlink()
+  result = _train(data, tiny_encoder_dir, tmp_path / "m", "--pseudo-labels",
+                  prefix, "--pseudo-label-confidence", "0")
   assert result.exit_code == 1
   assert "--carry-columns text" in result.output
+  # A teacher sure of nothing at the confidence asked for: said, not a crash.
+  sure = _train(data, tiny_encoder_dir, tmp_path / "m1", "--pseudo-labels",
+                prefix, "--pseudo-label-confidence", "1")
+  assert sure.exit_code == 1 and "lower --pseudo-label-confidence" in sure.output
 
   unfinished = _train(data, tiny_encoder_dir, tmp_path / "m2",
                       "--pseudo-labels", str(tmp_path / "s" / "nothing"))

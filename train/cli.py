@@ -292,8 +292,9 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               "auto: the one with the highest validation accuracy.")
 @click.option("--pseudo-labels", default=None, metavar="PREFIX",
               help="Self-training: the --output PREFIX of a `reviewscore "
-              "score` run over unlabelled reviews with --carry-columns text; "
-              "its confident rows join the training split.")
+              "score` run over unlabelled reviews (texts carried with "
+              "--carry-columns text, or read back from its table input); its "
+              "confident rows join the training split.")
 @_setting("pseudo_label_confidence", "--pseudo-label-confidence",
           type=click.FloatRange(0, 1),
           help="Keep a pseudo-labelled review when the teacher's likeliest "

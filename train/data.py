@@ -426,11 +426,46 @@ def _read_manifest(prefix: str) -> dict:
   return json.loads(path.read_text())
 
 
+def _texts_by_id(prefix: str, manifest: dict, wanted: List[str]) -> List[str]:
+  """The texts of `wanted` ids, read back from the scoring run's own input
+  (a table input: Parquet, CSV or JSON Lines), for scores that did not
+  carry them."""
+  names = manifest.get("columns") or {}
+  text_column = names.get("text", columns.INPUT_TEXT)
+  id_column = names.get("id", columns.INPUT_ID)
+  source = manifest.get("input")
+  if manifest.get("format") not in ("parquet", "csv", "jsonl") or not source:
+    raise DataError(f"{prefix}: the scores carry no {text_column!r} column and "
+                    "the run's input is not a table to read it back from; "
+                    f"score with --carry-columns {text_column}")
+  path = as_path(source)
+  parts = [path] if path.is_file() else _table_parts(path)
+  by_id = {}
+  needed = set(wanted)
+  for part in parts:
+    table = _read_table_file(part)
+    if text_column not in table.schema.names or id_column not in table.schema.names:
+      raise DataError(f"{part}: no {text_column!r} and {id_column!r} columns to "
+                      f"read the scored texts back from; score with "
+                      f"--carry-columns {text_column}")
+    for review_id, text in zip(pc.cast(table[id_column], pa.string()).to_pylist(),
+                               table[text_column].to_pylist(), strict=True):
+      if review_id in needed:
+        by_id[review_id] = text
+  missing = [i for i in wanted if i not in by_id]
+  if missing:
+    raise DataError(f"{prefix}: {len(missing):,} scored ids are no longer in "
+                    f"{source} (first {missing[0]!r}); score with "
+                    f"--carry-columns {text_column}")
+  return [by_id[i] for i in wanted]
+
+
 def read_pseudo_labels(prefix: str, *, class_names: Sequence[str],
                        text_column: str = columns.INPUT_TEXT,
                        min_confidence: float, soft: bool) -> PseudoLabelled:
-  """The confidently scored reviews of a scoring run that carried their text
-  (`reviewscore score ... --carry-columns text`)."""
+  """The confidently scored reviews of a scoring run, with their texts:
+  carried in the scores (`--carry-columns text`), or read back by id from
+  the run's table input."""
   import json
   from schemas import outputs
   manifest = _read_manifest(prefix)
@@ -443,13 +478,10 @@ def read_pseudo_labels(prefix: str, *, class_names: Sequence[str],
   if list(teacher_classes) != list(class_names):
     raise DataError(f"{prefix}: scored with classes {teacher_classes}, the "
                     f"labelled data has {list(class_names)}")
-  if text_column not in tables[0].schema.names:
-    raise DataError(f"{prefix}: no {text_column!r} column; score the "
-                    f"unlabelled reviews with --carry-columns {text_column} "
-                    "so that their text travels with the scores")
-  table = pa.concat_tables([t.select([columns.REVIEW_ID, text_column,
-                                      columns.SCORE, columns.LABEL_ID])
-                            for t in tables])
+  carried = text_column in tables[0].schema.names
+  table = pa.concat_tables([t.select(
+      [columns.REVIEW_ID, columns.SCORE, columns.LABEL_ID] +
+      ([text_column] if carried else [])) for t in tables])
   expected = manifest.get("counts", {}).get("scored")
   if expected is not None and expected != table.num_rows:
     raise DataError(f"{prefix}: {table.num_rows:,} scored rows in the shards, "
@@ -459,11 +491,20 @@ def read_pseudo_labels(prefix: str, *, class_names: Sequence[str],
   two_classes = len(class_names) == 2
   confidence = np.maximum(score, 1.0 - score) if two_classes else score
   keep = confidence >= min_confidence
+  if not keep.any():
+    raise DataError(f"{prefix}: none of the {table.num_rows:,} scored reviews "
+                    f"reaches the confidence {min_confidence:g} (the highest "
+                    f"is {float(confidence.max(initial=0.0)):.3f}); lower "
+                    "--pseudo-label-confidence")
   targets = (score if two_classes and soft else
              label_id.astype(np.float32) if two_classes else label_id)
-  texts = table[text_column].to_pylist()
   ids = table[columns.REVIEW_ID].to_pylist()
   keep_rows = np.flatnonzero(keep)
+  if carried:
+    texts = table[text_column].to_pylist()
+  else:
+    texts = _texts_by_id(prefix, manifest, [ids[i] for i in keep_rows])
+    texts = dict(zip(keep_rows.tolist(), texts, strict=True))
   kept_labels = label_id[keep]
   summary = {"source": str(prefix), "scored": table.num_rows,
              "kept": int(keep.sum()), "min_confidence": min_confidence,
