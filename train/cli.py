@@ -489,6 +489,11 @@ def predict(model_dir, texts):
                    type=click.FloatRange(0, 1, min_open=True))
 @_pretrain_setting("warmup_fraction", "--warmup-fraction",
                    type=click.FloatRange(0, 1))
+@_pretrain_setting("head_learning_rate_multiplier", "--head-learning-rate-multiplier",
+                   type=click.FloatRange(0, 1000, min_open=True),
+                   help="The prediction head (new: checkpoints such as "
+                   "all-MiniLM-L6-v2 have none) learns at this multiple of "
+                   "--learning-rate.")
 @_pretrain_setting("weight_decay", "--weight-decay", type=click.FloatRange(0, 1))
 @_pretrain_setting("mask_fraction", "--mask-fraction",
                    type=click.FloatRange(0, 0.5, min_open=True),

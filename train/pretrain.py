@@ -194,6 +194,11 @@ class MaskedLanguageModel(tf_keras.Model):
     self.output_bias = self.add_weight(
         "mlm_output_bias", [config.vocab_size], initializer="zeros")
 
+  def head_variables(self):
+    """The prediction head's own variables (not the tied embeddings)."""
+    return (self.transform.trainable_variables +
+            self.transform_norm.trainable_variables + [self.output_bias])
+
   def call(self, inputs, positions, training=False):
     sequence = self.backbone(inputs, training=training)["sequence_output"]
     chosen = tf.gather(sequence, positions, batch_dims=1)
@@ -253,16 +258,33 @@ class Pretrainer:
     self.schedule = WarmupLinearDecay(
         settings.learning_rate, settings.steps,
         int(round(settings.warmup_fraction * settings.steps)))
+    head = model.head_variables()
+    head_ids = {id(v) for v in head}
+    self.head_optimizer = None
+    if settings.head_learning_rate_multiplier != 1.0:
+      # The prediction head starts from scratch on a trained encoder: a
+      # higher rate of its own lets it catch up before its gradients have
+      # pushed the encoder far (the encoder keeps --learning-rate).
+      self.head_optimizer = bert_optimizer(
+          WarmupLinearDecay(
+              settings.learning_rate * settings.head_learning_rate_multiplier,
+              settings.steps, self.schedule.warmup_steps),
+          weight_decay=settings.weight_decay, precision=settings.precision,
+          variables=head)
+    self._shared = [v for v in model.trainable_variables
+                    if self.head_optimizer is None or id(v) not in head_ids]
     self.optimizer = bert_optimizer(
         self.schedule, weight_decay=settings.weight_decay,
-        precision=settings.precision, variables=model.trainable_variables)
+        precision=settings.precision, variables=self._shared)
     # Sums since the last log line, checkpointed with the weights.
     self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.correct_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.predicted = tf.Variable(0.0, dtype=tf.float64, trainable=False)
+    extra = ({"head_optimizer": self.head_optimizer}
+             if self.head_optimizer is not None else {})
     self.checkpoint = tf.train.Checkpoint(
         model=model, optimizer=self.optimizer, loss_sum=self.loss_sum,
-        correct_sum=self.correct_sum, predicted=self.predicted)
+        correct_sum=self.correct_sum, predicted=self.predicted, **extra)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, str(self.workdir / CHECKPOINT_DIR), max_to_keep=2)
     self.validation_batches = self._fixed_batches(validation_chunks)
@@ -287,7 +309,10 @@ class Pretrainer:
             for i in range(0, len(order), size)]
 
   def _make_steps(self):
-    model, optimizer = self.model, self.optimizer
+    model, optimizer, head_optimizer = (self.model, self.optimizer,
+                                        self.head_optimizer)
+    shared = self._shared
+    head = [] if head_optimizer is None else model.head_variables()
     scaled = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
 
     @tf.function(input_signature=_BATCH_SPECS)
@@ -296,13 +321,16 @@ class Pretrainer:
         logits = model(encoder_inputs(word_ids, mask), positions, training=True)
         loss, correct, count = _masked_loss(targets, logits, weights)
         scaled_loss = optimizer.get_scaled_loss(loss) if scaled else loss
-      grads = tape.gradient(scaled_loss, model.trainable_variables)
+      grads = tape.gradient(scaled_loss, shared + head)
       if scaled:
         grads = optimizer.get_unscaled_gradients(grads)
       # The pooler is not on the path to the predictions.
       optimizer.apply_gradients([
-          (g, v) for g, v in zip(grads, model.trainable_variables, strict=True)
+          (g, v) for g, v in zip(grads[:len(shared)], shared, strict=True)
           if g is not None])
+      if head:
+        head_optimizer.apply_gradients(
+            list(zip(grads[len(shared):], head, strict=True)))
       self.loss_sum.assign_add(tf.cast(loss * count, tf.float64))
       self.correct_sum.assign_add(tf.cast(correct, tf.float64))
       self.predicted.assign_add(tf.cast(count, tf.float64))

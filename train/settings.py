@@ -80,6 +80,8 @@ class PretrainSettings:
   learning_rate: float = 5e-5
   warmup_fraction: float = 0.06
   weight_decay: float = 0.01
+  # The new prediction head's learning rate, as a multiple of the encoder's.
+  head_learning_rate_multiplier: float = 1.0
   mask_fraction: float = 0.15
   keep_markup: bool = False  # as TrainSettings.keep_markup
   precision: str = "auto"
