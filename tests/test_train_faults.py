@@ -109,3 +109,41 @@ def test_run_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
   for key in ("log_loss", "accuracy"):  # of the exported weights
     assert card["metrics"]["validation"][key] == pytest.approx(
         expected["metrics"]["validation"][key], rel=1e-5), key
+
+
+def test_a_run_from_before_a_setting_existed_resumes_as_it_was_made(
+    labelled_parquet, tiny_encoder_dir, tmp_path):
+  """A run started before --keep-markup/--drop-markup existed kept HTML line
+  breaks: resumed with today's default (drop) it would export a model whose
+  tokenizer differs from its training. Catches a resume that fills a setting
+  missing from the saved run with today's default."""
+  from train.trainer import ResumeMismatch
+  settings = TrainSettings(batch_size=8, epochs=1, seq_length=32,
+                           truncation="head", pooling="cls",
+                           precision="float32", checkpoint_every_steps=5)
+  out = tmp_path / "older"
+
+  class Cut(Exception):
+    pass
+
+  def cut(message):
+    if message.startswith("epoch 1/1 step 10/"):
+      raise Cut
+  with pytest.raises(Cut):
+    train_and_export(data_path=labelled_parquet, encoder=str(tiny_encoder_dir),
+                     out=out, settings=settings, progress=cut,
+                     log_every_steps=10)
+  state_path = out / "train_state.json"
+  state = json.loads(state_path.read_text())
+  del state["settings"]["keep_markup"]  # as written before the setting existed
+  state_path.write_text(json.dumps(state))
+  with pytest.raises(ResumeMismatch, match="keep_markup"):
+    train_and_export(data_path=labelled_parquet, encoder=str(tiny_encoder_dir),
+                     out=out, settings=settings, resume=True,
+                     progress=lambda m: None)
+  import dataclasses
+  card = train_and_export(
+      data_path=labelled_parquet, encoder=str(tiny_encoder_dir), out=out,
+      settings=dataclasses.replace(settings, keep_markup=True), resume=True,
+      progress=lambda m: None)
+  assert card["truncation"]["markup"] == "kept"

@@ -32,6 +32,9 @@ _NO_DECAY = ["bias", "gamma", "beta"]
 # Settings that do not change the arithmetic of the steps already taken, so
 # a resumed run may use new values (e.g. give a finished run more patience).
 _CHANGEABLE_ON_RESUME = ("patience", "checkpoint_every_steps")
+# Settings added since runs were first made, with the behaviour of the runs
+# made before them: a run without the key was made that way.
+_BEFORE_THE_SETTING_EXISTED = {"keep_markup": True}
 
 
 def bert_optimizer(schedule, *, weight_decay: float, precision: str,
@@ -224,8 +227,9 @@ class Trainer:
     if not self._state_path().exists() or not self.manager.latest_checkpoint:
       return False
     saved = json.loads(self._state_path().read_text())
-    changed = sorted(k for k, v in saved["settings"].items()
-                     if self.settings.to_dict().get(k) != v
+    ran_with = {**_BEFORE_THE_SETTING_EXISTED, **saved["settings"]}
+    changed = sorted(k for k, v in ran_with.items()
+                     if self.settings.to_dict().get(k, v) != v
                      and k not in _CHANGEABLE_ON_RESUME)
     if changed:
       raise ResumeMismatch(
