@@ -173,6 +173,10 @@ def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
         f"s3://{BUCKET}/eval/m"])
     imported = CliRunner().invoke(main, [
         "import-encoder", str(tiny_checkpoint_dir), f"s3://{BUCKET}/encoders/t"])
+    # An encoder on a bucket trains like a local one.
+    from_bucket = CliRunner().invoke(main, [
+        "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
+        f"s3://{BUCKET}/encoders/t", "--out", str(tmp_path / "m2"), *TINY_FLAGS])
   finally:
     os.environ.pop("REVIEWSCORE_WORK_DIR")
   assert not pathlib.Path("s3:").exists()
@@ -195,5 +199,10 @@ def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
   assert imported.exit_code == 0, imported.output
   assert {"encoders/t/encoder_info.json", "encoders/t/encoder/saved_model.pb"} <= \
       set(_keys(client, "encoders/t/"))
+  assert from_bucket.exit_code == 0, from_bucket.output
+  second = json.loads((tmp_path / "m2" / "model_card.json").read_text())
+  assert second["encoder"]["name"] == f"s3://{BUCKET}/encoders/t"
+  assert second["encoder"]["checkpoint"]["weights_sha256"] == \
+      card["encoder"]["checkpoint"]["weights_sha256"]
   assert metrics["count"] == 40
   assert metrics["model_fingerprint"] == card["model_fingerprint"]

@@ -10,6 +10,32 @@ import click
 from train.presets import DEFAULT_PRESET, PRESETS
 
 
+def _out_location(ctx, param, value):
+  """A local directory, or a URL on a Beam filesystem this environment has
+  (written locally first, then copied there: runtime.filesystems)."""
+  if value is None:
+    return None
+  if "://" in str(value):
+    from runtime.filesystems import missing_filesystem
+    unreachable = missing_filesystem(str(value))
+    if unreachable:
+      raise click.BadParameter(unreachable)
+    return str(value)
+  return pathlib.Path(value)
+
+
+def _refuse_finished_output(out, finished_file: str, resume: bool) -> None:
+  """A bucket output that already holds a finished result is not replaced
+  by a new run (locally the run directory itself says so)."""
+  from runtime.filesystems import is_remote, join_path
+  if not is_remote(str(out)) or resume:
+    return
+  from apache_beam.io.filesystems import FileSystems
+  if FileSystems.exists(join_path(str(out), finished_file)):
+    raise click.ClickException(f"{out} already holds {finished_file}: choose "
+                               "another --out")
+
+
 @click.command("import-encoder")
 @click.argument("paths", nargs=-1, required=True, metavar="[SOURCE] OUT")
 @click.option("--seq-length", default=128, show_default=True,
@@ -32,6 +58,14 @@ def import_encoder_command(paths, seq_length, overwrite):
   if len(paths) > 2:
     raise click.UsageError("expected [SOURCE] OUT, got more than two paths")
   source, out = paths if len(paths) == 2 else (None, paths[0])
+  if source is not None and "://" in source:  # a checkpoint on a bucket
+    from runtime.filesystems import local_copy, missing_filesystem
+    if missing_filesystem(source):
+      raise click.BadParameter(missing_filesystem(source), param_hint="SOURCE")
+    try:
+      source = local_copy(source)
+    except FileNotFoundError as e:
+      raise click.BadParameter(str(e), param_hint="SOURCE") from None
   if source is not None and not pathlib.Path(source).is_dir():
     raise click.BadParameter(f"{source} is not a directory", param_hint="SOURCE")
   out = _out_location(None, None, out)
@@ -55,8 +89,7 @@ def import_encoder_command(paths, seq_length, overwrite):
 
 
 @click.command("download-imdb")
-@click.argument("out_dir", metavar="DIR",
-                type=click.Path(file_okay=False, path_type=pathlib.Path))
+@click.argument("out_dir", metavar="DIR", callback=_out_location)
 @click.option("--url", default=None,
               help="Where to fetch aclImdb_v1.tar.gz [default: "
               "$REVIEWSCORE_IMDB_URL, else the dataset's Stanford address].")
@@ -77,10 +110,13 @@ def download_imdb_command(out_dir, url, sha256):
       reviewscore download-imdb data/imdb
       reviewscore train --data data/imdb --encoder encoders/minilm --out models/m1
   """
+  from runtime.filesystems import UnreachableOutput, output_location
   from train.imdb_download import DownloadError, download_imdb
   try:
-    counts = download_imdb(out_dir, url=url, sha256=sha256, progress=_echo_err)
-  except DownloadError as e:
+    with output_location(out_dir) as local_dir:
+      counts = download_imdb(local_dir, url=url, sha256=sha256,
+                             progress=_echo_err)
+  except (DownloadError, UnreachableOutput) as e:
     raise click.ClickException(str(e)) from None
   click.echo(f"wrote {out_dir}/train.parquet ({counts['train']:,} reviews), "
              f"test.parquet ({counts['test']:,}), unsup.parquet "
@@ -124,32 +160,6 @@ def _model_location(ctx, param, value):
   if value is None or "://" in value or pathlib.Path(value).is_dir():
     return value
   raise click.BadParameter(f"Directory '{value}' does not exist.")
-
-
-def _out_location(ctx, param, value):
-  """A local directory, or a URL on a Beam filesystem this environment has
-  (written locally first, then copied there: runtime.filesystems)."""
-  if value is None:
-    return None
-  if "://" in str(value):
-    from runtime.filesystems import missing_filesystem
-    unreachable = missing_filesystem(str(value))
-    if unreachable:
-      raise click.BadParameter(unreachable)
-    return str(value)
-  return pathlib.Path(value)
-
-
-def _refuse_finished_output(out, finished_file: str, resume: bool) -> None:
-  """A bucket output that already holds a finished result is not replaced
-  by a new run (locally the run directory itself says so)."""
-  from runtime.filesystems import is_remote, join_path
-  if not is_remote(str(out)) or resume:
-    return
-  from apache_beam.io.filesystems import FileSystems
-  if FileSystems.exists(join_path(str(out), finished_file)):
-    raise click.ClickException(f"{out} already holds {finished_file}: choose "
-                               "another --out")
 
 
 def _existing_or_glob(ctx, param, value):

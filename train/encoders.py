@@ -124,9 +124,29 @@ def check_reachable(handle: str, *, timeout_s: float = 5.0) -> None:
         "encoders/minilm` and pass `--encoder encoders/minilm`") from None
 
 
+def _imported_on_a_bucket(spec: str) -> Optional[str]:
+  """A local copy of an encoder directory (import-encoder's layout) at a
+  Beam filesystem URL; None for anything else there (a TF Hub module on
+  gs://, which hub loads itself)."""
+  from runtime.filesystems import as_path, is_remote, local_copy, missing_filesystem
+  if not is_remote(spec) or urllib.parse.urlparse(spec).scheme in ("http", "https"):
+    return None
+  unreachable = missing_filesystem(spec)
+  if unreachable:
+    raise EncoderUnavailable(unreachable)
+  if not (as_path(spec) / ENCODER_DIR).is_dir():
+    return None
+  return local_copy(spec)
+
+
 def resolve_encoder(spec: str, *, preprocessor: Optional[str] = None
                     ) -> EncoderSource:
-  """Maps a tutorial name, URL or local directory to an EncoderSource."""
+  """Maps a tutorial name, URL or local directory (or one on a bucket) to
+  an EncoderSource."""
+  copied = _imported_on_a_bucket(spec)
+  if copied is not None:
+    source = resolve_encoder(copied, preprocessor=preprocessor)
+    return dataclasses.replace(source, name=spec)
   path = pathlib.Path(spec).expanduser()
   if path.is_dir():
     if (path / PRETRAIN_STATE_FILE).exists() and not (path / INFO_FILE).exists():
