@@ -176,7 +176,9 @@ def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
     # An encoder on a bucket trains like a local one.
     from_bucket = CliRunner().invoke(main, [
         "train", "--data", f"s3://{BUCKET}/labelled", "--encoder",
-        f"s3://{BUCKET}/encoders/t", "--out", str(tmp_path / "m2"), *TINY_FLAGS])
+        f"s3://{BUCKET}/encoders/t", "--preprocessor",
+        f"s3://{BUCKET}/encoders/t/preprocessor", "--out", str(tmp_path / "m2"),
+        *TINY_FLAGS])
   finally:
     os.environ.pop("REVIEWSCORE_WORK_DIR")
   assert not pathlib.Path("s3:").exists()

@@ -143,6 +143,13 @@ def resolve_encoder(spec: str, *, preprocessor: Optional[str] = None
                     ) -> EncoderSource:
   """Maps a tutorial name, URL or local directory (or one on a bucket) to
   an EncoderSource."""
+  if preprocessor and "://" in preprocessor and urllib.parse.urlparse(
+      preprocessor).scheme not in ("http", "https", "gs"):
+    # A preprocessor SavedModel on a bucket TensorFlow cannot open (s3://).
+    from runtime.filesystems import local_copy, missing_filesystem
+    if missing_filesystem(preprocessor):
+      raise EncoderUnavailable(missing_filesystem(preprocessor))
+    preprocessor = local_copy(preprocessor)
   copied = _imported_on_a_bucket(spec)
   if copied is not None:
     source = resolve_encoder(copied, preprocessor=preprocessor)
