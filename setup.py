@@ -29,7 +29,8 @@ TEST = ["pytest>=8", "duckdb>=1.0", "pandas>=2.2", "ruff>=0.6",
 # Reference implementations compared against ours (never runtime deps):
 # torch 2.13.0's CPU wheel lies on this project's machines.
 PARITY = ["torch==2.13.0", "transformers>=4.44,<6"]
-BENCHMARK = PARITY + ["scikit-learn>=1.5"]
+# benchmarks/peers.py's ONNX Runtime peers (float32 and int8).
+BENCHMARK = PARITY + ["scikit-learn>=1.5", "onnx>=1.17", "onnxruntime>=1.20"]
 
 setuptools.setup(
     name="reviewscore",

@@ -1,18 +1,21 @@
-"""Whole-process scoring time with every default, beside the PyTorch peer.
+"""Whole-process scoring time with every default, beside a peer's script.
 
-    .venv/bin/python benchmarks/end_to_end.py [--model models/quick]
-        [--sizes 5000,25000] [--passes 1]
+    python benchmarks/end_to_end.py --model models/bench-128 \
+        [--peer torch-bf16|torch-compile|ort-fp32|ort-int8] [--sizes 25000]
+        [--passes 3]
 
 What a user sees: `reviewscore score --input X --model M --output O` with no
 other flag, timed from process start to exit (imports, model load,
-tokenization, Beam, Parquet out, manifest), against a script a user would
-write with Hugging Face transformers on PyTorch: read the same Parquet,
-tokenize with the checkpoint's fast tokenizer (truncated to the model's
-length), sort by length, batches of 32 padded to their longest review, bf16
-autocast, inference_mode, write Parquet; also timed as a whole process, with
-the same fine-tuned weights. Passes alternate (ours, peer, ours, peer...) so
-that a change in the machine's speed hits both. Prints each time and the
-ratio; writes benchmarks/results/end_to_end.json.
+tokenization, Beam, Parquet out, manifest), against the script a user would
+write around one of benchmarks/peers.py's peers (the same weights): read the
+same Parquet, tokenize with the checkpoint's fast tokenizer (truncated to
+the model's length, from the head), sort by length, batches padded to their
+longest review, score, write Parquet; also timed as a whole process, with
+the batch size and thread count its sweep in peers-<length>.json chose (an
+ONNX graph is exported beforehand, untimed, as a user exports once). Passes
+alternate (ours, peer, ours, peer...) so that a change in the machine's
+speed hits both. Prints each time and the ratio; writes
+benchmarks/results/end_to_end-<length>.json with every pass and the medians.
 """
 import argparse
 import datetime
@@ -53,51 +56,40 @@ def export_hf_weights(model_dir: pathlib.Path, path: pathlib.Path) -> None:
   _save_hf_weights(model, path)
 
 
-def peer_main(weights, seq_length, input_path, output_path):
-  """The peer, as its own process (started and timed by `timed`)."""
+def peer_main(kind, weights_dir, seq_length, input_path, output_path, batch,
+              threads):
+  """The peer, as its own process (started and timed by `timed`): a script
+  a user would write around one of benchmarks/peers.py's peers."""
   import pyarrow as pa
   import pyarrow.parquet as pq
-  import torch
   import transformers
+  from benchmarks import peers
   from train.hf_checkpoint import minilm_directory
-  torch.set_num_threads(os.cpu_count() or 1)
-  seq_length = int(seq_length)
-  directory = str(minilm_directory())
-  tokenizer = transformers.AutoTokenizer.from_pretrained(directory)
-  bert = transformers.BertModel.from_pretrained(directory).eval()
-  state = dict(np.load(weights))
-  head = torch.nn.Linear(bert.config.hidden_size, 1)
-  head.weight.data = torch.from_numpy(state.pop("head.weight"))
-  head.bias.data = torch.from_numpy(state.pop("head.bias"))
-  missing, unexpected = bert.load_state_dict(
-      {k: torch.from_numpy(v) for k, v in state.items()}, strict=False)
-  missing = [m for m in missing if not m.endswith("position_ids")]
-  if missing or unexpected:
-    raise RuntimeError(f"weights do not match: {missing} {unexpected}")
+  peer = peers.make_peer(kind, weights_dir, pathlib.Path(weights_dir) / "onnx")
+  peer.configure(int(threads))
+  tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_directory()))
   table = pq.read_table(input_path, columns=["review_id", "text"])
-  texts = table["text"].to_pylist()
-  encoded = tokenizer(texts, truncation=True, max_length=seq_length)["input_ids"]
-  lengths = np.array([len(e) for e in encoded])
-  order = np.argsort(lengths, kind="stable")
-  scores = np.zeros(len(texts), np.float32)
-  with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
-    for start in range(0, len(order), 32):
-      rows = order[start:start + 32]
-      width = int(lengths[rows].max())
-      ids = torch.zeros((len(rows), width), dtype=torch.long)
-      mask = torch.zeros((len(rows), width), dtype=torch.long)
-      for j, r in enumerate(rows):
-        ids[j, :lengths[r]] = torch.tensor(encoded[r])
-        mask[j, :lengths[r]] = 1
-      hidden = bert(input_ids=ids, attention_mask=mask).last_hidden_state
-      m = mask.unsqueeze(-1).to(hidden.dtype)
-      pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-      logits = head(pooled.float()).squeeze(-1).float()
-      scores[rows] = torch.sigmoid(logits).numpy()
+  encoded = tokenizer(table["text"].to_pylist(), truncation=True,
+                      max_length=int(seq_length))["input_ids"]
+  tokens = [np.asarray(e, np.int64) for e in encoded]
+  logits = peer.score(tokens, peers.sorted_batches([len(t) for t in tokens],
+                                                   int(batch)))
+  scores = 1 / (1 + np.exp(-logits.astype(np.float64)))
   pq.write_table(pa.table({"review_id": table["review_id"],
-                           "score": pa.array(scores),
+                           "score": pa.array(scores.astype(np.float32)),
                            "label_id": pa.array((scores >= 0.5).astype(np.int8))}),
                  output_path)
+
+
+def peer_setting(kind, seq_length, results_dir):
+  """The peer's fastest batch size and thread count from peers.py's sweep at
+  this length, else batches of 32 on every core."""
+  path = pathlib.Path(results_dir) / f"peers-{seq_length}.json"
+  if path.exists():
+    entry = json.loads(path.read_text())["result"]["contenders"].get(kind)
+    if entry:
+      return entry["setting"]
+  return {"batch": 32, "threads": os.cpu_count()}
 
 
 def timed(command, env=None):
@@ -118,17 +110,40 @@ def accuracy(scores_files, truth):
                           pc.cast(joined["label"], "int64"))).as_py()
 
 
+def medians(rows):
+  """Per size: median seconds of each side and of the per-pass ratio."""
+  import statistics
+  out = []
+  for size in sorted({r["reviews"] for r in rows}):
+    passes = [r for r in rows if r["reviews"] == size]
+    ratios = [r["ours_per_peer"] for r in passes]
+    out.append({"reviews": size, "passes": len(passes),
+                "ours_seconds": statistics.median(r["ours_seconds"] for r in passes),
+                "peer_seconds": statistics.median(r["peer_seconds"] for r in passes),
+                "ours_per_peer": statistics.median(ratios),
+                "ours_per_peer_range": [min(ratios), max(ratios)],
+                "ours_accuracy": passes[0]["ours_accuracy"],
+                "peer_accuracy": passes[0]["peer_accuracy"]})
+  return out
+
+
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == "--peer":
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     return peer_main(*argv[1:])
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--model", type=pathlib.Path, default=REPO / "models/quick")
   parser.add_argument("--sizes", default="5000,25000")
   parser.add_argument("--passes", type=int, default=1)
+  parser.add_argument("--peer", dest="peer_kind", default="torch-bf16",
+                      choices=["torch-bf16", "torch-compile", "ort-fp32",
+                               "ort-int8"],
+                      help="which of benchmarks/peers.py's peers to run as a "
+                      "whole-process script")
   parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
-  parser.add_argument("--results", type=pathlib.Path,
-                      default=REPO / "benchmarks/results/end_to_end.json")
+  parser.add_argument("--results-dir", type=pathlib.Path,
+                      default=REPO / "benchmarks/results")
   args = parser.parse_args(argv)
   import pyarrow.parquet as pq
   card = json.loads((args.model / contract.MODEL_CARD_FILE).read_text())
@@ -139,6 +154,11 @@ def main(argv=None):
     tmp = pathlib.Path(tmp)
     weights = tmp / "hf_weights.npz"
     export_hf_weights(args.model, weights)
+    setting = peer_setting(args.peer_kind, card["seq_length"],
+                           args.results_dir)
+    if args.peer_kind.startswith("ort"):  # a user exports once, untimed
+      from benchmarks.peers import export_onnx
+      export_onnx(tmp, tmp / "onnx")
     for size in [int(s) for s in args.sizes.split(",")]:
       picked = np.random.default_rng(0).choice(test.num_rows, size,
                                                replace=False)
@@ -155,10 +175,12 @@ def main(argv=None):
         manifest = json.loads(pathlib.Path(f"{ours_prefix}-manifest.json")
                               .read_text())
         peer_out = tmp / f"peer-{size}-{n}.parquet"
-        peer, _ = timed([sys.executable, __file__, "--peer", str(weights),
-                         str(card["seq_length"]), str(input_path),
-                         str(peer_out)])
+        peer, _ = timed([sys.executable, __file__, "--peer", args.peer_kind,
+                         str(tmp), str(card["seq_length"]), str(input_path),
+                         str(peer_out), str(setting["batch"]),
+                         str(setting["threads"])])
         row = {"reviews": size, "pass": n + 1, "seq_length": card["seq_length"],
+               "peer": args.peer_kind, "peer_setting": setting,
                "ours_seconds": round(ours, 2), "peer_seconds": round(peer, 2),
                "ours_per_peer": round(peer / ours, 3),
                "ours_precision": manifest["model"]["precision"],
@@ -166,23 +188,29 @@ def main(argv=None):
                "peer_accuracy": accuracy([str(peer_out)], truth)}
         rows.append(row)
         print(f"{size:>6,} reviews, {card['seq_length']} tokens: reviewscore "
-              f"score (defaults) {ours:6.1f} s, PyTorch peer {peer:6.1f} s: "
+              f"score (defaults) {ours:6.1f} s, {args.peer_kind} {peer:6.1f} s: "
               f"{row['ours_per_peer']:.2f}x the peer's speed (accuracy "
               f"{row['ours_accuracy']:.4f} vs {row['peer_accuracy']:.4f})",
               flush=True)
-  import torch
-  import transformers
+  from benchmarks.peers import versions
   report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "model": str(args.model), "model_fingerprint":
                 card["model_fingerprint"],
-            "versions": {"torch": torch.__version__,
-                         "transformers": transformers.__version__},
-            "rows": rows}
-  args.results.parent.mkdir(parents=True, exist_ok=True)
-  args.results.write_text(json.dumps(report, indent=2))
-  print(f"written to {args.results}")
+            "versions": versions(),
+            "command": "python benchmarks/end_to_end.py " + " ".join(argv),
+            "rows": rows, "medians": medians(rows)}
+  for size in report["medians"]:
+    print(f"{size['reviews']:,} reviews: ours {size['ours_seconds']:.1f} s, "
+          f"{args.peer_kind} {size['peer_seconds']:.1f} s (medians of "
+          f"{size['passes']}): {size['ours_per_peer']:.2f}x "
+          f"(range {size['ours_per_peer_range'][0]:.2f}-"
+          f"{size['ours_per_peer_range'][1]:.2f})")
+  results = args.results_dir / f"end_to_end-{card['seq_length']}.json"
+  args.results_dir.mkdir(parents=True, exist_ok=True)
+  results.write_text(json.dumps(report, indent=2))
+  print(f"written to {results}")
   return 0
 
 

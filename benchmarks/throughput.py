@@ -203,6 +203,13 @@ def tf_matmul_peaks(n=4096, reps=5):
   return out
 
 
+def read_tokens(path):
+  """Token id arrays saved as `lengths` and `flat` (np.savez)."""
+  with np.load(path) as data:  # each data[key] reads the array anew
+    lengths, flat = data["lengths"], data["flat"]
+  return np.split(flat, np.cumsum(lengths)[:-1])
+
+
 def _timed(fn):
   start = time.perf_counter()
   fn()
@@ -239,7 +246,8 @@ def tokenize_all(model, texts, batch=64):
   tokens = []
   start = time.perf_counter()
   for i in range(0, len(texts), batch):
-    ids, counts = model.tokenize(texts[i:i + batch])
+    packed = model.tokenize(texts[i:i + batch])
+    ids, counts = packed[contract.TOKEN_IDS], packed[contract.NUM_TOKENS]
     tokens.extend(np.ascontiguousarray(r[:int(c)], np.int32)
                   for r, c in zip(ids, counts))
   return tokens, time.perf_counter() - start
@@ -279,7 +287,8 @@ def run_handler(model_dir, tokens, *, precision="bfloat16", batch=BATCH,
   card = json.loads((pathlib.Path(model_dir) / contract.MODEL_CARD_FILE).read_text())
   handler = TokenIdsModelHandler(
       str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR),
-      signature=contract.classify_signature_for(precision),
+      signatures={precision: contract.classify_signature_for(precision)},
+      precision=precision,
       model_fingerprint=card["model_fingerprint"], max_batch_size=batch)
   model = handler.load_model()
   if wrap is not None:
@@ -480,10 +489,8 @@ def peer_worker(model_dir, inputs, out, variants, batch, seq_len, threads):
   from train.hf_checkpoint import minilm_directory
   torch.set_num_threads(int(threads))
   batch, seq_len = int(batch), int(seq_len)
-  data = np.load(inputs)
-  lengths = data["lengths"]
-  offsets = np.concatenate([[0], np.cumsum(lengths)])
-  tokens = [data["flat"][offsets[i]:offsets[i + 1]] for i in range(len(lengths))]
+  tokens = read_tokens(inputs)
+  lengths = np.array([len(t) for t in tokens])
   bert = transformers.BertModel.from_pretrained(
       str(minilm_directory()), add_pooling_layer=True).eval()
   weights = dict(np.load(pathlib.Path(model_dir) / "hf_weights.npz"))
@@ -558,10 +565,7 @@ def run_threads_worker(model_dir, inputs, out, intra, inter, precision):
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(int(intra))
   tf.config.threading.set_inter_op_parallelism_threads(int(inter))
-  data = np.load(inputs)
-  offsets = np.concatenate([[0], np.cumsum(data["lengths"])])
-  tokens = [data["flat"][offsets[i]:offsets[i + 1]]
-            for i in range(len(data["lengths"]))]
+  tokens = read_tokens(inputs)
   r = run_handler(model_dir, tokens, precision=precision)
   pathlib.Path(out).write_text(json.dumps({"seconds": r["seconds"]}))
 

@@ -227,7 +227,7 @@ def _runs_on_direct_runner(options: PipelineOptions) -> bool:
 
 
 def _batching(opts: ScoreOptions, buckets: List[int], *,
-              direct: bool) -> Dict[str, Any]:
+              options: PipelineOptions, direct: bool) -> Dict[str, Any]:
   """The handler's batching options, and the runner to use (None: Beam's).
 
   Length bucketing is Beam's stateful BatchElements, which declares a
@@ -245,13 +245,24 @@ def _batching(opts: ScoreOptions, buckets: List[int], *,
     return {"runner": None, "max_batch_duration_secs": None,
             "bucket_boundaries": None}
   if direct:
-    from apache_beam.runners.portability.fn_api_runner import fn_runner
-    # It honours --direct_num_workers and --direct_running_mode.
-    return {"runner": fn_runner.FnApiRunner(), "max_batch_duration_secs": 0,
+    return {"runner": _fn_api_runner(options), "max_batch_duration_secs": 0,
             "bucket_boundaries": buckets}
   return {"runner": None,
           "max_batch_duration_secs": opts.max_batch_duration_secs,
           "bucket_boundaries": buckets}
+
+
+def _fn_api_runner(options: PipelineOptions):
+  """FnApiRunner as DirectRunner makes it: it honours --direct_num_workers
+  and --direct_running_mode, and passes the pipeline's options to the
+  worker processes of multi_processing (their log level among them), which
+  a bare FnApiRunner() leaves empty."""
+  from apache_beam.portability.api import beam_provision_api_pb2
+  from apache_beam.runners.portability.fn_api_runner import fn_runner
+  from apache_beam.runners.portability.portable_runner import JobServiceHandle
+  encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+  return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+      beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))
 
 
 def _show_worker_lines() -> None:
@@ -324,7 +335,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
     else:
       echo(increment.describe())
       plan = plan.restricted_to(increment.to_score)
-  batching = _batching(opts, checked["buckets"],
+  batching = _batching(opts, checked["buckets"], options=options,
                        direct=_runs_on_direct_runner(options))
   handler = TokenIdsModelHandler(
       saved_model_path(opts.model), signatures=checked["signatures"],

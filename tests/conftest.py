@@ -183,25 +183,6 @@ def tiny_encoder_dir(tmp_path_factory) -> pathlib.Path:
                         tmp_path_factory.mktemp("tiny-encoder"), seq_length=64)
 
 
-@pytest.fixture(scope="session")
-def tiny_encoder_without_dropout_dir(tmp_path_factory) -> pathlib.Path:
-  """The seed-0 tiny encoder with its hidden and attention dropout at 0.
-
-  With `dropout=0.0` for the head as well, a training step draws no random
-  numbers: two runs from the same initial weights must end with the same
-  weights, whatever happened to the process's random state in between.
-  """
-  from train.hf_checkpoint import open_checkpoint
-  from train.import_encoder import import_encoder
-  source = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert-nodrop"))
-  config = json.loads((source / "config.json").read_text())
-  config.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-  (source / "config.json").write_text(json.dumps(config, indent=2))
-  return import_encoder(open_checkpoint(source),
-                        tmp_path_factory.mktemp("tiny-encoder-nodrop"),
-                        seq_length=64)
-
-
 @pytest.fixture
 def assert_same_training_state():
   """Compares two training runs' latest checkpoints tensor by tensor.

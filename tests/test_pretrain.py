@@ -171,10 +171,10 @@ def test_pretrain_end_to_end_writes_an_encoder_that_train_takes(
 
 
 def test_a_cut_run_resumes_to_the_unbroken_runs_weights(
-    tiny_encoder_without_dropout_dir, imdb_dir, tmp_path):
+    tiny_encoder_dir, imdb_dir, tmp_path):
   from reviewscore.cli import main
   data = _unsup_sample(imdb_dir, tmp_path)
-  encoder = tiny_encoder_without_dropout_dir
+  encoder = tiny_encoder_dir
   unbroken = tmp_path / "unbroken"
   assert CliRunner().invoke(
       main, _pretrain_args(data, encoder, unbroken)).exit_code == 0

@@ -188,24 +188,25 @@ def test_evaluate_and_predict_commands(trained_model, small_imdb, tmp_path):
 
 @pytest.mark.slow
 def test_resume_after_interruption_ends_like_an_unbroken_run(
-    small_imdb, tiny_encoder_without_dropout_dir, tmp_path,
-    assert_same_training_state):
+    small_imdb, tiny_encoder_dir, tmp_path, assert_same_training_state):
   """Cut in the middle of epoch 2 (3 steps after its last checkpoint) and
   resumed, a run ends with the weights, optimizer state, history and metrics
   of an unbroken one.
 
   Catches a resume that loses the Adam moments or the step (so the learning
   rate), replays other batches, restarts the epoch's running sums, or keeps
-  initial instead of restored weights. The randomness is held fixed so that
-  only the resume can make a difference: no dropout anywhere, the same
-  initial weights in both runs (a seeded head), and another seed before the
-  resume, whose fresh head the restore must overwrite.
+  initial instead of restored weights, and dropout masks that depend on the
+  process rather than on (seed, step) (train/seeded_dropout.py): dropout is
+  on in the encoder and the head. The initial weights are the same in both
+  runs (a seeded head), and another global seed is set before the resume,
+  whose fresh head the restore must overwrite and which must not reach the
+  masks.
   test_train_faults holds the same claim for a SIGKILLed CLI run with the
   defaults.
   """
   import tf_keras
-  encoder = str(tiny_encoder_without_dropout_dir)
-  settings = TrainSettings(epochs=2, max_examples=120, patience=0, dropout=0.0,
+  encoder = str(tiny_encoder_dir)
+  settings = TrainSettings(epochs=2, max_examples=120, patience=0, dropout=0.1,
                            **{**TINY, "checkpoint_every_steps": 4})
   steps_seen = []
 

@@ -58,21 +58,21 @@ def _latest_checkpoint_step(run_dir):
 
 @pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
-    labelled_parquet, tiny_encoder_without_dropout_dir, tmp_path, sigkill_when,
+    labelled_parquet, tiny_encoder_dir, tmp_path, sigkill_when,
     assert_same_training_state):
   """`reviewscore train` SIGKILLed in the middle of epoch 2, then run again
   with --resume, ends with the steps, weights, optimizer state and metrics
-  of the same command run unbroken (same --seed; float32; no dropout, whose
-  masks after a resume are drawn afresh: docs/reliability.md).
+  of the same command run unbroken (same --seed; float32; dropout on in the
+  encoder and the head, its masks a function of seed and step).
 
   Catches: a resume from anything but the last checkpoint, one that loses
-  the Adam moments or the step or replays other batches, and a --seed that
-  does not make the initial weights reproducible.
+  the Adam moments or the step or replays other batches or other dropout
+  masks, and a --seed that does not make the initial weights reproducible.
   """
   out = tmp_path / "killed"
   command = [sys.executable, "-m", "reviewscore.cli", "train",
              "--data", str(labelled_parquet),
-             "--encoder", str(tiny_encoder_without_dropout_dir), "--dropout", "0",
+             "--encoder", str(tiny_encoder_dir), "--dropout", "0.1",
              "--out", str(out), "--epochs", "2", "--batch-size", "8",
              "--seq-length", "32", "--checkpoint-every", "5", "--patience", "0",
              "--truncation", "head", "--pooling", "cls", "--precision", "float32",

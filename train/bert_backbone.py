@@ -16,6 +16,7 @@ import tensorflow as tf
 import tf_keras
 
 from train.bert_config import BertConfig
+from train.seeded_dropout import SeededDropout
 
 _MASKED_SCORE = -1e9
 
@@ -112,11 +113,13 @@ class TransformerBlock(tf_keras.layers.Layer):
                                  dtype=self.dtype_policy)
     self.activation = _ACTIVATIONS[config.hidden_act]
     # Dropouts share the block's policy so that they do not cast bfloat16
-    # activations back to float32 between matmuls.
-    self.hidden_dropout = tf_keras.layers.Dropout(config.hidden_dropout,
-                                                  dtype=self.dtype_policy)
-    self.attention_dropout = tf_keras.layers.Dropout(config.attention_dropout,
-                                                     dtype=self.dtype_policy)
+    # activations back to float32 between matmuls; one layer per place, so
+    # that each draws its own masks.
+    dropout = lambda rate, place: SeededDropout(
+        rate, salt=f"{self.name}/{place}", dtype=self.dtype_policy)
+    self.attention_dropout = dropout(config.attention_dropout, "attention")
+    self.attended_dropout = dropout(config.hidden_dropout, "attended")
+    self.ffn_dropout = dropout(config.hidden_dropout, "ffn")
 
   def _split_heads(self, x, batch, length):
     x = tf.reshape(x, [batch, length, self.config.num_heads, self.head_size])
@@ -166,12 +169,12 @@ class TransformerBlock(tf_keras.layers.Layer):
     context = tf.transpose(tf.matmul(probs, v), [0, 2, 1, 3])
     context = tf.reshape(context, [-1, hidden] if two_d else
                          [batch, length, hidden])
-    attended = self.hidden_dropout(self.attention_output(context),
-                                   training=training)
+    attended = self.attended_dropout(self.attention_output(context),
+                                     training=training)
     fused = mixed_precision_scoring
     flat = self.attention_norm(flat + attended, fused=fused)
     ffn = self.output_dense(self.activation(self.intermediate(flat)))
-    ffn = self.hidden_dropout(ffn, training=training)
+    ffn = self.ffn_dropout(ffn, training=training)
     return tf.reshape(self.output_norm(flat + ffn, fused=fused),
                       [batch, length, hidden])
 
@@ -198,8 +201,9 @@ class BertBackbone(tf_keras.layers.Layer):
     self.embedding_norm = LayerNorm(config.layer_norm_eps,
                                     name="embeddings_layer_norm",
                                     dtype=self.dtype_policy)
-    self.embedding_dropout = tf_keras.layers.Dropout(config.hidden_dropout,
-                                                     dtype=self.dtype_policy)
+    self.embedding_dropout = SeededDropout(config.hidden_dropout,
+                                           salt=f"{self.name}/embeddings",
+                                           dtype=self.dtype_policy)
     self.blocks = [
         TransformerBlock(config, name=f"transformer_layer_{i}",
                          dtype=self.dtype_policy, dense_dtype=dense_dtype)

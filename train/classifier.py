@@ -14,6 +14,7 @@ import tf_keras
 from train.bert_backbone import BertBackbone
 from train.bert_config import BertConfig
 from train.encoders import EncoderSource
+from train.seeded_dropout import SeededDropout
 
 # TF Hub's BERT encoder inputs, which the classifier takes unchanged.
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
@@ -93,8 +94,8 @@ def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
   else:
     features = MaskedMeanPooling(name="mean_pooling", dtype=policy)(
         outputs["sequence_output"], inputs["input_mask"])
-  features = tf_keras.layers.Dropout(dropout, name="dropout",
-                                     dtype=policy)(features)
+  features = SeededDropout(dropout, salt="classifier/dropout", name="dropout",
+                           dtype=policy)(features)
   # The head stays float32: logits feed a loss and a threshold.
   units = 1 if num_classes == 2 else num_classes
   logits = tf_keras.layers.Dense(units, name="classifier",

@@ -40,6 +40,7 @@ from train.import_encoder import (ENCODER_DIR, FORMAT_VERSION, INFO_FILE,
                                   save_hub_encoder)
 from train.review_packer import clean_markup
 from train.schedule import WarmupLinearDecay
+from train.seeded_dropout import keyed_by
 from train.settings import PretrainSettings
 from train.trainer import (ResumeMismatch, TrainingDiverged, bert_optimizer,
                            epoch_batches, format_seconds)
@@ -315,9 +316,11 @@ class Pretrainer:
     head = [] if head_optimizer is None else model.head_variables()
     scaled = isinstance(optimizer, tf_keras.mixed_precision.LossScaleOptimizer)
 
+    seed = self.settings.seed
+
     @tf.function(input_signature=_BATCH_SPECS)
     def train_step(word_ids, mask, positions, targets, weights):
-      with tf.GradientTape() as tape:
+      with tf.GradientTape() as tape, keyed_by(seed, optimizer.iterations):
         logits = model(encoder_inputs(word_ids, mask), positions, training=True)
         loss, correct, count = _masked_loss(targets, logits, weights)
         scaled_loss = optimizer.get_scaled_loss(loss) if scaled else loss

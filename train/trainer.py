@@ -20,6 +20,7 @@ from evaluation.metrics import log_loss_from_logits, softmax_log_loss
 from train.classifier import class_count, encoder_inputs
 from train.export import write_json
 from train.schedule import WarmupLinearDecay
+from train.seeded_dropout import keyed_by
 from train.settings import TrainSettings
 
 CHECKPOINT_DIR = "checkpoints"
@@ -256,10 +257,12 @@ class Trainer:
       def predicted_class(logits):
         return tf.cast(tf.argmax(logits, axis=-1), tf.float32)
 
+    seed = self.settings.seed
+
     @tf.function(input_signature=_TOKEN_SPECS + [tf.TensorSpec([None], tf.float32)])
     def train_step(word_ids, mask, labels):
       inputs = encoder_inputs(word_ids, mask)
-      with tf.GradientTape() as tape:
+      with tf.GradientTape() as tape, keyed_by(seed, optimizer.iterations):
         logits = model(inputs, training=True)
         loss = loss_fn(labels, logits)
         scaled_loss = optimizer.get_scaled_loss(loss) if scaled else loss

@@ -1,0 +1,37 @@
+"""Dropout masks keyed by (seed, step, layer): train/seeded_dropout.py.
+
+The resume tests (test_train, test_train_faults, test_pretrain) show that a
+resumed run repeats an unbroken one with dropout on; this pins the key's
+parts, each of which a broken key could lose.
+"""
+import numpy as np
+
+import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+from train.seeded_dropout import SeededDropout, keyed_by
+
+
+def _mask(layer, seed, step):
+  ones = np.ones([64, 32], np.float32)
+  with keyed_by(seed, step):
+    return layer(ones, training=True).numpy() != 0
+
+
+def test_masks_are_a_function_of_seed_step_and_salt():
+  layer = SeededDropout(0.5, salt="transformer_layer_0/ffn")
+  twin = SeededDropout(0.5, salt="transformer_layer_0/ffn")
+  other = SeededDropout(0.5, salt="transformer_layer_1/ffn")
+  mask = _mask(layer, 42, 7)
+  assert 0.4 < mask.mean() < 0.6  # it drops, at about its rate
+  assert (_mask(layer, 42, 7) == mask).all()  # the same key, the same mask
+  assert (_mask(twin, 42, 7) == mask).all()  # across layer objects (processes)
+  assert (_mask(layer, 42, 8) != mask).any()  # each step its own
+  assert (_mask(layer, 43, 7) != mask).any()  # each seed its own
+  assert (_mask(other, 42, 7) != mask).any()  # each place its own
+
+
+def test_outside_a_keyed_step_it_is_keras_dropout():
+  layer = SeededDropout(0.5, salt="head")
+  ones = np.ones([64, 32], np.float32)
+  assert (layer(ones, training=False).numpy() == ones).all()
+  dropped = layer(ones, training=True).numpy()
+  assert (dropped == 0).any() and np.allclose(dropped[dropped != 0], 2.0)
