@@ -7,6 +7,10 @@ its docstring.
 import hashlib
 import http.server
 import io
+import json
+import pathlib
+import re
+import shlex
 import socket
 import tarfile
 import threading
@@ -20,6 +24,7 @@ from reviewscore.cli import main
 from train.imdb_download import DownloadError, download_imdb
 
 PER_CLASS = 6
+README = pathlib.Path(__file__).resolve().parents[1] / "README.md"
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +166,37 @@ def test_cli_checks_the_canonical_checksum_by_default(server, tmp_path):
   last = result.output.strip().splitlines()[-1]  # after the progress lines
   assert last.startswith("Error: ") and "not the aclImdb v1 archive" in last
   assert not (tmp_path / "aclImdb_v1.tar.gz").exists()
+
+
+def _install_and_use_commands():
+  """The `reviewscore` lines of the README's "Install and use" block."""
+  section = README.read_text().split("## Install and use", 1)[1]
+  block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
+  lines = block.replace("\\\n", " ").splitlines()
+  commands = [shlex.split(line, comments=True) for line in lines]
+  return [c for c in commands if c and c[0] == "reviewscore"]
+
+
+@pytest.mark.slow
+def test_readme_install_and_use_block_runs_as_written(
+    server, archive_bytes, tmp_path, monkeypatch):
+  """Each `reviewscore` line of the README's first block, as written, in an
+  empty folder: the download comes from the test's server through the
+  mirror variables the README names, then the offline encoder, training
+  with every default (on the test archive's 10 training reviews), scoring
+  and the report. Catches the README drifting from what the commands accept
+  or write. (Its first line, the set-up, is what .ci/run runs.)"""
+  monkeypatch.chdir(tmp_path)
+  monkeypatch.setenv("REVIEWSCORE_IMDB_URL", server.url + "/aclImdb_v1.tar.gz")
+  monkeypatch.setenv("REVIEWSCORE_IMDB_SHA256",
+                     hashlib.sha256(archive_bytes).hexdigest())
+  commands = _install_and_use_commands()
+  assert [c[1] for c in commands] == [
+      "download-imdb", "import-encoder", "train", "score", "report"]
+  for command in commands:
+    result = CliRunner().invoke(main, command[1:])
+    assert result.exit_code == 0, (command, result.output[-3000:])
+  card = json.loads((tmp_path / "models/imdb/model_card.json").read_text())
+  assert card["metrics"]["test"]["count"] == 2 * PER_CLASS
+  summary = json.loads((tmp_path / "reports/test/summary.json").read_text())
+  assert summary["rows"] == 2 * PER_CLASS

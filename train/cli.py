@@ -8,6 +8,7 @@ import pathlib
 import click
 
 from train.presets import DEFAULT_PRESET, PRESETS
+from train.settings import PretrainSettings, TrainSettings
 
 
 def _out_location(ctx, param, value):
@@ -141,18 +142,47 @@ def _echo_err(message: str) -> None:
   click.echo(message, err=True)
 
 
-def _setting(name: str, *flags, settings_class=None, **kwargs):
+def _setting(name: str, *flags, settings_class=TrainSettings, **kwargs):
   """A click option whose default is TrainSettings' (or `settings_class`'s:
   declared there once)."""
-  from train.settings import TrainSettings
-  default = (settings_class or TrainSettings).__dataclass_fields__[name].default
+  default = settings_class.__dataclass_fields__[name].default
   return click.option(*flags, name, default=default, show_default=True,
                       **kwargs)
 
 
 def _pretrain_setting(name: str, *flags, **kwargs):
-  from train.settings import PretrainSettings
   return _setting(name, *flags, settings_class=PretrainSettings, **kwargs)
+
+
+def _loop_options(settings_class):
+  """The options of LoopSettings, which `train` and `pretrain` share, with
+  `settings_class`'s defaults."""
+  def option(name, *flags, **kwargs):
+    return _setting(name, *flags, settings_class=settings_class, **kwargs)
+  options = [
+      option("batch_size", "--batch-size", type=click.IntRange(1, 4096)),
+      option("learning_rate", "--learning-rate",
+             type=click.FloatRange(0, 1, min_open=True)),
+      option("warmup_fraction", "--warmup-fraction", type=click.FloatRange(0, 1),
+             help="Share of the steps over which the learning rate rises "
+             "from 0; it then falls linearly to 0."),
+      option("weight_decay", "--weight-decay", type=click.FloatRange(0, 1)),
+      option("keep_markup", "--keep-markup/--drop-markup",
+             help="Keep HTML line breaks (<br />) in the text, or replace "
+             "them by spaces (in training and in the exported tokenizer)."),
+      option("checkpoint_every_steps", "--checkpoint-every",
+             type=click.IntRange(1),
+             help="Steps between checkpoints (`--resume` continues from the "
+             "last)."),
+      option("seed", "--seed", type=int,
+             help="Seeds every random choice: split, batches, masks, dropout."),
+  ]
+
+  def decorate(command):
+    for add in reversed(options):
+      command = add(command)
+    return command
+  return decorate
 
 
 def _model_location(ctx, param, value):
@@ -247,12 +277,8 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               + " (minutes). Options given explicitly win.")
 @click.option("--preprocessor", default=None,
               help="Override the preprocessor matched to the encoder.")
-@_setting("batch_size", "--batch-size", type=click.IntRange(1, 4096))
 @_setting("epochs", "--epochs", type=click.IntRange(1, 100))
-@_setting("learning_rate", "--learning-rate",
-          type=click.FloatRange(0, 1, min_open=True))
-@_setting("warmup_fraction", "--warmup-fraction", type=click.FloatRange(0, 1))
-@_setting("weight_decay", "--weight-decay", type=click.FloatRange(0, 1))
+@_loop_options(TrainSettings)
 @_setting("seq_length", "--seq-length", type=click.IntRange(16, 512),
           help="Wordpieces per review.")
 @_setting("truncation", "--truncation", type=click.Choice(["head", "head+tail"]),
@@ -261,9 +287,6 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
 @_setting("head_tokens", "--head-tokens", type=click.IntRange(1, 510),
           help="Head length for head+tail [default: a quarter of "
           "--seq-length].")
-@_setting("keep_markup", "--keep-markup/--drop-markup",
-          help="Keep HTML line breaks (<br />) in reviews, or replace them "
-          "by spaces (in training and in the exported model's tokenizer).")
 @_setting("precision", "--precision",
           type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
           help="Mixed precision. auto: bfloat16 where the CPU computes it "
@@ -285,9 +308,6 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               help="Evaluate on a random subset of the test reviews.")
 @_setting("validation_fraction", "--validation-fraction",
           type=click.FloatRange(0, 1, min_open=True, max_open=True))
-@_setting("seed", "--seed", type=int)
-@_setting("checkpoint_every_steps", "--checkpoint-every", type=click.IntRange(1),
-          help="Steps between checkpoints (and one at the end of every epoch).")
 @_setting("length_bucketing", "--length-bucketing/--no-length-bucketing",
           help="Batch reviews of similar length together.")
 @_input_columns
@@ -357,7 +377,6 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
     raise click.BadParameter(f"must be at most --seq-length - 2 = {seq_length - 2}",
                              param_hint="--head-tokens")
   from train.run import train_and_export
-  from train.settings import TrainSettings
   settings = TrainSettings(**setting_values)
   label_scheme = _labels_from_options(class_names, label_map)
   from runtime.filesystems import UnreachableOutput, output_location
@@ -492,26 +511,18 @@ def predict(model_dir, texts):
               "schema's review text column].")
 @_pretrain_setting("steps", "--steps", type=click.IntRange(1),
                    help="Optimizer steps of the whole run.")
-@_pretrain_setting("batch_size", "--batch-size", type=click.IntRange(1, 4096))
+@_loop_options(PretrainSettings)
 @_pretrain_setting("seq_length", "--seq-length", type=click.IntRange(16, 512),
                    help="Wordpieces per chunk, [CLS] and [SEP] included.")
-@_pretrain_setting("learning_rate", "--learning-rate",
-                   type=click.FloatRange(0, 1, min_open=True))
-@_pretrain_setting("warmup_fraction", "--warmup-fraction",
-                   type=click.FloatRange(0, 1))
 @_pretrain_setting("head_learning_rate_multiplier", "--head-learning-rate-multiplier",
                    type=click.FloatRange(0, 1000, min_open=True),
                    help="The prediction head (new: checkpoints such as "
                    "all-MiniLM-L6-v2 have none) learns at this multiple of "
                    "--learning-rate.")
-@_pretrain_setting("weight_decay", "--weight-decay", type=click.FloatRange(0, 1))
 @_pretrain_setting("mask_fraction", "--mask-fraction",
                    type=click.FloatRange(0, 0.5, min_open=True),
                    help="Share of each chunk's wordpieces predicted, chosen "
                    "a whole word at a time.")
-@_pretrain_setting("keep_markup", "--keep-markup/--drop-markup",
-                   help="Keep HTML line breaks (<br />) in the text, or "
-                   "replace them by spaces as `train` does by default.")
 @_pretrain_setting("precision", "--precision",
                    type=click.Choice(["auto", "float32", "bfloat16"]),
                    help="auto: bfloat16 where the CPU computes it natively.")
@@ -520,9 +531,6 @@ def predict(model_dir, texts):
                    help="Chunks held out to measure the loss at each checkpoint.")
 @_pretrain_setting("max_texts", "--max-texts", type=click.IntRange(10),
                    help="Use a random subset of the texts (quick runs).")
-@_pretrain_setting("checkpoint_every_steps", "--checkpoint-every",
-                   type=click.IntRange(1))
-@_pretrain_setting("seed", "--seed", type=int)
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint.")
 def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
@@ -548,7 +556,6 @@ def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
   from train.import_encoder import INFO_FILE
   from train.pretrain import CHECKPOINT_DIR
   from train.pretrain import pretrain as run_pretraining
-  from train.settings import PretrainSettings
   _refuse_finished_output(out, INFO_FILE, resume)
   try:
     texts = read_texts(data_paths, text_column=text_column or columns.INPUT_TEXT)

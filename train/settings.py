@@ -7,32 +7,42 @@ from typing import Optional, Tuple
 
 
 @dataclasses.dataclass
-class TrainSettings:
+class LoopSettings:
+  """What both training loops (fine-tuning and pre-training) take, with the
+  defaults they share: AdamW with warm-up and linear decay, mixed precision,
+  checkpoints, the seed of every random choice, and the text's markup."""
+  batch_size: int = 32
+  learning_rate: float = 5e-5
+  warmup_fraction: float = 0.1
+  weight_decay: float = 0.01
+  seq_length: int = 512
+  # Keep HTML line breaks (<br />) in the text; by default they become
+  # spaces, in training and in the exported model's tokenizer alike.
+  keep_markup: bool = False
+  precision: str = "auto"
+  checkpoint_every_steps: int = 100
+  seed: int = 42
+
+  def to_dict(self) -> dict:
+    return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class TrainSettings(LoopSettings):
   """Every training setting, with its default: the recipe that measured best
   here (all-MiniLM-L6-v2 on IMDB: 512 wordpieces head+tail, 5e-5, two
   epochs; docs/accuracy.md). `auto` values are resolved per run by
   `resolve_auto`: pooling from what the encoder was trained for, precision
   from the hardware.
   """
-  batch_size: int = 32
   epochs: int = 2
-  learning_rate: float = 5e-5
-  warmup_fraction: float = 0.1
-  weight_decay: float = 0.01
-  seq_length: int = 512
   truncation: str = "head+tail"
   # None: a quarter of seq_length (Sun et al.'s 128 of 512).
   head_tokens: Optional[int] = None
-  # Keep HTML line breaks (<br />) in the text; by default they become
-  # spaces, in training and in the exported model's tokenizer alike.
-  keep_markup: bool = False
-  precision: str = "auto"
   pooling: str = "auto"
   dropout: float = 0.1
   patience: int = 1
   length_bucketing: bool = True
-  checkpoint_every_steps: int = 100
-  seed: int = 42
   validation_fraction: float = 0.2
   max_examples: Optional[int] = None
   # Self-training (`--pseudo-labels`): teacher-labelled reviews kept when the
@@ -40,9 +50,6 @@ class TrainSettings:
   # targets are the teacher's probability (soft) or its label (hard).
   pseudo_label_confidence: float = 0.9
   soft_pseudo_labels: bool = True
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
 
 
 def resolve_auto(settings: TrainSettings, *, encoder_pooling: str,
@@ -64,7 +71,7 @@ def resolve_auto(settings: TrainSettings, *, encoder_pooling: str,
 
 
 @dataclasses.dataclass
-class PretrainSettings:
+class PretrainSettings(LoopSettings):
   """Domain-adaptive pre-training settings, with their defaults.
 
   Masked-language-model training continues on chunks of `seq_length`
@@ -75,20 +82,10 @@ class PretrainSettings:
   steps.
   """
   seq_length: int = 128
-  batch_size: int = 32
-  steps: int = 2000
-  learning_rate: float = 5e-5
   warmup_fraction: float = 0.06
-  weight_decay: float = 0.01
+  steps: int = 2000
   # The new prediction head's learning rate, as a multiple of the encoder's.
   head_learning_rate_multiplier: float = 1.0
   mask_fraction: float = 0.15
-  keep_markup: bool = False  # as TrainSettings.keep_markup
-  precision: str = "auto"
-  checkpoint_every_steps: int = 100
   validation_chunks: int = 512
-  seed: int = 42
   max_texts: Optional[int] = None
-
-  def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
