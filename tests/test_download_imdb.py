@@ -184,7 +184,7 @@ def test_readme_install_and_use_block_runs_as_written(
   empty folder: the download comes from the test's server through the
   mirror variables the README names, then the offline encoder, training
   with every default (on the test archive's 10 training reviews), scoring
-  and the report. Catches the README drifting from what the commands accept
+  and the report, then the Analytics section's report command. Catches the README drifting from what the commands accept
   or write. (Its first line, the set-up, is what .ci/run runs.)"""
   monkeypatch.chdir(tmp_path)
   monkeypatch.setenv("REVIEWSCORE_IMDB_URL", server.url + "/aclImdb_v1.tar.gz")
@@ -193,6 +193,10 @@ def test_readme_install_and_use_block_runs_as_written(
   commands = _install_and_use_commands()
   assert [c[1] for c in commands] == [
       "download-imdb", "import-encoder", "train", "score", "report"]
+  # The Analytics section's report, with the true labels joined by id.
+  inline = re.search(r"`(reviewscore report [^`]*)`",
+                     README.read_text().split("## Analytics", 1)[1]).group(1)
+  commands.append(shlex.split(inline))
   for command in commands:
     result = CliRunner().invoke(main, command[1:])
     assert result.exit_code == 0, (command, result.output[-3000:])
@@ -200,3 +204,4 @@ def test_readme_install_and_use_block_runs_as_written(
   assert card["metrics"]["test"]["count"] == 2 * PER_CLASS
   summary = json.loads((tmp_path / "reports/test/summary.json").read_text())
   assert summary["rows"] == 2 * PER_CLASS
+  assert "accuracy" in json.dumps(summary)  # the labels were found
