@@ -55,13 +55,14 @@ if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
 from benchmarks import tables, throughput  # noqa: E402
+from pipeline.settings import DEFAULTS as PIPELINE_DEFAULTS  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
 CONTENDERS = ("ours", "torch-bf16", "torch-compile", "ort-fp32", "ort-int8")
 REFERENCE = tables.REFERENCE
 PEER_BATCHES = (8, 16, 32, 64)
 PEER_THREADS = (1, 2)
-OURS_BATCH = 32
+OURS_BATCH = PIPELINE_DEFAULTS["max_batch_size"]  # the product's default
 REPLY = "@@reply "
 
 
