@@ -132,7 +132,6 @@ class TorchContender:
       import torch._inductor.config as inductor
       inductor.freezing = True
       self.model = torch.compile(self.model, dynamic=True)
-    self.threads = None
 
   def warm_up(self, tokens):
     """Every batch size of the sweep over every length once, untimed: the
@@ -173,6 +172,8 @@ def export_onnx(model_dir, folder):
 
   import onnx
   import torch
+  for stale in folder.glob("done-*"):  # another export's: the graphs change
+    stale.unlink()
   warnings.filterwarnings("ignore", category=DeprecationWarning)
   warnings.filterwarnings("ignore", module="torch.onnx")
   warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
@@ -213,6 +214,7 @@ class OnnxContender:
     self.session = None
     self.info = {"onnxruntime": onnxruntime.__version__,
                  "graph_bytes": pathlib.Path(graph).stat().st_size,
+                 # export_onnx's marker (one: it removes older ones)
                  "fused": json.loads(next(
                      pathlib.Path(graph).parent.glob("done-*")).read_text())}
 
@@ -340,9 +342,8 @@ def _torch_matmul_peaks(n=4096, reps=5):
 class Worker:
   """The orchestrator's handle on one contender's process."""
 
-  def __init__(self, kind, model_dir, graphs_dir, log):
+  def __init__(self, kind, model_dir, graphs_dir):
     self.kind = kind
-    self.log = log
     self.process = subprocess.Popen(
         [sys.executable, __file__, "--worker", kind, str(model_dir),
          str(graphs_dir)],
@@ -409,8 +410,7 @@ def measure_length(seq, args, tmp, log):
   workers = {}
   for kind in args.contenders:
     log(f"[{seq}] starting {kind} ...")
-    w = Worker(kind, model_dir, pathlib.Path(args.models_dir) / f"onnx-{seq}",
-               log)
+    w = Worker(kind, model_dir, pathlib.Path(args.models_dir) / f"onnx-{seq}")
     for name, path in files.items():
       w.ask(op="tokens", name=name, path=str(path))
     warm = w.ask(op="warm_up", name="sweep")
