@@ -7,7 +7,7 @@
 #   3. the offline all-MiniLM-L6-v2 encoder imported into encoders/minilm;
 #   4. a training run with the quick preset (reused when its model card exists);
 #   5. scoring of the 25,000 IMDB test reviews on DirectRunner, every scoring
-#      default (precision auto, length buckets, batches of 32);
+#      default (precision auto, length-sorted batches of 32);
 #   6. where the outputs are, the counts, the accuracy and the elapsed time.
 #
 # Settings (environment variables):

@@ -2,7 +2,6 @@
 
     .venv/bin/python benchmarks/throughput.py [--num-reviews 1000]
         [--seq-lengths 128,512] [--results-dir benchmarks/results]
-    .venv/bin/python benchmarks/throughput.py --scale [--scale-sizes ...]
 
 On the same model and the same N IMDB test reviews (sampled with a fixed
 seed), at each sequence length, it times:
@@ -18,7 +17,7 @@ seed), at each sequence length, it times:
                  (the process holds it across runs, as a Beam worker holds it
                  across bundles) and TensorFlow and Beam imported; (c0) is
                  the same 1,000 reviews in a fresh process, start-up included
-                 (item 3's scale series measures that start-up on its own);
+                 (benchmarks/scale.py measures that start-up on its own);
   (d) peer       Hugging Face transformers' BertModel + mean pooling + linear
                  head on PyTorch (CPU), bf16 autocast, batches of 32 sorted by
                  length with dynamic padding, inference_mode, 2 threads; and
@@ -401,8 +400,8 @@ def write_input(path, ids, texts):
   pq.write_table(pa.table({"review_id": ids, "text": texts}), path)
 
 
-# The pipeline's defaults (batches of 32, length buckets every 16 tokens)
-# with bfloat16, which the benchmark's models are not trained in.
+# The pipeline's defaults (batches of 32 from length-sorted waves) with
+# bfloat16, which the benchmark's models are not trained in.
 PIPELINE_FLAGS = ("--precision=bfloat16", "--num_shards=1")
 
 
@@ -763,8 +762,8 @@ def benchmark(args, log=print):
         write_input(sub_input, ids[:m], sub_texts)
         for name, extra in (
             ("pipeline, the flags of (c)", ()),
-            ("pipeline, --no_length_bucketing (batches in arrival order)",
-             ("--no_length_bucketing",))):
+            ("pipeline, --sort_wave_size=0 (batches in arrival order)",
+             ("--sort_wave_size=0",))):
           try:
             r = run_pipeline(model_dir, sub_input, str(pathlib.Path(tmp) / "o"),
                              extra=extra)
@@ -929,7 +928,7 @@ def plot(report, path):
 
 
 # ----------------------------------------------------------------------------
-# Scale (item 3): reviews/s and peak memory of the pipeline at several sizes
+# (c0): the pipeline in a fresh process, with its peak memory
 
 
 def _scale_point(model_dir, table, size, tmp, *, extra=(), log=print):
@@ -963,134 +962,6 @@ def _scale_point(model_dir, table, size, tmp, *, extra=(), log=print):
           "peak_rss_mib": peak_rss / 2 ** 20,
           "maxrss_mib": worker["maxrss_mib"], "counts": worker["counts"],
           "labels": labels}
-
-
-def scale(args, log=print):
-  """Item 3: reviews/s and peak memory at 2,500 / 25,000 / 75,000 reviews.
-
-  Each size runs in a fresh process. A run of SMALL_RUN reviews first
-  measures the fixed start-up (model load, pipeline construction), so the
-  series is printed twice: end to end, and without the start-up,
-  (N - SMALL_RUN) / (t_N - t_SMALL_RUN). The 25,000-review point is the
-  whole test set: it is scored again in float32, for item 2's accuracy
-  check of bfloat16 against float32.
-  """
-  import pyarrow as pa
-  import pyarrow.parquet as pq
-  seq = int(args.scale_seq_length)
-  models = prepare_models([seq], weights_from=args.weights_from,
-                          models_dir=args.models_dir, log=log)
-  model_dir = models[seq]
-  sizes = [int(s) for s in args.scale_sizes.split(",")]
-  test = pq.read_table(args.data_dir / "test.parquet",
-                       columns=["review_id", "text", "label"])
-  unsup = pq.read_table(args.data_dir / "unsup.parquet",
-                        columns=["review_id", "text"])
-  pool = pa.concat_tables([test.select(["review_id", "text"]),
-                           unsup.cast(test.select(["review_id", "text"]).schema)])
-  gold = dict(zip(test.column("review_id").to_pylist(),
-                  test.column("label").to_pylist()))
-  if max(sizes) > pool.num_rows:
-    raise SystemExit(f"only {pool.num_rows} reviews to scale to")
-  results_dir = pathlib.Path(args.results_dir)
-  results_dir.mkdir(parents=True, exist_ok=True)
-  series, accuracy = [], None
-  with tempfile.TemporaryDirectory() as tmp:
-    startup = _scale_point(model_dir, pool, SMALL_RUN, tmp, log=log)
-    startup.pop("labels")
-    log(f"start-up probe, {SMALL_RUN} reviews: {startup['pipeline_seconds']:.1f}s")
-    for size in sizes:
-      entry = _scale_point(model_dir, pool, size, tmp, log=log)
-      labels = entry.pop("labels")
-      entry["reviews_per_s"] = size / entry["pipeline_seconds"]
-      entry["reviews_per_s_without_startup"] = (size - SMALL_RUN) / max(
-          entry["pipeline_seconds"] - startup["pipeline_seconds"], 1e-9)
-      series.append(entry)
-      log(f"{size:>7,} reviews: {entry['reviews_per_s']:.1f} reviews/s "
-          f"({entry['reviews_per_s_without_startup']:.1f} without start-up), "
-          f"peak RSS {entry['peak_rss_mib']:.0f} MiB "
-          f"(getrusage {entry['maxrss_mib']:.0f} MiB)")
-      if size == test.num_rows and not args.no_f32_accuracy:
-        f32 = _scale_point(model_dir, pool, size, tmp,
-                           extra=("--precision=float32",), log=log)
-        ids = list(gold)
-        bf16_labels = np.array([labels.get(i, -1) for i in ids])
-        f32_labels = np.array([f32["labels"].get(i, -1) for i in ids])
-        truth = np.array([gold[i] for i in ids])
-        accuracy = {
-            "reviews": len(ids), "bfloat16": float(np.mean(bf16_labels == truth)),
-            "float32": float(np.mean(f32_labels == truth)),
-            "agreement": float(np.mean(bf16_labels == f32_labels)),
-            "float32_reviews_per_s": size / f32["pipeline_seconds"]}
-        accuracy["difference_points"] = 100 * (accuracy["bfloat16"] -
-                                                accuracy["float32"])
-        log(f"test set, {len(ids):,} reviews: accuracy bf16 "
-            f"{accuracy['bfloat16']:.2%}, f32 {accuracy['float32']:.2%} "
-            f"({accuracy['difference_points']:+.2f} points), label agreement "
-            f"{accuracy['agreement']:.2%}; f32 pipeline "
-            f"{accuracy['float32_reviews_per_s']:.1f} reviews/s")
-  first = series[0]
-  for entry in series:
-    for key in ("reviews_per_s", "reviews_per_s_without_startup"):
-      entry[key.replace("reviews_per_s", "rate") + "_vs_first"] = \
-          entry[key] / first[key]
-    entry["memory_vs_first"] = entry["peak_rss_mib"] / first["peak_rss_mib"]
-
-  def within(key, tolerance):
-    return all(abs(e[key] - 1) <= tolerance for e in series)
-  checks = {"rate_within_15%": within("rate_vs_first", 0.15),
-            "rate_without_startup_within_15%":
-                within("rate_without_startup_vs_first", 0.15),
-            "memory_within_20%": within("memory_vs_first", 0.20)}
-  if accuracy:
-    checks["bf16_accuracy_within_0.2_points_of_f32"] = \
-        abs(accuracy["difference_points"]) <= 0.2
-    checks["bf16_agreement_with_f32>=99.5%"] = accuracy["agreement"] >= 0.995
-  report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds"), "seq_length": seq, "model_dir": str(model_dir),
-      "flags": PIPELINE_FLAGS, "startup_probe": startup, "series": series,
-      "test_set_accuracy": accuracy, "checks": checks, "machine": _machine(),
-      "loadavg_after": os.getloadavg(), "other_processes": _busy_others()}
-  (results_dir / "scale.json").write_text(json.dumps(report, indent=1))
-  plot_scale(report, results_dir / "scale.png")
-  for name, ok in checks.items():
-    log(f"{name}: {'MET' if ok else 'not met'}")
-  log(f"wrote {results_dir / 'scale.json'} and {results_dir / 'scale.png'}")
-  return report
-
-
-def plot_scale(report, path):
-  """Both rate series and peak RSS against input size (from scale.json)."""
-  import matplotlib
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt
-  from matplotlib.ticker import NullLocator
-  series = report["series"]
-  fig, ax1 = plt.subplots(figsize=(6.5, 4))
-  xs = [e["reviews"] for e in series]
-  ax1.plot(xs, [e["reviews_per_s"] for e in series], "o-", color="#2a7",
-           label="reviews/s, end to end")
-  ax1.plot(xs, [e["reviews_per_s_without_startup"] for e in series], "o:",
-           color="#2a7", label="reviews/s without start-up")
-  ax1.set_xscale("log")
-  ax1.xaxis.set_minor_locator(NullLocator())
-  ax1.set_xticks(xs, [f"{x:,}" for x in xs])
-  ax1.set_xlabel("reviews")
-  ax1.set_ylabel("reviews/s", color="#2a7")
-  ax2 = ax1.twinx()
-  ax2.plot(xs, [e["peak_rss_mib"] for e in series], "s--", color="#c63",
-           label="peak RSS")
-  ax2.set_ylabel("peak RSS (MiB)", color="#c63")
-  ax1.set_ylim(bottom=0)
-  ax2.set_ylim(bottom=0)
-  lines, more = ax1.get_legend_handles_labels(), ax2.get_legend_handles_labels()
-  ax1.legend(lines[0] + more[0], lines[1] + more[1], loc="lower right",
-             fontsize=8)
-  ax1.set_title(f"pipeline at {report['seq_length']} tokens, DirectRunner, "
-                f"{report['date']}", fontsize=9)
-  fig.tight_layout()
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
 
 
 def _tree_rss(pid):
@@ -1156,17 +1027,8 @@ def main(argv=None):
                       help="a trained model directory whose weights to use")
   parser.add_argument("--models-dir", default=str(REPO / "models"))
   parser.add_argument("--results-dir", default=str(REPO / "benchmarks/results"))
-  parser.add_argument("--scale", action="store_true",
-                      help="item 3: pipeline reviews/s and peak memory")
-  parser.add_argument("--scale-sizes", default="2500,25000,75000")
-  parser.add_argument("--scale-seq-length", default="128")
-  parser.add_argument("--no-f32-accuracy", action="store_true",
-                      help="--scale: skip scoring the test set in float32")
   args = parser.parse_args(argv)
-  if args.scale:
-    scale(args)
-  else:
-    benchmark(args)
+  benchmark(args)
   return 0
 
 

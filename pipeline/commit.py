@@ -67,12 +67,20 @@ class OutputPaths:
             join_path(self.errors_dir, outputs.ERRORS_PART) + outputs.SHARD_GLOB]
 
 
+# Beam's Parquet sink holds a row group's rows in memory until they reach
+# its buffer size, by default far more than a scored row group needs: a
+# sawtooth in every writer's memory. This keeps it small while row groups
+# stay as large as DuckDB or Spark read well (docs/scale.md).
+ROW_GROUP_BUFFER_BYTES = 8 << 20
+
+
 def write_shards(pcoll, prefix: str, schema: pa.Schema, num_shards: int,
                  label: str):
   """Parquet shards PREFIX-SSSSS-of-NNNNN.parquet; returns their names."""
   return pcoll | label >> beam.io.WriteToParquet(
       prefix, schema, file_name_suffix=outputs.PARQUET_SUFFIX, num_shards=num_shards,
-      shard_name_template=SHARD_TEMPLATE, codec="snappy")
+      shard_name_template=SHARD_TEMPLATE, codec="snappy",
+      row_group_buffer_size=ROW_GROUP_BUFFER_BYTES)
 
 
 def _delete(paths: Sequence[str]) -> None:

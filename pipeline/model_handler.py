@@ -110,9 +110,10 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                                         _LoadedModel]):
   """Scores tokenized reviews ({'tokens': int32 ids, ...}) with classify_tokens.
 
-  Batching is Beam's (BatchElements, configured by the keyword options here);
-  with `max_batch_duration_secs` and `length_bucketing`, reviews are bucketed
-  by token count so a batch pads little.
+  Batching is Beam's (BatchElements, configured by the keyword options here):
+  in arrival order within a bundle (the pipeline sorts reviews by length in
+  waves before it), or, with `max_batch_duration_secs` and
+  `length_bucketing`, bucketed by token count across bundles.
   """
 
   def __init__(self, saved_model_dir: str, *, signatures: Dict[str, str],
@@ -120,7 +121,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                min_batch_size: int = 1,
                max_batch_size: int = DEFAULTS["max_batch_size"],
                max_batch_duration_secs: Optional[int] = None,
-               length_bucketing: bool = True,
+               length_bucketing: bool = DEFAULTS["length_bucketing"],
                bucket_boundaries: Optional[Sequence[int]] = None,
                max_attempts: int = DEFAULTS["inference_attempts"],
                backoff_secs: float = BACKOFF_SECS):

@@ -23,6 +23,7 @@ from apache_beam.runners.runner import PipelineState
 
 from pipeline.commit import Commit, OutputPaths, read_manifest, write_shards
 from pipeline.incremental import plan_increment
+from pipeline.length_sort import SortByLengthInWaves
 from pipeline.dead_letters import (DEAD, FormatDeadLetter, dead_letter,
                                    error_detail)
 from runtime.filesystems import missing_filesystem
@@ -142,7 +143,8 @@ class _CountScored(beam.DoFn):
 def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
                    card: ModelCard, handler: TokenIdsModelHandler,
                    paths: OutputPaths, opts: ScoreOptions,
-                   manifest: Dict[str, Any], increment=None) -> None:
+                   manifest: Dict[str, Any], sort_wave_size: int = 0,
+                   increment=None) -> None:
   """Adds the scoring steps to `p` (labelled, so runners' UIs read well)."""
   max_bytes = opts.max_review_bytes
   raw = p | "Read" >> ReadReviews(plan, max_bytes=max_bytes)
@@ -155,7 +157,11 @@ def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
           min_batch_size=1, max_batch_size=opts.tokenize_batch_size)
       | "Tokenize" >> beam.ParDo(TokenizeBatch(saved_model_path(opts.model)))
       .with_outputs(DEAD, main="tokens"))
-  results, failed = (tokenized.tokens
+  tokens = tokenized.tokens
+  if sort_wave_size:
+    tokens = tokens | "SortByLength" >> beam.ParDo(SortByLengthInWaves(
+        sort_wave_size, first_wave=opts.max_batch_size))
+  results, failed = (tokens
                      | "RunInference" >> RunInference(handler)
                      .with_exception_handling())
   scores = (results
@@ -228,27 +234,28 @@ def _runs_on_direct_runner(options: PipelineOptions) -> bool:
 
 def _batching(opts: ScoreOptions, buckets: List[int], *,
               options: PipelineOptions, direct: bool) -> Dict[str, Any]:
-  """The handler's batching options, and the runner to use (None: Beam's).
+  """How batches form, and the runner to use (None: the one named).
 
-  Length bucketing is Beam's stateful BatchElements, which declares a
-  processing-time timer. DirectRunner then falls back to its legacy
-  BundleBasedDirectRunner, which drops the batches its end-of-window timer
-  flushes: an input too small to fill a bucket lost every review (Commit
-  refused: read != scored + dead-lettered). FnApiRunner, DirectRunner's
-  usual engine, flushes them correctly, but fails if a processing-time timer
-  is still pending at the end; so on DirectRunner, FnApiRunner and no
-  buffering limit (a batch job has all its input: a batch waits for its
-  bucket to fill or the input to end).
+  By default reviews pass through length-sorted waves into Beam's
+  per-bundle BatchElements: no state, no shuffle, flat memory. With
+  --length-bucketing, Beam's stateful BatchElements keyed by bucket.
+
+  On DirectRunner the engine is always FnApiRunner, which DirectRunner
+  itself picks for a plain batch pipeline but not for a stateful one: the
+  processing-time timer of the stateful BatchElements sends it to the
+  legacy BundleBasedDirectRunner, which drops the batches its end-of-window
+  timer flushes (an input too small to fill a bucket lost every review).
+  FnApiRunner flushes them, but fails if a processing-time timer is still
+  pending at the end; so no buffering limit there (a batch job has all its
+  input: a batch waits for its bucket to fill or the input to end).
   """
+  runner = _fn_api_runner(options) if direct else None
   if not opts.length_bucketing:
-    # Beam's per-bundle BatchElements: no state, no timers.
-    return {"runner": None, "max_batch_duration_secs": None,
-            "bucket_boundaries": None}
-  if direct:
-    return {"runner": _fn_api_runner(options), "max_batch_duration_secs": 0,
-            "bucket_boundaries": buckets}
-  return {"runner": None,
-          "max_batch_duration_secs": opts.max_batch_duration_secs,
+    return {"runner": runner, "sort_wave_size": opts.sort_wave_size,
+            "max_batch_duration_secs": None, "bucket_boundaries": None}
+  return {"runner": runner, "sort_wave_size": 0,
+          "max_batch_duration_secs": 0 if direct
+          else opts.max_batch_duration_secs,
           "bucket_boundaries": buckets}
 
 
@@ -277,16 +284,25 @@ def _show_worker_lines() -> None:
       logger.propagate = False
 
 
-def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
-        echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
-        **values) -> ScoreResult:
-  """Checks, runs and waits; raises one of SCORING_ERRORS on bad input.
+@dataclasses.dataclass
+class PlannedRun:
+  """A checked, built pipeline that has not run yet."""
+  pipeline: beam.Pipeline
+  paths: OutputPaths
+  run_id: str
+  output_prefix: str
+
+
+def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
+             *, echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+             **values) -> PlannedRun:
+  """Checks the options, the model and the input, and builds the pipeline;
+  raises one of SCORING_ERRORS on bad input. Nothing is written.
 
   Options come as Beam's argv (`--input=... --runner=...`, sys.argv when
   None), as Python values (`input=..., max_batch_size=64`; these win), or
   both; anything in argv that is neither ours nor Beam's is an error.
   """
-  start = time.time()
   flags = sys.argv[1:] if argv is None else list(argv)
   unknown = unknown_flags(flags)
   if unknown:
@@ -294,7 +310,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                        "reviewscore's nor Beam's)")
   strangers = sorted(set(values) - set(DEFAULTS))
   if strangers:
-    raise TypeError(f"run() got unknown options {strangers}")
+    raise TypeError(f"unknown options {strangers}")
   options = PipelineOptions(flags, **values)
   harness = options.view_as(WorkerOptions)
   if harness.default_sdk_harness_log_level is None and not quiet.is_verbose():
@@ -356,6 +372,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
                         "threshold": card.threshold},
               "batching": {"min_batch_size": checked["min_batch_size"],
                            "max_batch_size": opts.max_batch_size,
+                           "sort_wave_size": batching["sort_wave_size"],
                            "length_bucketing": opts.length_bucketing,
                            "bucket_boundaries": batching["bucket_boundaries"],
                            "max_batch_duration_secs":
@@ -370,9 +387,23 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   except ValueError as e:  # e.g. an unknown --runner
     raise OptionsError(_first_line(e)) from None
   build_pipeline(p, plan=plan, card=card, handler=handler, paths=paths,
-                 opts=opts, manifest=manifest, increment=increment)
+                 opts=opts, manifest=manifest,
+                 sort_wave_size=batching["sort_wave_size"],
+                 increment=increment)
+  return PlannedRun(pipeline=p, paths=paths, run_id=run_id,
+                    output_prefix=opts.output)
+
+
+def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
+        echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
+        **values) -> ScoreResult:
+  """Checks, runs and waits (`plan_run`'s arguments); raises one of
+  SCORING_ERRORS on bad input or a failed pipeline."""
+  start = time.time()
+  planned = plan_run(argv, save_main_session, echo=echo, **values)
+  paths, run_id = planned.paths, planned.run_id
   try:
-    result = p.run()
+    result = planned.pipeline.run()
     state = result.wait_until_finish()
   except Exception as e:
     raise PipelineFailed(f"the pipeline failed, nothing was committed "
@@ -391,7 +422,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
     logging.warning("metrics say %s read, the manifest %s", metrics["read"],
                     counts["read"])
   score = ScoreResult(
-      output_prefix=opts.output, manifest_path=paths.manifest,
+      output_prefix=planned.output_prefix, manifest_path=paths.manifest,
       score_files=written["scores"], error_files=written["errors"],
       counts=counts, metrics=metrics, elapsed_secs=time.time() - start,
       state=str(state))

@@ -28,6 +28,9 @@ DEFAULT_MAX_BATCH_DURATION_SECS = 0.0
 # Finer bucket edges pad less than power-of-two ones and measured faster at
 # long sequence lengths (benchmarks/results).
 BUCKET_STEP_TOKENS = 16
+# Sorted waves of this many reviews pad as little as buckets every 16 tokens
+# (benchmarks/scale.py --series padding), and a worker holds one wave.
+DEFAULT_SORT_WAVE_SIZE = 4096
 
 
 class OptionsError(ValueError):
@@ -95,20 +98,28 @@ SCORE_OPTIONS = (
     ScoreOption("max_batch_size", "Largest inference batch.",
                 default=DEFAULT_BATCH_SIZE, type=int, minimum=1,
                 maximum=65_536),
-    ScoreOption("max_batch_duration_secs", "Longest a partial length bucket "
-                "waits before it is scored (0: until its input ends). A limit "
-                "needs a runner that fires processing-time timers while it "
-                "runs (Dataflow, Flink); DirectRunner ignores it.",
+    ScoreOption("sort_wave_size", "Reviews are sorted by token count in "
+                "waves of up to this many per worker before Beam's "
+                "BatchElements cuts batches in arrival order, so a batch pads "
+                "to a length close to its reviews' (0: arrival order). Memory "
+                "stays flat however large the input.",
+                default=DEFAULT_SORT_WAVE_SIZE, type=int, minimum=0,
+                maximum=1_000_000),
+    ScoreOption("length_bucketing", "Instead of sorted waves, Beam's stateful "
+                "BatchElements keyed by token-count bucket: batches form "
+                "across bundles, at the cost of a shuffle of every tokenized "
+                "review (DirectRunner holds it in memory; Dataflow on disk).",
+                default=False, type=bool, negation="no_length_bucketing"),
+    ScoreOption("bucket_boundaries", "With --length-bucketing: token-count "
+                "bucket edges, e.g. 64,128,256 [default: every 16 tokens up "
+                "to the model's sequence length].", default=""),
+    ScoreOption("max_batch_duration_secs", "With --length-bucketing: longest "
+                "a partial bucket waits before it is scored (0: until its "
+                "input ends). A limit needs a runner that fires "
+                "processing-time timers while it runs (Dataflow, Flink); "
+                "DirectRunner ignores it.",
                 default=DEFAULT_MAX_BATCH_DURATION_SECS, type=float,
                 minimum=0),
-    ScoreOption("length_bucketing", "Batch reviews of similar token counts, "
-                "padded to the batch's longest (Beam's stateful "
-                "BatchElements); without it, batches form within bundles in "
-                "arrival order.", default=True, type=bool,
-                negation="no_length_bucketing"),
-    ScoreOption("bucket_boundaries", "Token-count bucket edges, e.g. "
-                "64,128,256 [default: every 16 tokens up to the model's "
-                "sequence length].", default=""),
     ScoreOption("since", "Rerun: score only the input files that are new or "
                 "changed (size, modification time) since the run that wrote "
                 "this output PREFIX, with the same model; --output gets a new "
@@ -160,3 +171,10 @@ def check_values(values: Dict[str, Any]) -> None:
     parse_int_list(values.get("bucket_boundaries"))
   except ValueError as e:
     raise OptionsError(f"--bucket_boundaries: {e}") from None
+  if not values.get("length_bucketing"):
+    # Silently ignoring them would drop a user's bucketing without a word.
+    for name in ("bucket_boundaries", "max_batch_duration_secs"):
+      if values.get(name) not in (None, DEFAULTS[name]):
+        raise OptionsError(f"--{name} applies with --length_bucketing only "
+                           "(by default reviews are sorted in waves: "
+                           "--sort_wave_size)")

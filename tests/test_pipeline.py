@@ -270,7 +270,10 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
            ["--max-batch-size", "0"], ["--min-batch-size", "9",
                                        "--max-batch-size", "4"],
            ["--num-shard", "3"], ["--max-batch-duration-secs", "-1"],
-           ["--bucket-boundaries", "64,32"], ["--precision", "int8"]]
+           ["--bucket-boundaries", "64,32"], ["--precision", "int8"],
+           # Bucket options without bucketing would be silently ignored.
+           ["--bucket-boundaries", "32,64"],
+           ["--max-batch-duration-secs", "5"]]
   for extra in usage:
     result = _invoke("--input", good, "--model", model, "--output", out,
                      *extra)
@@ -287,7 +290,7 @@ def test_length_buckets_too_small_to_fill_a_batch_are_scored(
   data = tmp_path / "in.parquet"
   pq.write_table(rows, data)
   result = score(tmp_path, f"--input={data}", f"--model={tiny_model_dir}",
-                 "--runner=DirectRunner")
+                 "--runner=DirectRunner", "--length-bucketing")
   assert result.counts["scored"] == 6 and result.counts["dead_lettered"] == 0
   table = read_scores(result)
   by_id = dict(zip(table[c.REVIEW_ID].to_pylist(), table[c.SCORE].to_pylist()))
@@ -297,6 +300,7 @@ def test_length_buckets_too_small_to_fill_a_batch_are_scored(
   batching = json.loads(pathlib.Path(result.manifest_path).read_text())[
       "batching"]
   assert batching["length_bucketing"] is True
+  assert batching["sort_wave_size"] == 0  # the buckets do the sorting
   assert batching["bucket_boundaries"] == [16, 32, 48, 64]
   assert batching["max_batch_duration_secs"] == 0  # DirectRunner waits
 

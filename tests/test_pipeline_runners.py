@@ -105,10 +105,10 @@ def test_scores_agree_across_runners_and_batch_sizes(tiny_model_dir, reviews,
       "batch_3": _scores(tmp_path, "batch_3", data, tiny_model_dir,
                          "--min_batch_size=3", "--max_batch_size=3"),
       "bucketed": _scores(tmp_path, "bucketed", data, tiny_model_dir,
-                          "--bucket_boundaries=32,48,60",
+                          "--length_bucketing", "--bucket_boundaries=32,48,60",
                           "--min_batch_size=16", "--max_batch_size=16"),
       "arrival_order": _scores(tmp_path, "arrival", data, tiny_model_dir,
-                               "--no_length_bucketing"),
+                               "--sort_wave_size=0"),
   }
   capfd.readouterr()
   runs["multi_processing"] = _scores(
