@@ -13,6 +13,10 @@ Waves start at one inference batch and double up to the limit, so the first
 batch is scored as soon as it is tokenized; they alternate between ascending
 and descending order, so the batch that straddles two waves joins reviews of
 similar lengths (the longest of one wave with the longest of the next).
+
+Batch scoring reads bounded files into the global window, and a wave
+flushed at a bundle's end is emitted there; records of any other window are
+refused rather than moved into the global one.
 """
 from typing import Any, Dict, List
 
@@ -43,7 +47,10 @@ class SortByLengthInWaves(beam.DoFn):
     self._wave_size = min(2 * self._wave_size, self._max_wave)
     return wave
 
-  def process(self, record):
+  def process(self, record, element_window=beam.DoFn.WindowParam):
+    if not isinstance(element_window, window.GlobalWindow):
+      raise ValueError(f"SortByLengthInWaves sorts the global window only, "
+                       f"got {element_window}")
     self._wave.append(record)
     if len(self._wave) >= self._wave_size:
       yield from self._sorted_wave()

@@ -288,9 +288,7 @@ def _show_worker_lines() -> None:
 class PlannedRun:
   """A checked, built pipeline that has not run yet."""
   pipeline: beam.Pipeline
-  paths: OutputPaths
-  run_id: str
-  output_prefix: str
+  paths: OutputPaths  # the output prefix and this run's id
 
 
 def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
@@ -390,8 +388,7 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
                  opts=opts, manifest=manifest,
                  sort_wave_size=batching["sort_wave_size"],
                  increment=increment)
-  return PlannedRun(pipeline=p, paths=paths, run_id=run_id,
-                    output_prefix=opts.output)
+  return PlannedRun(pipeline=p, paths=paths)
 
 
 def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
@@ -401,7 +398,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   SCORING_ERRORS on bad input or a failed pipeline."""
   start = time.time()
   planned = plan_run(argv, save_main_session, echo=echo, **values)
-  paths, run_id = planned.paths, planned.run_id
+  paths = planned.paths
   try:
     result = planned.pipeline.run()
     state = result.wait_until_finish()
@@ -413,7 +410,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   if state != PipelineState.DONE:
     raise PipelineFailed(f"the pipeline ended {state}; nothing was committed")
   written = read_manifest(paths)
-  if written is None or written.get("run_id") != run_id:
+  if written is None or written.get("run_id") != paths.run_id:
     raise PipelineFailed(f"the pipeline finished but {paths.manifest} was not "
                          "written by this run")
   metrics = _metric_counts(result)
@@ -422,7 +419,7 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
     logging.warning("metrics say %s read, the manifest %s", metrics["read"],
                     counts["read"])
   score = ScoreResult(
-      output_prefix=planned.output_prefix, manifest_path=paths.manifest,
+      output_prefix=paths.prefix, manifest_path=paths.manifest,
       score_files=written["scores"], error_files=written["errors"],
       counts=counts, metrics=metrics, elapsed_secs=time.time() - start,
       state=str(state))

@@ -6,8 +6,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import apache_beam as beam
 from apache_beam.portability import common_urns
 from apache_beam.portability.api import beam_runner_api_pb2
+from apache_beam.transforms import window
 
 from pipeline.length_sort import SortByLengthInWaves
 from pipeline.run import plan_run, run
@@ -25,7 +27,7 @@ def _waves(dofn, records):
   dofn.start_bundle()
   emitted = []
   for record in records:
-    emitted.append(list(dofn.process(record)))
+    emitted.append(list(dofn.process(record, window.GlobalWindow())))
   tail = [value.value for value in dofn.finish_bundle()]
   return emitted, tail
 
@@ -47,6 +49,16 @@ def test_waves_double_alternate_and_hold_at_most_one_wave():
     first = sum(len(w) for w in waves[:number])
     assert {r["id"] for r in wave} == {
         r["id"] for r in records[first:first + len(wave)]}
+
+
+def test_records_of_another_window_are_refused():
+  """Catches records of a fixed window flushed at the bundle's end into the
+  global window (their window silently lost)."""
+  with pytest.raises(Exception, match="global window only"):
+    with beam.Pipeline() as p:
+      _ = (p | beam.Create(_records([3, 1, 2]))
+           | beam.WindowInto(window.FixedWindows(60))
+           | beam.ParDo(SortByLengthInWaves(4, first_wave=2)))
 
 
 def test_each_bundle_starts_afresh():
