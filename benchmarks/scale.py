@@ -193,17 +193,12 @@ def rerun_runs(table, model, work, log):
   return [full, rerun]
 
 
-def _cut(order, batch):
-  return [order[i:i + batch] for i in range(0, len(order), batch)]
-
-
 def padding_runs(test, model, log, waves=(1024, 2048, 4096, 8192)):
   """Real over padded tokens of each way to form batches (no scoring)."""
   import numpy as np
   from pipeline.settings import DEFAULTS
   batch = DEFAULTS["max_batch_size"]
   from benchmarks.throughput import make_batches
-  from pipeline.length_sort import SortByLengthInWaves
   from pipeline.model_handler import acquire_model
   from pipeline.settings import default_bucket_boundaries
   tokenizer = acquire_model(str(pathlib.Path(model) / contract.SAVED_MODEL_DIR))
@@ -217,18 +212,13 @@ def padding_runs(test, model, log, waves=(1024, 2048, 4096, 8192)):
     def efficiency(batches):
       padded = sum(len(b) * lengths[b].max() for b in batches)
       return round(float(lengths.sum() / padded), 4)
-    ways = {"arrival": _cut(np.arange(len(lengths)), batch),
+    ways = {"arrival": make_batches(lengths, batch=batch, mode="none"),
             "buckets": make_batches(lengths, batch=batch, mode="beam",
                                     boundaries=default_bucket_boundaries(
                                         seq_length))}
     for wave in waves:
-      dofn = SortByLengthInWaves(wave, first_wave=batch)
-      dofn.start_bundle()
-      records = [{"row": i, "tokens": np.empty(n)} for i, n in
-                 enumerate(lengths)]
-      order = [r["row"] for record in records for r in dofn.process(record)]
-      order += [v.value["row"] for v in dofn.finish_bundle()]
-      ways[f"waves {wave}"] = _cut(np.asarray(order), batch)
+      ways[f"waves {wave}"] = make_batches(lengths, batch=batch, mode="waves",
+                                           wave=wave)
     for way, batches in ways.items():
       entry = {"series": "padding", "seq_length": seq_length, "batching": way,
                "batch": batch,

@@ -252,12 +252,15 @@ def tokenize_all(model, texts, batch=64):
   return tokens, time.perf_counter() - start
 
 
-def make_batches(lengths, *, batch=BATCH, mode="beam", boundaries):
+def make_batches(lengths, *, batch=BATCH, mode="beam", boundaries=None,
+                 wave=None):
   """Row-index batches the way the pipeline would feed the handler.
 
   beam:   Beam's length bucketing (bisect_right on the boundaries, one buffer
           per bucket, a batch leaves when its buffer holds `batch`; leftovers
           at the end), arrival order within a bucket;
+  waves:  the pipeline's SortByLengthInWaves (waves of up to `wave`, the
+          first one batch), then cut in arrival order (one bundle);
   sorted: all reviews sorted by length, then cut (the peer's batching);
   none:   arrival order, no bucketing (dynamic padding to the batch's max).
   """
@@ -267,6 +270,18 @@ def make_batches(lengths, *, batch=BATCH, mode="beam", boundaries):
     return [order[i:i + batch] for i in range(0, len(order), batch)]
   if mode == "sorted":
     order = np.argsort(lengths, kind="stable")
+    return [order[i:i + batch] for i in range(0, len(order), batch)]
+  if mode == "waves":
+    from apache_beam.transforms import window
+    from pipeline.length_sort import SortByLengthInWaves
+    dofn = SortByLengthInWaves(wave, first_wave=batch)
+    dofn.start_bundle()
+    in_global_window = window.GlobalWindow()
+    order = [out["row"] for row, n in enumerate(lengths)
+             for out in dofn.process({"row": row, "tokens": range(int(n))},
+                                     in_global_window)]
+    order += [value.value["row"] for value in dofn.finish_bundle()]
+    order = np.asarray(order)
     return [order[i:i + batch] for i in range(0, len(order), batch)]
   buffers, out = {}, []
   for row, n in enumerate(lengths):

@@ -1,0 +1,47 @@
+"""The benchmark scripts still run against the code they measure."""
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from benchmarks.throughput import make_batches
+
+SCRIPTS = sorted(p.name for p in (pathlib.Path(__file__).parents[1] /
+                                  "benchmarks").glob("*.py"))
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_benchmark_script_imports_and_parses_options(script):
+  """Catches a script broken by a change to what it imports (a renamed
+  function, a removed constant) that no run of the suite would notice."""
+  done = subprocess.run([sys.executable, f"benchmarks/{script}", "--help"],
+                        capture_output=True, text=True, timeout=120,
+                        cwd=pathlib.Path(__file__).parents[1])
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "usage:" in done.stdout
+
+
+def test_batches_formed_like_the_pipeline_cover_every_review_once(imdb_dir):
+  """Word counts of real reviews stand in for token counts: every way of
+  forming batches places each review exactly once in batches of at most 32,
+  and the pipeline's sorted waves pad far less than arrival order."""
+  texts = pq.read_table(imdb_dir / "test.parquet", columns=["text"])
+  lengths = np.minimum([len(t.split()) for t in
+                        texts["text"].to_pylist()[:6000]], 512)
+
+  def real_per_padded(batches):
+    return lengths.sum() / sum(len(b) * lengths[b].max() for b in batches)
+
+  ways = {mode: make_batches(lengths, batch=32, mode=mode, wave=1024,
+                             boundaries=list(range(16, 513, 16)))
+          for mode in ("none", "sorted", "waves", "beam")}
+  for mode, batches in ways.items():
+    rows = np.concatenate(batches)
+    assert sorted(rows.tolist()) == list(range(len(lengths))), mode
+    assert max(len(b) for b in batches) == 32, mode
+  assert real_per_padded(ways["none"]) < 0.6
+  assert real_per_padded(ways["waves"]) > 0.9
+  assert real_per_padded(ways["sorted"]) >= real_per_padded(ways["waves"])
