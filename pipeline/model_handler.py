@@ -18,7 +18,7 @@ from apache_beam.utils import retry, shared
 
 from runtime.filesystems import local_copy
 from pipeline.settings import DEFAULTS
-from runtime import quiet
+from runtime import quiet, text_ops
 from runtime.hardware import choose_precision
 from schemas import model_dir as contract
 
@@ -44,7 +44,7 @@ def _configure_tensorflow():
   with _TF_CONFIGURED:
     if _tf_configured:
       return
-    tf = quiet.import_tensorflow()
+    tf = quiet.import_tensorflow(keras=False)
     for gpu in tf.config.list_physical_devices("GPU"):
       try:
         # Without it TensorFlow takes the whole GPU at the first op, and a
@@ -61,7 +61,7 @@ class _LoadedModel:
   def __init__(self, saved_model_dir: str):
     _configure_tensorflow()
     import tensorflow as tf
-    import tensorflow_text  # noqa: F401  (registers the WordPiece ops)
+    text_ops.register_text_ops()  # the tokenizer's WordPiece ops
     self.path = saved_model_dir
     self.module = tf.saved_model.load(saved_model_dir)
     self.signatures = self.module.signatures

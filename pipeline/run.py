@@ -458,7 +458,7 @@ def _metric_counts(result) -> Dict[str, int]:
 
 def main(argv=None) -> int:
   quiet.quiet_process()
-  quiet.import_tensorflow()
+  quiet.import_tensorflow(keras=False)
   try:
     run(argv)
   except SCORING_ERRORS as e:

@@ -8,6 +8,8 @@ from runtime import quiet
 
 # Commands that never load TensorFlow: no reason to pay for its import.
 _WITHOUT_TENSORFLOW = {"report", "download-imdb"}
+# Commands that only load SavedModels: TensorFlow without its Keras import.
+_WITHOUT_KERAS = {"score"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -31,7 +33,8 @@ def main(ctx, verbose):
   # must not wait for TensorFlow.
   asking_for_help = {"-h", "--help"} & set(sys.argv[1:])
   if ctx.invoked_subcommand not in _WITHOUT_TENSORFLOW and not asking_for_help:
-    quiet.import_tensorflow()
+    quiet.import_tensorflow(
+        keras=ctx.invoked_subcommand not in _WITHOUT_KERAS)
 
 
 def _add_commands():

@@ -100,12 +100,36 @@ def stderr_silenced():
     os.close(saved)
 
 
-def import_tensorflow():
-  """Imports TensorFlow (and finds its devices) without the start-up lines."""
+# Keras 3 and tf-keras: TensorFlow imports one of them eagerly at its own
+# import, for Keras optimizers' SavedModel registrations.
+_KERAS_PACKAGES = ("keras", "tf_keras")
+
+
+def import_tensorflow(*, keras: bool = True):
+  """Imports TensorFlow (and finds its devices) without the start-up lines.
+
+  keras=False, for processes that only load and call SavedModels (scoring):
+  TensorFlow's import skips its eager import of Keras, a third of the import
+  (benchmarks/results/code_choices.md). Keras stays importable: `tf.keras`
+  or `import tf_keras` later loads it as usual. No effect once TensorFlow is
+  imported.
+  """
   quiet_process()
-  with stderr_silenced():
-    import tensorflow as tf
-    tf.config.list_physical_devices("GPU")
+  blocked = []
+  if not keras and "tensorflow" not in sys.modules:
+    # A None entry makes `import keras` raise ImportError, which
+    # TensorFlow's eager import catches and passes over.
+    blocked = [name for name in _KERAS_PACKAGES if name not in sys.modules]
+    for name in blocked:
+      sys.modules[name] = None
+  try:
+    with stderr_silenced():
+      import tensorflow as tf
+      tf.config.list_physical_devices("GPU")
+  finally:
+    for name in blocked:
+      if sys.modules.get(name, "") is None:
+        del sys.modules[name]
   return tf
 
 
