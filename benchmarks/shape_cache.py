@@ -8,8 +8,9 @@ keep the primitives they build for each input shape in a per-thread LRU
 cache of fixed capacity, and padded batches come in many shapes (every
 batch size times every padded length). This loads the model's serving
 signature in this process and calls it with every shape of batch size 1..B
-and length 2..seq_length in turn, twice over, sampling resident memory
-every 256 calls; a control calls one shape as many times. Memory that
+and length 2..seq_length in turn, --rounds times over, sampling resident
+memory every 256 calls and at the end; a control calls one shape as many
+times. The cache is per thread, so a worker with more threads holds more. Memory that
 levels off while new shapes keep coming is a bounded cache, not a leak.
 The control runs first, so both curves start from the same loaded model.
 
@@ -18,6 +19,7 @@ Writes benchmarks/results/shape_cache.json and shape_cache.png.
 import argparse
 import datetime
 import json
+import os
 import pathlib
 import platform
 import sys
@@ -27,7 +29,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.peers import versions  # noqa: E402
-from runtime import hardware, quiet  # noqa: E402
+from runtime import hardware, quiet, text_ops  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -49,7 +51,7 @@ def sweep(classify, shapes, log):
     classify(**{contract.TOKEN_IDS: ids,
                 contract.TOKEN_MASK: tf.ones_like(ids)})
     seen.add((batch, length))
-    if calls % SAMPLE_EVERY == 0:
+    if calls % SAMPLE_EVERY == 0 or calls == len(shapes):
       samples.append({"calls": calls, "distinct_shapes": len(seen),
                       "rss_mib": round(_rss_mib(), 1)})
       log(f"  {calls:,} calls, {len(seen):,} shapes: "
@@ -84,13 +86,13 @@ def main(argv=None):
   parser.add_argument("--model", required=True, type=pathlib.Path,
                       help="a model directory written by `reviewscore train`")
   parser.add_argument("--batch-sizes", type=int, default=12)
-  parser.add_argument("--rounds", type=int, default=2)
+  parser.add_argument("--rounds", type=int, default=3)
   parser.add_argument("--results-dir", type=pathlib.Path, default=RESULTS)
   args = parser.parse_args(argv)
 
-  quiet.quiet_process()
-  tf = quiet.import_tensorflow()
-  import tensorflow_text  # noqa: F401  (the SavedModel's tokenizer ops)
+  # Imported as a scoring process imports them.
+  tf = quiet.import_tensorflow(keras=False)
+  text_ops.register_text_ops()
   card = json.loads((args.model / contract.MODEL_CARD_FILE).read_text())
   seq_length = card["seq_length"]
   # The precision `reviewscore score` would compute in on this machine.
@@ -115,6 +117,10 @@ def main(argv=None):
       "versions": versions(),
       "model_seq_length": seq_length, "batch_sizes": args.batch_sizes,
       "shapes_per_round": len(shapes),
+      # The primitive cache is per thread: more threads, more caches.
+      "threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+                  "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+                  "cpus": os.cpu_count()},
       "signature": signature,
       "many_shapes": many, "one_shape": one,
   }
@@ -122,10 +128,11 @@ def main(argv=None):
   (args.results_dir / "shape_cache.json").write_text(
       json.dumps(report, indent=1) + "\n")
   plot(report, args.results_dir / "shape_cache.png")
-  last_round = [p["rss_mib"] for p in many if p["calls"] > len(shapes)]
+  ends = [next(p["rss_mib"] for p in many if p["calls"] >= r * len(shapes))
+          for r in range(1, args.rounds + 1)]
   print(f"one shape: {one[0]['rss_mib']:,.0f} -> {one[-1]['rss_mib']:,.0f} MiB; "
-        f"many shapes: {many[0]['rss_mib']:,.0f} -> {many[-1]['rss_mib']:,.0f} MiB, "
-        f"over the second round {min(last_round):,.0f} -> {max(last_round):,.0f} MiB")
+        f"many shapes: {many[0]['rss_mib']:,.0f} MiB after {SAMPLE_EVERY} calls, "
+        "at the end of each round " + ", ".join(f"{e:,.0f}" for e in ends) + " MiB")
 
 
 if __name__ == "__main__":

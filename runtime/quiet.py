@@ -103,34 +103,53 @@ def stderr_silenced():
 # Keras 3 and tf-keras: TensorFlow imports one of them eagerly at its own
 # import, for Keras optimizers' SavedModel registrations.
 _KERAS_PACKAGES = ("keras", "tf_keras")
+_IMPORT_LOCK = threading.Lock()
 
 
 def import_tensorflow(*, keras: bool = True):
   """Imports TensorFlow (and finds its devices) without the start-up lines.
 
   keras=False, for processes that only load and call SavedModels (scoring):
-  TensorFlow's import skips its eager import of Keras, a third of the import
-  (benchmarks/results/code_choices.md). Keras stays importable: `tf.keras`
-  or `import tf_keras` later loads it as usual. No effect once TensorFlow is
-  imported.
+  TensorFlow's import skips its eager import of Keras, about a third of the
+  import alone (benchmarks/results/code_choices.md). Keras stays importable:
+  `tf.keras`, `import tensorflow.keras` or `import tf_keras` later load it as
+  usual. No effect once TensorFlow is imported. While TensorFlow imports,
+  another thread's `import keras` fails: call it before starting threads
+  that import Keras.
   """
   quiet_process()
-  blocked = []
-  if not keras and "tensorflow" not in sys.modules:
-    # A None entry makes `import keras` raise ImportError, which
-    # TensorFlow's eager import catches and passes over.
-    blocked = [name for name in _KERAS_PACKAGES if name not in sys.modules]
-    for name in blocked:
-      sys.modules[name] = None
-  try:
-    with stderr_silenced():
-      import tensorflow as tf
-      tf.config.list_physical_devices("GPU")
-  finally:
-    for name in blocked:
-      if sys.modules.get(name, "") is None:
-        del sys.modules[name]
+  with _IMPORT_LOCK:
+    blocked = []
+    if not keras and "tensorflow" not in sys.modules:
+      # A None entry makes `import keras` raise ImportError, which
+      # TensorFlow's eager import catches and passes over.
+      blocked = [name for name in _KERAS_PACKAGES if name not in sys.modules]
+      for name in blocked:
+        sys.modules[name] = None
+    try:
+      with stderr_silenced():
+        import tensorflow as tf
+        tf.config.list_physical_devices("GPU")
+    finally:
+      for name in blocked:
+        if sys.modules.get(name, "") is None:
+          del sys.modules[name]
+    if blocked:
+      _restore_keras_paths(tf)
   return tf
+
+
+def _restore_keras_paths(tf) -> None:
+  """TensorFlow puts Keras' folders first on its own `__path__` (so that
+  `import tensorflow.keras` finds them); with Keras blocked it found none
+  and put None there instead. Puts back what it would have found."""
+  from tensorflow.python.tools import module_util
+  legacy = os.environ.get("TF_USE_LEGACY_KERAS") in ("true", "True", "1")
+  folders = [module_util.get_parent_dir_for_name(
+      "tf_keras.api._v2.keras" if legacy else "keras.api._v2.keras"),
+             module_util.get_parent_dir_for_name("keras._tf_keras.keras")]
+  rest = [p for p in tf.__path__ if p is not None]
+  tf.__path__ = [p for p in folders if p is not None] + rest
 
 
 def keep_pytorch_out() -> None:

@@ -5,6 +5,8 @@ import sys
 
 import pyarrow.parquet as pq
 
+from schemas import model_dir as contract
+
 # `reviewscore score` run in a child, then the modules it ended up with.
 _SCORE_AND_LIST_MODULES = """
 import json, sys
@@ -16,6 +18,32 @@ except SystemExit as exit:
 print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))
 """
 
+# What a Beam worker does first: load the model through the handler's
+# module (no CLI has imported TensorFlow before it), then tokenize.
+_WORKER_LOAD_AND_LIST_MODULES = """
+import json, sys
+from pipeline.model_handler import acquire_model
+model = acquire_model(sys.argv[1])
+_, counts = model.tokenize(["a fine film", "bad"])
+print(json.dumps({"exit": 0, "counts": counts.tolist(),
+                  "modules": sorted(sys.modules)}))
+"""
+
+
+def _modules_of(command):
+  done = subprocess.run([sys.executable, "-c", *command], capture_output=True,
+                        text=True, timeout=300)
+  lines = done.stdout.strip().splitlines()
+  assert lines, done.stderr[-2000:]
+  report = json.loads(lines[-1])
+  assert report["exit"] in (0, None), done.stderr[-2000:]
+  return report, set(report["modules"])
+
+
+def _keras_and_text(modules):
+  return sorted(m for m in modules if m.split(".")[0] in (
+      "keras", "tf_keras", "tensorflow_text"))
+
 
 def test_scoring_loads_neither_keras_nor_the_text_package(
     tiny_model_dir, imdb_dir, tmp_path):
@@ -25,16 +53,28 @@ def test_scoring_loads_neither_keras_nor_the_text_package(
   data = tmp_path / "in.parquet"
   pq.write_table(pq.read_table(imdb_dir / "test.parquet").slice(0, 5), data)
   prefix = tmp_path / "scores" / "run"
-  done = subprocess.run(
-      [sys.executable, "-c", _SCORE_AND_LIST_MODULES, "score",
-       "--input", str(data), "--model", str(tiny_model_dir),
-       "--output", str(prefix)],
-      capture_output=True, text=True, timeout=300)
-  report = json.loads(done.stdout.strip().splitlines()[-1])
-  assert report["exit"] in (0, None), done.stderr[-2000:]
+  _, modules = _modules_of(
+      [_SCORE_AND_LIST_MODULES, "score", "--input", str(data),
+       "--model", str(tiny_model_dir), "--output", str(prefix)])
   manifest = json.loads((tmp_path / "scores" / "run-manifest.json").read_text())
   assert manifest["counts"]["scored"] == 5
-  modules = set(report["modules"])
   assert "tensorflow" in modules  # the check below means something
-  assert not {"keras", "tf_keras", "tensorflow_text"} & modules, sorted(
-      m for m in modules if "keras" in m or m.startswith("tensorflow_text"))
+  assert not _keras_and_text(modules), _keras_and_text(modules)
+
+
+def test_a_worker_loading_the_model_loads_neither(tiny_model_dir):
+  """The same for a worker process, where the model handler imports
+  TensorFlow itself: catches the handler's import going back to the full
+  one. `import tensorflow.keras` must still work after it."""
+  report, modules = _modules_of(
+      [_WORKER_LOAD_AND_LIST_MODULES,
+       str(tiny_model_dir / contract.SAVED_MODEL_DIR)])
+  assert all(count > 2 for count in report["counts"])  # [CLS] text [SEP]
+  assert "tensorflow" in modules
+  assert not _keras_and_text(modules), _keras_and_text(modules)
+  later = subprocess.run(
+      [sys.executable, "-c", "from runtime import quiet\n"
+       "quiet.import_tensorflow(keras=False)\n"
+       "import tensorflow.keras as keras\nprint(keras.layers.Dense.__name__)"],
+      capture_output=True, text=True, timeout=300)
+  assert later.stdout.strip().endswith("Dense"), later.stderr[-2000:]
