@@ -35,7 +35,6 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from schemas import model_dir as contract  # noqa: E402
 
 DATA_DIR = REPO.parent / "shared" / "data" / "imdb"
 
@@ -44,12 +43,12 @@ def export_hf_weights(model_dir: pathlib.Path, path: pathlib.Path) -> None:
   """The model's trained weights under Hugging Face BertModel names."""
   os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
   import tensorflow as tf
-  from benchmarks.throughput import _save_hf_weights
+  from benchmarks.throughput import _save_hf_weights, read_card
   from train.classifier import build_classifier
   from train.encoders import resolve_encoder
-  card = json.loads((model_dir / contract.MODEL_CARD_FILE).read_text())
-  source = resolve_encoder(card["encoder"]["name"])
-  model = build_classifier(source, precision="float32", pooling=card["pooling"],
+  card = read_card(model_dir)
+  source = resolve_encoder(card.encoder["name"])
+  model = build_classifier(source, precision="float32", pooling=card.pooling,
                            restore_encoder=False)
   tf.train.Checkpoint(model=model).read(
       str(model_dir / "best" / "weights")
@@ -147,7 +146,8 @@ def main(argv=None):
                       default=REPO / "benchmarks/results")
   args = parser.parse_args(argv)
   import pyarrow.parquet as pq
-  card = json.loads((args.model / contract.MODEL_CARD_FILE).read_text())
+  from benchmarks.throughput import read_card
+  card = read_card(args.model)
   test = pq.read_table(args.data_dir / "test.parquet",
                        columns=["review_id", "text", "label"])
   rows = []
@@ -158,7 +158,7 @@ def main(argv=None):
       shutil.copy(args.model / "hf_weights.npz", weights)
     else:
       export_hf_weights(args.model, weights)
-    setting = peer_setting(args.peer_kind, card["seq_length"],
+    setting = peer_setting(args.peer_kind, card.seq_length,
                            args.results_dir)
     if args.peer_kind.startswith("ort"):  # a user exports once, untimed
       from benchmarks.peers import export_onnx
@@ -180,10 +180,10 @@ def main(argv=None):
                               .read_text())
         peer_out = tmp / f"peer-{size}-{n}.parquet"
         peer, _ = timed([sys.executable, __file__, "--peer", args.peer_kind,
-                         str(tmp), str(card["seq_length"]), str(input_path),
+                         str(tmp), str(card.seq_length), str(input_path),
                          str(peer_out), str(setting["batch"]),
                          str(setting["threads"])])
-        row = {"reviews": size, "pass": n + 1, "seq_length": card["seq_length"],
+        row = {"reviews": size, "pass": n + 1, "seq_length": card.seq_length,
                "peer": args.peer_kind, "peer_setting": setting,
                "ours_seconds": round(ours, 2), "peer_seconds": round(peer, 2),
                "ours_per_peer": round(peer / ours, 3),
@@ -191,7 +191,7 @@ def main(argv=None):
                "ours_accuracy": accuracy(manifest["scores"], truth),
                "peer_accuracy": accuracy([str(peer_out)], truth)}
         rows.append(row)
-        print(f"{size:>6,} reviews, {card['seq_length']} tokens: reviewscore "
+        print(f"{size:>6,} reviews, {card.seq_length} tokens: reviewscore "
               f"score (defaults) {ours:6.1f} s, {args.peer_kind} {peer:6.1f} s: "
               f"{row['ours_per_peer']:.2f}x the peer's speed (accuracy "
               f"{row['ours_accuracy']:.4f} vs {row['peer_accuracy']:.4f})",
@@ -201,7 +201,7 @@ def main(argv=None):
                 timespec="seconds"),
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
             "model": str(args.model), "model_fingerprint":
-                card["model_fingerprint"],
+                card.model_fingerprint,
             "versions": versions(),
             "command": "python benchmarks/end_to_end.py " + " ".join(argv),
             "rows": rows, "medians": medians(rows)}
@@ -211,7 +211,7 @@ def main(argv=None):
           f"{size['passes']}): {size['ours_per_peer']:.2f}x "
           f"(range {size['ours_per_peer_range'][0]:.2f}-"
           f"{size['ours_per_peer_range'][1]:.2f})")
-  results = args.results_dir / f"end_to_end-{card['seq_length']}.json"
+  results = args.results_dir / f"end_to_end-{card.seq_length}.json"
   args.results_dir.mkdir(parents=True, exist_ok=True)
   results.write_text(json.dumps(report, indent=2))
   print(f"written to {results}")

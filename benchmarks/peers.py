@@ -249,14 +249,14 @@ class OursContender:
 
   def __init__(self, model_dir):
     from pipeline.model_handler import TokenIdsModelHandler
-    card = json.loads((pathlib.Path(model_dir) / contract.MODEL_CARD_FILE).read_text())
+    card = throughput.read_card(model_dir)
     self.handler = TokenIdsModelHandler(
         str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR),
-        signatures={"bfloat16": contract.classify_signature_for("bfloat16")},
+        signatures={"bfloat16": card.classify_signature("bfloat16")},
         precision="bfloat16",
-        model_fingerprint=card["model_fingerprint"],
+        model_fingerprint=card.model_fingerprint,
         max_batch_size=OURS_BATCH)
-    self.boundaries = throughput.pipeline_buckets(int(card["seq_length"]))
+    self.boundaries = throughput.pipeline_buckets(card.seq_length)
     self.model = None
     import tensorflow as tf
     self.info = {"tensorflow": tf.__version__}
@@ -388,8 +388,8 @@ def measure_length(seq, args, tmp, log):
   model_dir = throughput.prepare_models(
       [seq], weights_from=args.weights_from, models_dir=args.models_dir,
       log=log)[seq]
-  card = json.loads((model_dir / contract.MODEL_CARD_FILE).read_text())
-  threshold = float(card.get("threshold", 0.5))
+  card = throughput.read_card(model_dir)
+  threshold = card.threshold
   ids, texts, gold = throughput.sample_reviews(
       args.accuracy_reviews, seed=args.seed, data_dir=args.data_dir)
   model = tf.saved_model.load(str(model_dir / contract.SAVED_MODEL_DIR))
@@ -403,7 +403,7 @@ def measure_length(seq, args, tmp, log):
     _write_tokens(files[name], part)
   lengths = np.array([len(t) for t in timed])
   config = throughput.bert_config(model_dir)
-  result = {"seq_length": seq, "model_fingerprint": card["model_fingerprint"],
+  result = {"seq_length": seq, "model_fingerprint": card.model_fingerprint,
             "threshold": threshold, "num_reviews": len(timed),
             "mean_tokens": float(lengths.mean()),
             "useful_gflop_per_review":

@@ -50,7 +50,7 @@ if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
 from benchmarks.peers import versions  # noqa: E402
-from benchmarks.throughput import _tree_rss  # noqa: E402
+from benchmarks.throughput import _tree_rss, read_card  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
 DATA_DIR = REPO.parent / "shared" / "data" / "imdb"
@@ -306,9 +306,7 @@ def _now():
 
 
 def _seq_length(model_dir):
-  card = json.loads((pathlib.Path(model_dir) / contract.MODEL_CARD_FILE)
-                    .read_text())
-  return int(card["seq_length"])
+  return read_card(model_dir).seq_length
 
 
 def _ints(text):

@@ -29,6 +29,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from benchmarks.peers import versions  # noqa: E402
+from benchmarks.throughput import read_card  # noqa: E402
 from runtime import hardware, quiet, text_ops  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
@@ -93,12 +94,12 @@ def main(argv=None):
   # Imported as a scoring process imports them.
   tf = quiet.import_tensorflow(keras=False)
   text_ops.register_text_ops()
-  card = json.loads((args.model / contract.MODEL_CARD_FILE).read_text())
-  seq_length = card["seq_length"]
+  card = read_card(args.model)
+  seq_length = card.seq_length
   # The precision `reviewscore score` would compute in on this machine.
   precision, why = hardware.choose_precision(
-      hardware.AUTO, available=card["precisions"])
-  signature = contract.classify_signature_for(precision)
+      hardware.AUTO, available=card.precisions)
+  signature = card.classify_signature(precision)
   module = tf.saved_model.load(str(args.model / contract.SAVED_MODEL_DIR))
   classify = module.signatures[signature]
   lengths = range(2, seq_length + 1)

@@ -174,10 +174,15 @@ def _save_hf_weights(model, path):
   np.savez(path, **w)
 
 
+def read_card(model_dir):
+  """The validated model card of a local model directory."""
+  return contract.ModelCard.from_json(
+      (pathlib.Path(model_dir) / contract.MODEL_CARD_FILE).read_text())
+
+
 def bert_config(model_dir):
   from train.bert_config import BertConfig
-  card = json.loads((pathlib.Path(model_dir) / contract.MODEL_CARD_FILE).read_text())
-  return BertConfig.from_dict(card["encoder"]["bert_config"])
+  return BertConfig.from_dict(read_card(model_dir).encoder["bert_config"])
 
 
 def useful_flops(config, lengths):
@@ -265,12 +270,15 @@ def make_batches(lengths, *, batch=BATCH, mode="beam", boundaries=None,
   none:   arrival order, no bucketing (dynamic padding to the batch's max).
   """
   lengths = np.asarray(lengths)
+
+  def cut(order):
+    order = np.asarray(order)
+    return [order[i:i + batch] for i in range(0, len(order), batch)]
+
   if mode == "none":
-    order = np.arange(len(lengths))
-    return [order[i:i + batch] for i in range(0, len(order), batch)]
+    return cut(np.arange(len(lengths)))
   if mode == "sorted":
-    order = np.argsort(lengths, kind="stable")
-    return [order[i:i + batch] for i in range(0, len(order), batch)]
+    return cut(np.argsort(lengths, kind="stable"))
   if mode == "waves":
     from apache_beam.transforms import window
     from pipeline.length_sort import SortByLengthInWaves
@@ -281,8 +289,7 @@ def make_batches(lengths, *, batch=BATCH, mode="beam", boundaries=None,
              for out in dofn.process({"row": row, "tokens": range(int(n))},
                                      in_global_window)]
     order += [value.value["row"] for value in dofn.finish_bundle()]
-    order = np.asarray(order)
-    return [order[i:i + batch] for i in range(0, len(order), batch)]
+    return cut(order)
   buffers, out = {}, []
   for row, n in enumerate(lengths):
     key = bisect.bisect_right(list(boundaries), int(n))
@@ -298,19 +305,19 @@ def run_handler(model_dir, tokens, *, precision="bfloat16", batch=BATCH,
                 warmup=True):
   """Calls TokenIdsModelHandler.run_inference on prepared record batches."""
   from pipeline.model_handler import TokenIdsModelHandler
-  card = json.loads((pathlib.Path(model_dir) / contract.MODEL_CARD_FILE).read_text())
+  card = read_card(model_dir)
   handler = TokenIdsModelHandler(
       str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR),
-      signatures={precision: contract.classify_signature_for(precision)},
+      signatures={precision: card.classify_signature(precision)},
       precision=precision,
-      model_fingerprint=card["model_fingerprint"], max_batch_size=batch)
+      model_fingerprint=card.model_fingerprint, max_batch_size=batch)
   model = handler.load_model()
   if wrap is not None:
     wrap(handler, model)
   records = [{"id": i, "tokens": t} for i, t in enumerate(tokens)]
   lengths = [len(t) for t in tokens]
   if boundaries is None:
-    boundaries = pipeline_buckets(int(card["seq_length"]))
+    boundaries = pipeline_buckets(card.seq_length)
   batches = make_batches(lengths, batch=batch, mode=mode, boundaries=boundaries)
   if warmup:  # one small call: the first call of a signature initialises
     list(handler.run_inference(records[:2], model))
