@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 import tensorflow as tf
 import tensorflow_text  # noqa: F401
+from tensorflow.core.protobuf import saved_model_pb2
 
 from reviewscore.cli import main
 from train import data as data_lib
@@ -107,6 +108,16 @@ def test_epoch_batches_are_a_function_of_seed_and_epoch():
 
 def test_export_has_every_artifact(trained_model):
   card = json.loads((trained_model / "model_card.json").read_text())
+  # One graph per classify precision: a second copy of each (saved as a
+  # tf.function attribute beside its signature) costs every worker's load.
+  saved = saved_model_pb2.SavedModel()
+  saved.ParseFromString(
+      (trained_model / "saved_model" / "saved_model.pb").read_bytes())
+  classify_graphs = [
+      f.signature.name for f in saved.meta_graphs[0].graph_def.library.function
+      if "classify_tokens" in f.signature.name
+      and "signature_wrapper" not in f.signature.name]
+  assert len(classify_graphs) == len(card["precisions"]), classify_graphs
   for key in ("encoder", "seq_length", "truncation", "class_names", "threshold",
               "hyperparameters", "metrics", "data", "versions", "created_at",
               "model_fingerprint"):

@@ -106,7 +106,18 @@ class ServingModule(tf.Module):
 
 
 def save_serving_model(module: ServingModule, path) -> None:
-  tf.saved_model.save(module, str(path), signatures=module.signatures())
+  """Saves the module's signatures over its weights and vocabulary table.
+
+  The saved root holds only what the signatures capture: saving the module
+  itself would also save its tf.functions as attributes, a second copy of
+  every classify and packing graph that each scoring worker would turn into
+  a graph again at load (benchmarks/results/code_choices.md). Loaded, the
+  model is its signatures, which is all that scoring and serving call.
+  """
+  root = tf.Module(name="review_scorer")
+  root.packer = module.packer
+  root.classifier_weights = module.classifier_weights
+  tf.saved_model.save(root, str(path), signatures=module.signatures())
 
 
 def write_json(path, payload) -> None:
