@@ -10,9 +10,8 @@ fine-tuned weights:
 
   ours           pipeline.model_handler.TokenIdsModelHandler with the
                  product's defaults: the bfloat16 signature, batches of 32
-                 formed like Beam's length buckets every 16 tokens (the
-                 pipeline's sorted waves pad as little: scale.py's padding
-                 series);
+                 cut from the pipeline's sorted waves (its default
+                 --sort_wave_size);
   torch-bf16     transformers BertModel (sdpa) + mean pooling + linear head,
                  the whole model in bfloat16 (`model.to(torch.bfloat16)`);
   torch-compile  the same under `torch.compile` (inductor, dynamic shapes,
@@ -256,7 +255,6 @@ class OursContender:
         precision="bfloat16",
         model_fingerprint=card.model_fingerprint,
         max_batch_size=OURS_BATCH)
-    self.boundaries = throughput.pipeline_buckets(card.seq_length)
     self.model = None
     import tensorflow as tf
     self.info = {"tensorflow": tf.__version__}
@@ -272,8 +270,10 @@ class OursContender:
 
   def batches(self, tokens, batch):
     del batch
+    # The pipeline's default: sorted waves, then Beam's batching.
     return throughput.make_batches([len(t) for t in tokens], batch=OURS_BATCH,
-                                   mode="beam", boundaries=self.boundaries)
+                                   mode="waves",
+                                   wave=PIPELINE_DEFAULTS["sort_wave_size"])
 
   def score(self, tokens, batches):
     logits = np.zeros(len(tokens), np.float32)
