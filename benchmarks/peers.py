@@ -384,7 +384,6 @@ def _labels(logits, threshold):
 
 
 def measure_length(seq, args, tmp, log):
-  import tensorflow as tf
   model_dir = throughput.prepare_models(
       [seq], weights_from=args.weights_from, models_dir=args.models_dir,
       log=log)[seq]
@@ -392,7 +391,8 @@ def measure_length(seq, args, tmp, log):
   threshold = card.threshold
   ids, texts, gold = throughput.sample_reviews(
       args.accuracy_reviews, seed=args.seed, data_dir=args.data_dir)
-  model = tf.saved_model.load(str(model_dir / contract.SAVED_MODEL_DIR))
+  from pipeline.model_handler import acquire_model
+  model = acquire_model(str(model_dir / contract.SAVED_MODEL_DIR))
   tokens, _ = throughput.tokenize_all(model, texts)
   del model
   timed = tokens[:args.num_reviews]

@@ -246,12 +246,13 @@ def run_tutorial(model_dir, texts, batch=BATCH):
 
 
 def tokenize_all(model, texts, batch=64):
-  """Our tokenize signature in the pipeline's tokenize batches; timed."""
+  """Our tokenize signature in the pipeline's tokenize batches; timed.
+
+  `model`: what pipeline.model_handler.acquire_model returns."""
   tokens = []
   start = time.perf_counter()
   for i in range(0, len(texts), batch):
-    packed = model.tokenize(texts[i:i + batch])
-    ids, counts = packed[contract.TOKEN_IDS], packed[contract.NUM_TOKENS]
+    ids, counts = model.tokenize(texts[i:i + batch])
     tokens.extend(np.ascontiguousarray(r[:int(c)], np.int32)
                   for r, c in zip(ids, counts))
   return tokens, time.perf_counter() - start

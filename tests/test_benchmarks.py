@@ -45,3 +45,25 @@ def test_batches_formed_like_the_pipeline_cover_every_review_once(imdb_dir):
   assert real_per_padded(ways["none"]) < 0.6
   assert real_per_padded(ways["waves"]) > 0.9
   assert real_per_padded(ways["sorted"]) >= real_per_padded(ways["waves"])
+
+
+def test_benchmark_handler_path_labels_as_the_served_model(tiny_model_dir,
+                                                          imdb_dir):
+  """The benchmarks' tokenize and handler helpers on a real exported model:
+  every review tokenized once within the model's length, and the handler
+  path labels each review as the model's own serving signature does."""
+  import tensorflow as tf
+  from benchmarks import throughput
+  from pipeline.model_handler import acquire_model
+  texts = pq.read_table(imdb_dir / "test.parquet",
+                        columns=["text"])["text"].to_pylist()[:40]
+  card = throughput.read_card(tiny_model_dir)
+  model = acquire_model(str(tiny_model_dir / "saved_model"))
+  tokens, _ = throughput.tokenize_all(model, texts, batch=16)
+  lengths = [len(t) for t in tokens]
+  assert len(tokens) == len(texts)
+  assert max(lengths) == card.seq_length and min(lengths) < card.seq_length
+  result = throughput.run_handler(tiny_model_dir, tokens,
+                                  precision=card.serving_precision, batch=8)
+  served = model.module.signatures["serving_default"](text=tf.constant(texts))
+  np.testing.assert_array_equal(result["labels"], served["label_id"].numpy())
