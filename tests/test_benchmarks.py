@@ -56,7 +56,8 @@ def test_benchmark_handler_path_labels_as_the_served_model(tiny_model_dir,
   from benchmarks import throughput
   from pipeline.model_handler import acquire_model
   texts = pq.read_table(imdb_dir / "test.parquet",
-                        columns=["text"])["text"].to_pylist()[:40]
+                        columns=["text"])["text"].to_pylist()[:38]
+  texts += ["A great film.", "Dull and far too long, I left early."]
   card = throughput.read_card(tiny_model_dir)
   model = acquire_model(str(tiny_model_dir / "saved_model"))
   tokens, _ = throughput.tokenize_all(model, texts, batch=16)
