@@ -99,6 +99,14 @@ def test_pseudo_labels_need_the_text_and_the_same_classes(
                      for name in ("review_id", "text")), strict=True))
   assert len(back) == 30
   assert back.texts == [texts[i] for i in back.ids]
+  # Rows left out (as held-out reviews are) leave the summary's counts true.
+  scores = pq.read_table(sorted(glob.glob(prefix + "-?????-of-?????.parquet")))
+  label_of = dict(zip(scores["review_id"].to_pylist(),
+                      scores["label_id"].to_pylist(), strict=True))
+  fewer = back.without(np.arange(len(back)) % 3 != 0)
+  assert fewer.summary["kept"] == len(fewer) == 20
+  assert fewer.summary["kept_per_class"] == np.bincount(
+      [label_of[i] for i in fewer.ids], minlength=2).tolist()
   # ...unless that input is gone.
   unsup.unlink()
   result = _train(data, tiny_encoder_dir, tmp_path / "m", "--pseudo-labels",

@@ -386,11 +386,12 @@ class PseudoLabelled:
   """Reviews labelled by a teacher model (a scoring run's output).
 
   `targets`: for two classes the positive class's probability (soft) or 0/1
-  (hard); for more, class indices.
+  (hard); for more, class indices. `label_ids`: the teacher's labels.
   """
   ids: List[str]
   texts: List[str]
   targets: np.ndarray
+  label_ids: np.ndarray
   summary: dict
 
   def __len__(self):
@@ -406,10 +407,15 @@ class PseudoLabelled:
     return digest.hexdigest()
 
   def without(self, keep: np.ndarray) -> "PseudoLabelled":
+    """Only the rows where `keep` is true, the summary's counts with them."""
+    rows = np.flatnonzero(keep)
+    label_ids = self.label_ids[keep]
+    summary = dict(self.summary, kept=len(rows), kept_per_class=np.bincount(
+        label_ids, minlength=len(self.summary["kept_per_class"])).tolist())
     return dataclasses.replace(
-        self, ids=[self.ids[i] for i in np.flatnonzero(keep)],
-        texts=[self.texts[i] for i in np.flatnonzero(keep)],
-        targets=self.targets[keep])
+        self, ids=[self.ids[i] for i in rows],
+        texts=[self.texts[i] for i in rows], targets=self.targets[keep],
+        label_ids=label_ids, summary=summary)
 
 
 def _read_manifest(prefix: str) -> dict:
@@ -514,4 +520,5 @@ def read_pseudo_labels(prefix: str, *, class_names: Sequence[str],
              "teacher": manifest.get("model", {}).get("fingerprint")}
   return PseudoLabelled(ids=[str(ids[i]) for i in keep_rows],
                         texts=[texts[i] for i in keep_rows],
-                        targets=targets[keep], summary=summary)
+                        targets=targets[keep], label_ids=kept_labels,
+                        summary=summary)

@@ -73,7 +73,7 @@ def _pseudo_labelled(prefix, settings, class_names, text_column, held_out,
         "validation or test reviews: score unlabelled reviews for "
         "--pseudo-labels, never the ones that measure the model")
   pseudo = pseudo.without(keep)
-  pseudo.summary.update(kept=len(pseudo), left_out_as_held_out_reviews=overlap)
+  pseudo.summary["left_out_as_held_out_reviews"] = overlap
   s = pseudo.summary
   per_class = ", ".join(f"{name} {count:,}" for name, count in zip(
       class_names, s["kept_per_class"], strict=True))
