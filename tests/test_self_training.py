@@ -4,6 +4,7 @@ rows; the held-out splits can never be trained on this way."""
 import glob
 import json
 import math
+import pathlib
 
 import numpy as np
 import pyarrow as pa
@@ -72,8 +73,8 @@ def test_a_student_trains_on_the_teachers_confident_rows(
   pseudo = card["data"]["pseudo_labels"]
   assert pseudo["kept"] == int(confident.sum())
   assert pseudo["scored"] == 120 and pseudo["soft"] is True
-  assert pseudo["teacher"] == json.loads(
-      (tiny_model_dir / "model_card.json").read_text())["model_fingerprint"]
+  assert pseudo["teachers"] == [json.loads(
+      (tiny_model_dir / "model_card.json").read_text())["model_fingerprint"]]
   # The student's epoch covers the labelled training split and the kept rows.
   labelled_train = card["data"]["train"]["rows"]
   assert card["training"]["total_steps"] == math.ceil(
@@ -81,6 +82,67 @@ def test_a_student_trains_on_the_teachers_confident_rows(
   # Validation and test stay labelled reviews only.
   assert card["data"]["validation"]["rows"] == 10
   assert card["data"]["test"]["rows"] == 20
+
+
+def _rescored_copy(prefix, new_prefix, rescore):
+  """Another teacher's output over the same reviews: `prefix`'s rows in
+  reverse order, scores replaced by `rescore(review ids)`."""
+  from schemas import outputs
+  table = pq.read_table(sorted(glob.glob(prefix + "-?????-of-?????.parquet")))
+  table = table.take(np.arange(table.num_rows)[::-1])
+  scores = pa.array(rescore(table["review_id"].to_pylist()), pa.float32())
+  table = table.set_column(table.schema.get_field_index("score"),
+                           table.schema.field("score"), scores)
+  pathlib.Path(new_prefix).parent.mkdir(parents=True, exist_ok=True)
+  pq.write_table(table, new_prefix + "-00000-of-00001.parquet")
+  manifest = json.loads(pathlib.Path(outputs.manifest_path(prefix)).read_text())
+  manifest["counts"]["scored"] = table.num_rows
+  pathlib.Path(outputs.manifest_path(new_prefix)).write_text(json.dumps(manifest))
+
+
+def test_several_teachers_label_with_their_mean_probability(
+    unlabelled_scores, tmp_path):
+  from train.data import DataError, read_pseudo_labels
+  first = pq.read_table(sorted(glob.glob(unlabelled_scores + "-?????-of-?????.parquet")))
+  score_of = dict(zip(first["review_id"].to_pylist(),
+                      first["score"].to_pylist(), strict=True))
+  # A second teacher sure of the opposite half the time: the mean decides.
+  other = {i: (0.99 if n % 2 else 0.01) for n, i in enumerate(sorted(score_of))}
+  second = str(tmp_path / "second" / "unsup")
+  _rescored_copy(unlabelled_scores, second, lambda ids: [other[i] for i in ids])
+
+  both = read_pseudo_labels([unlabelled_scores, second],
+                            class_names=["neg", "pos"], min_confidence=0.0,
+                            soft=True)
+  from schemas import outputs
+  threshold = json.loads(pathlib.Path(outputs.manifest_path(
+      unlabelled_scores)).read_text())["model"]["threshold"]
+  assert len(both) == 120
+  mean = np.array([(score_of[i] + other[i]) / 2 for i in both.ids])
+  np.testing.assert_allclose(both.targets, mean, rtol=1e-6)
+  assert both.label_ids.tolist() == (mean >= threshold).astype(int).tolist()
+  assert 0 < both.label_ids.sum() < 120
+  assert both.summary["teachers"] == [both.summary["teachers"][0]] * 2
+
+  confident = read_pseudo_labels([unlabelled_scores, second],
+                                 class_names=["neg", "pos"],
+                                 min_confidence=0.7, soft=False)
+  sure = np.maximum(mean, 1 - mean) >= 0.7
+  assert 0 < sure.sum() < 120
+  assert confident.ids == [i for i, s in zip(both.ids, sure, strict=True) if s]
+  assert confident.targets.tolist() == (mean[sure] >= threshold).astype(
+      float).tolist()
+
+  fewer = str(tmp_path / "fewer" / "unsup")
+  _rescored_copy(unlabelled_scores, fewer, lambda ids: [0.5] * len(ids))
+  table = pq.read_table(fewer + "-00000-of-00001.parquet")
+  pq.write_table(table.slice(1), fewer + "-00000-of-00001.parquet")
+  manifest = json.loads(pathlib.Path(outputs.manifest_path(fewer)).read_text())
+  manifest["counts"]["scored"] = 119
+  pathlib.Path(outputs.manifest_path(fewer)).write_text(json.dumps(manifest))
+  with pytest.raises(DataError, match="scored other reviews"):
+    read_pseudo_labels([unlabelled_scores, fewer], class_names=["neg", "pos"],
+                       min_confidence=0.0, soft=True)
 
 
 def test_pseudo_labels_need_the_text_and_the_same_classes(

@@ -320,11 +320,13 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               callback=_threshold,
               help="Decision threshold on the positive-class probability; "
               "auto: the one with the highest validation accuracy.")
-@click.option("--pseudo-labels", default=None, metavar="PREFIX",
+@click.option("--pseudo-labels", multiple=True, metavar="PREFIX",
               help="Self-training: the --output PREFIX of a `reviewscore "
               "score` run over unlabelled reviews (texts carried with "
               "--carry-columns text, or read back from its table input); its "
-              "confident rows join the training split.")
+              "confident rows join the training split. Given more than once "
+              "(runs of several models over the same reviews), the models' "
+              "mean probabilities label the reviews: an ensemble teacher.")
 @_setting("pseudo_label_confidence", "--pseudo-label-confidence",
           type=click.FloatRange(0, 1),
           help="Keep a pseudo-labelled review when the teacher's likeliest "

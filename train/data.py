@@ -466,12 +466,10 @@ def _texts_by_id(prefix: str, manifest: dict, wanted: List[str]) -> List[str]:
   return [by_id[i] for i in wanted]
 
 
-def read_pseudo_labels(prefix: str, *, class_names: Sequence[str],
-                       text_column: str = columns.INPUT_TEXT,
-                       min_confidence: float, soft: bool) -> PseudoLabelled:
-  """The confidently scored reviews of a scoring run, with their texts:
-  carried in the scores (`--carry-columns text`), or read back by id from
-  the run's table input."""
+def _teacher_scores(prefix: str, class_names: Sequence[str], text_column: str
+                    ) -> Tuple[dict, pa.Table]:
+  """One scoring run's manifest and rows: ids, probabilities (a column per
+  class), and the texts when they were carried."""
   import json
   from schemas import outputs
   manifest = _read_manifest(prefix)
@@ -484,41 +482,95 @@ def read_pseudo_labels(prefix: str, *, class_names: Sequence[str],
   if list(teacher_classes) != list(class_names):
     raise DataError(f"{prefix}: scored with classes {teacher_classes}, the "
                     f"labelled data has {list(class_names)}")
+  probabilities = (columns.SCORE if len(class_names) == 2
+                   else columns.CLASS_SCORES)
   carried = text_column in tables[0].schema.names
   table = pa.concat_tables([t.select(
-      [columns.REVIEW_ID, columns.SCORE, columns.LABEL_ID] +
-      ([text_column] if carried else [])) for t in tables])
+      [columns.REVIEW_ID, probabilities] + ([text_column] if carried else []))
+      for t in tables])
   expected = manifest.get("counts", {}).get("scored")
   if expected is not None and expected != table.num_rows:
     raise DataError(f"{prefix}: {table.num_rows:,} scored rows in the shards, "
                     f"the manifest says {expected:,}")
-  score = table[columns.SCORE].to_numpy().astype(np.float32)
-  label_id = table[columns.LABEL_ID].to_numpy().astype(np.int32)
-  two_classes = len(class_names) == 2
-  confidence = np.maximum(score, 1.0 - score) if two_classes else score
+  return manifest, table
+
+
+def _probabilities(table: pa.Table, num_classes: int) -> np.ndarray:
+  """[rows, classes] float64 probabilities of a teacher's scores."""
+  if num_classes == 2:
+    positive = table[columns.SCORE].to_numpy().astype(np.float64)
+    return np.stack([1.0 - positive, positive], axis=1)
+  return np.asarray(table[columns.CLASS_SCORES].combine_chunks().flatten()
+                    .to_numpy(), np.float64).reshape(-1, num_classes)
+
+
+def read_pseudo_labels(prefixes: Sequence[str], *, class_names: Sequence[str],
+                       text_column: str = columns.INPUT_TEXT,
+                       min_confidence: float, soft: bool) -> PseudoLabelled:
+  """The confidently scored reviews of one or more scoring runs over the
+  same reviews, with their texts: carried in the scores (`--carry-columns
+  text`), or read back by id from the first run's table input.
+
+  Several runs make an ensemble teacher: each review's class probabilities
+  are the mean of the runs', and its label the likeliest class (two classes:
+  the positive class from the mean of the runs' decision thresholds).
+  """
+  if isinstance(prefixes, (str, pathlib.Path)):
+    prefixes = [prefixes]
+  if not prefixes:
+    raise ValueError("no scoring run to read pseudo-labels from")
+  num_classes = len(class_names)
+  runs = [_teacher_scores(str(prefix), class_names, text_column)
+          for prefix in prefixes]
+  manifest, table = runs[0]
+  ids = [str(i) for i in table[columns.REVIEW_ID].to_pylist()]
+  probabilities = _probabilities(table, num_classes)
+  for prefix, (_, other) in zip(prefixes[1:], runs[1:], strict=True):
+    row_of = {str(i): row for row, i in
+              enumerate(other[columns.REVIEW_ID].to_pylist())}
+    missing = [i for i in ids if i not in row_of]
+    if missing or len(row_of) != len(ids):
+      raise DataError(
+          f"{prefix}: its teacher scored other reviews than {prefixes[0]}'s "
+          f"({len(row_of):,} against {len(ids):,}"
+          + (f"; {missing[0]!r} is not among them" if missing else "")
+          + "): average teachers over one input")
+    order = np.fromiter((row_of[i] for i in ids), np.int64, len(ids))
+    probabilities += _probabilities(other, num_classes)[order]
+  probabilities /= len(runs)
+  if num_classes == 2:
+    thresholds = [run[0].get("model", {}).get("threshold") for run in runs]
+    threshold = float(np.mean([0.5 if t is None else t for t in thresholds]))
+    label_id = (probabilities[:, 1] >= threshold).astype(np.int32)
+    confidence = probabilities.max(axis=1)
+  else:
+    label_id = probabilities.argmax(axis=1).astype(np.int32)
+    confidence = probabilities.max(axis=1)
   keep = confidence >= min_confidence
   if not keep.any():
-    raise DataError(f"{prefix}: none of the {table.num_rows:,} scored reviews "
-                    f"reaches the confidence {min_confidence:g} (the highest "
-                    f"is {float(confidence.max(initial=0.0)):.3f}); lower "
+    raise DataError(f"{', '.join(map(str, prefixes))}: none of the "
+                    f"{len(ids):,} scored reviews reaches the confidence "
+                    f"{min_confidence:g} (the highest is "
+                    f"{float(confidence.max(initial=0.0)):.3f}); lower "
                     "--pseudo-label-confidence")
-  targets = (score if two_classes and soft else
-             label_id.astype(np.float32) if two_classes else label_id)
-  ids = table[columns.REVIEW_ID].to_pylist()
+  positive = probabilities[:, 1].astype(np.float32)
+  targets = (positive if num_classes == 2 and soft else
+             label_id.astype(np.float32) if num_classes == 2 else label_id)
   keep_rows = np.flatnonzero(keep)
-  if carried:
+  if text_column in table.schema.names:
     texts = table[text_column].to_pylist()
   else:
-    texts = _texts_by_id(prefix, manifest, [ids[i] for i in keep_rows])
+    texts = _texts_by_id(prefixes[0], manifest, [ids[i] for i in keep_rows])
     texts = dict(zip(keep_rows.tolist(), texts, strict=True))
   kept_labels = label_id[keep]
-  summary = {"source": str(prefix), "scored": table.num_rows,
+  summary = {"sources": [str(p) for p in prefixes], "scored": len(ids),
              "kept": int(keep.sum()), "min_confidence": min_confidence,
-             "soft": bool(soft and two_classes),
+             "soft": bool(soft and num_classes == 2),
              "kept_per_class": np.bincount(kept_labels,
-                                           minlength=len(class_names)).tolist(),
-             "teacher": manifest.get("model", {}).get("fingerprint")}
-  return PseudoLabelled(ids=[str(ids[i]) for i in keep_rows],
+                                           minlength=num_classes).tolist(),
+             "teachers": [run[0].get("model", {}).get("fingerprint")
+                          for run in runs]}
+  return PseudoLabelled(ids=[ids[i] for i in keep_rows],
                         texts=[texts[i] for i in keep_rows],
                         targets=targets[keep], label_ids=kept_labels,
                         summary=summary)

@@ -6,7 +6,7 @@ import datetime
 import pathlib
 import platform
 import shutil
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -55,12 +55,12 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
   return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
 
 
-def _pseudo_labelled(prefix, settings, class_names, text_column, held_out,
+def _pseudo_labelled(prefixes, settings, class_names, text_column, held_out,
                      progress) -> data_lib.PseudoLabelled:
   """The teacher's confident rows, less any review of the validation or
   test split: those measure the student, so it must not train on them."""
   pseudo = data_lib.read_pseudo_labels(
-      prefix, class_names=class_names, text_column=text_column,
+      prefixes, class_names=class_names, text_column=text_column,
       min_confidence=settings.pseudo_label_confidence,
       soft=settings.soft_pseudo_labels)
   held_out_texts = {text for split in held_out if split is not None
@@ -69,7 +69,8 @@ def _pseudo_labelled(prefix, settings, class_names, text_column, held_out,
   overlap = int((~keep).sum())
   if len(pseudo) and overlap > len(pseudo) // 2:
     raise data_lib.DataError(
-        f"{prefix}: {overlap:,} of {len(pseudo):,} pseudo-labelled reviews are "
+        f"{', '.join(map(str, prefixes))}: {overlap:,} of {len(pseudo):,} "
+        "pseudo-labelled reviews are "
         "validation or test reviews: score unlabelled reviews for "
         "--pseudo-labels, never the ones that measure the model")
   pseudo = pseudo.without(keep)
@@ -77,8 +78,11 @@ def _pseudo_labelled(prefix, settings, class_names, text_column, held_out,
   s = pseudo.summary
   per_class = ", ".join(f"{name} {count:,}" for name, count in zip(
       class_names, s["kept_per_class"], strict=True))
-  progress(f"pseudo-labels: {s['kept']:,} of {s['scored']:,} teacher-scored "
-           f"reviews at confidence >= {s['min_confidence']:g} ({per_class}; "
+  teachers = len(s["teachers"])
+  scored_by = ("the teacher" if teachers == 1
+               else f"an ensemble of {teachers} teachers")
+  progress(f"pseudo-labels: {s['kept']:,} of {s['scored']:,} reviews scored "
+           f"by {scored_by} at confidence >= {s['min_confidence']:g} ({per_class}; "
            f"{'soft' if s['soft'] else 'hard'} targets)"
            + (f"; {overlap:,} left out: they are validation or test reviews"
               if overlap else ""))
@@ -100,7 +104,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      label_scheme: LabelScheme = data_lib.FROM_THE_DATA,
                      threshold: Optional[float] = None,
                      positional_ids: bool = False, resume: bool = False,
-                     pseudo_labels: Optional[str] = None,
+                     pseudo_labels: Sequence[str] = (),
                      max_test_examples: Optional[int] = None,
                      use_hub_layer: Optional[bool] = None,
                      progress: Callable[[str], None] = print,
@@ -110,8 +114,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
 
   `threshold` None chooses the decision threshold with the highest accuracy
   on the validation split. `pseudo_labels`: the output PREFIX of a scoring
-  run over unlabelled reviews (with their text carried): its confident rows
-  join the training split (self-training).
+  run over unlabelled reviews, or several over the same reviews (an
+  ensemble teacher): the confident rows join the training split
+  (self-training).
   """
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -150,6 +155,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
               "were left out" if dropped else ""))
 
   pseudo = None
+  if isinstance(pseudo_labels, str):
+    pseudo_labels = [pseudo_labels]
   if pseudo_labels:
     pseudo = _pseudo_labelled(pseudo_labels, settings, class_names,
                               text_column, (validation_set, test_set), progress)
