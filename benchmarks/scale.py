@@ -13,8 +13,8 @@ its tree. The series:
   the 512-token model;
 - short: the sentences of those reviews, each a review of its own with an
   id of its own (1.2 million), with the 128-token model;
-- startup: a one-review run, whole process (the first scored batch comes
-  before the commit, so this bounds it from above), three times;
+- startup: a one-review run, three times: the time from launch to the
+  line announcing the first scored review, and the whole process;
 - rerun: the test reviews as 100 Parquet files scored in full with the
   128-token model, then one file added (1% new) and `--since` the full
   run, against the full run;
@@ -67,9 +67,14 @@ def score_command(input_path, model, output, *extra):
           *extra]
 
 
-def measure(command, log=print):
-  """Runs one process; its wall time, kernel peak RSS and sampled tree RSS."""
+FIRST_SCORED = "progress: first review scored"
+
+
+def measure(command, log=print, mark=None):
+  """Runs one process; its wall time, kernel peak RSS and sampled tree RSS;
+  with `mark`, also the time until that text first appears in its stderr."""
   start = time.perf_counter()
+  marked = None
   # A file, not a pipe: a long run's progress lines must never block it.
   stderr = tempfile.TemporaryFile("w+")
   with open(os.devnull, "w") as devnull:
@@ -80,6 +85,10 @@ def measure(command, log=print):
     if pid:
       break
     sampled = max(sampled, _tree_rss(proc.pid))
+    if mark and marked is None:
+      stderr.seek(0)
+      if mark in stderr.read():
+        marked = time.perf_counter() - start
     time.sleep(0.05)
   seconds = time.perf_counter() - start
   proc.returncode = os.waitstatus_to_exitcode(status)
@@ -89,7 +98,12 @@ def measure(command, log=print):
   if proc.returncode != 0:
     log(said[-3000:])
     raise RuntimeError(f"score --input {command[5]} failed ({proc.returncode})")
+  if mark and marked is None:
+    if mark not in said:
+      raise RuntimeError(f"{mark!r} never appeared: {said[-1000:]}")
+    marked = seconds  # appeared in the last poll interval
   return {"seconds": round(seconds, 2),
+          **({"seconds_to_mark": round(marked, 2)} if mark else {}),
           "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
           "sampled_tree_rss_mib": round(sampled / 2 ** 20, 1)}
 
@@ -158,10 +172,14 @@ def startup_runs(table, model, work, log, passes=3):
   for n in range(passes):
     out = work / "out" / f"startup-{n}"
     shutil.rmtree(out, ignore_errors=True)
-    entry = measure(score_command(path, model, out / "scores"), log)
+    entry = measure(score_command(path, model, out / "scores"), log,
+                    mark=FIRST_SCORED)
+    entry["seconds_to_first_scored"] = entry.pop("seconds_to_mark")
     entry.update(series="startup", reviews=1, batching="waves", date=_now())
     runs.append(entry)
-    log(f"one review, whole process: {entry['seconds']:.2f} s")
+    log(f"one review: first scored after "
+        f"{entry['seconds_to_first_scored']:.2f} s, whole process "
+        f"{entry['seconds']:.2f} s")
   return runs
 
 

@@ -133,7 +133,12 @@ class _CountScored(beam.DoFn):
     self._scored.inc()
     self._count += 1
     now = time.monotonic()
-    if now - self._last_log >= PROGRESS_EVERY_SECS:
+    if self._count == 1:
+      # The first sign that the whole path works: a bad model or input
+      # shows before a long run has gone far.
+      progress_log.info("first review scored (%.1f s after this worker set "
+                        "up)", now - self._start)
+    elif now - self._last_log >= PROGRESS_EVERY_SECS:
       self._last_log = now
       progress_log.info("%s reviews scored by this worker (%.1f/s)",
                         f"{self._count:,}", self._count / (now - self._start))

@@ -68,3 +68,18 @@ def test_benchmark_handler_path_labels_as_the_served_model(tiny_model_dir,
                                   precision=card.serving_precision, batch=8)
   served = model.module.signatures["serving_default"](text=tf.constant(texts))
   np.testing.assert_array_equal(result["labels"], served["label_id"].numpy())
+
+
+def test_start_up_probe_times_the_first_scored_line_not_the_exit():
+  """Catches a start-up figure that is really the whole process (the mark
+  read only after exit) or a probe that passes when the line never came."""
+  from benchmarks.scale import FIRST_SCORED, measure
+  announce_then_linger = (
+      "import sys, time; time.sleep(0.3); "
+      f"print({FIRST_SCORED!r}, file=sys.stderr, flush=True); time.sleep(1.5)")
+  timed = measure([sys.executable, "-c", announce_then_linger],
+                  log=lambda m: None, mark=FIRST_SCORED)
+  assert 0.3 <= timed["seconds_to_mark"] <= timed["seconds"] - 1.0
+  with pytest.raises(RuntimeError, match="never appeared"):
+    measure([sys.executable, "-c", "pass"], log=lambda m: None,
+            mark=FIRST_SCORED)

@@ -228,6 +228,11 @@ def test_score_command_is_quiet_and_works_as_users_run_it(
   foreign = [line for line in done.stderr.splitlines()
              if line.strip() and not line.startswith(ours)]
   assert foreign == [], foreign
+  # The first scored review is announced once (the start-up benchmark
+  # times the process to that line).
+  firsts = [line for line in done.stderr.splitlines()
+            if line.startswith("progress: first review scored")]
+  assert len(firsts) == 1, done.stderr[-2000:]
 
 
 def test_a_bad_beam_flag_is_a_usage_error_without_traceback(
