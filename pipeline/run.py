@@ -118,7 +118,8 @@ logging.getLogger("apache_beam.transforms.core").addFilter(
 
 
 class _CountScored(beam.DoFn):
-  """Counts scored rows; logs this worker's progress every few seconds.
+  """Counts scored rows; logs this worker's first scored review (the sign
+  that the whole path works) and its progress every few seconds.
 
   DirectRunner blocks the launcher until the end, so progress comes from the
   workers themselves (on Dataflow it lands in the worker logs).
@@ -134,10 +135,8 @@ class _CountScored(beam.DoFn):
     self._count += 1
     now = time.monotonic()
     if self._count == 1:
-      # The first sign that the whole path works: a bad model or input
-      # shows before a long run has gone far.
-      progress_log.info("first review scored (%.1f s after this worker set "
-                        "up)", now - self._start)
+      progress_log.info("first review scored by this worker (%.1f s after it "
+                        "set up)", now - self._start)
     elif now - self._last_log >= PROGRESS_EVERY_SECS:
       self._last_log = now
       progress_log.info("%s reviews scored by this worker (%.1f/s)",

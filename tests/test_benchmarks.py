@@ -71,15 +71,17 @@ def test_benchmark_handler_path_labels_as_the_served_model(tiny_model_dir,
 
 
 def test_start_up_probe_times_the_first_scored_line_not_the_exit():
-  """Catches a start-up figure that is really the whole process (the mark
+  """Catches a start-up figure that is really the whole process (the line
   read only after exit) or a probe that passes when the line never came."""
   from benchmarks.scale import FIRST_SCORED, measure
   announce_then_linger = (
-      "import sys, time; time.sleep(0.3); "
-      f"print({FIRST_SCORED!r}, file=sys.stderr, flush=True); time.sleep(1.5)")
+      "import sys, time; print('x' * 5000, file=sys.stderr, flush=True); "
+      f"time.sleep(0.3); print({FIRST_SCORED!r}, file=sys.stderr, "
+      "flush=True); time.sleep(1.5)")
   timed = measure([sys.executable, "-c", announce_then_linger],
-                  log=lambda m: None, mark=FIRST_SCORED)
-  assert 0.3 <= timed["seconds_to_mark"] <= timed["seconds"] - 1.0
+                  log=lambda m: None, first_scored=True)
+  assert 0.3 <= timed["seconds_to_first_scored"] <= timed["seconds"] - 1.0
+  assert "first_scored_seen_at_exit" not in timed
   with pytest.raises(RuntimeError, match="never appeared"):
     measure([sys.executable, "-c", "pass"], log=lambda m: None,
-            mark=FIRST_SCORED)
+            first_scored=True)

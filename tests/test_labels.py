@@ -219,7 +219,7 @@ def test_star_ratings_as_classes_of_their_own(star_reviews, tiny_encoder_dir,
   prefix = tmp_path / "scores" / "s"
   scored = score([f"--input={star_reviews / 'test.csv'}", f"--model={out}",
                   f"--output={prefix}", "--text-column=body", "--positional-ids",
-                  "--carry-columns=stars", "--precision=float32"],
+                  "--carry-columns=stars,body", "--precision=float32"],
                  save_main_session=False, echo=lambda m: None)
   table = pq.read_table(scored.score_files)
   class_scores = np.asarray(table["class_scores"].to_pylist())
@@ -229,6 +229,18 @@ def test_star_ratings_as_classes_of_their_own(star_reviews, tiny_encoder_dir,
                              class_scores.max(axis=1), atol=1e-6)
   assert table["label"].to_pylist() == [card["class_names"][i] for i in
                                         class_scores.argmax(axis=1)]
+  # Self-training reads such a run (and an ensemble of it) by class.
+  from train.data import read_pseudo_labels
+  label_of = dict(zip(table["review_id"].to_pylist(),
+                      table["label_id"].to_pylist(), strict=True))
+  for runs in ([prefix], [prefix, prefix]):
+    pseudo = read_pseudo_labels([str(p) for p in runs],
+                                class_names=card["class_names"],
+                                text_column="body", min_confidence=0.0,
+                                soft=True)
+    assert len(pseudo) == 40
+    assert pseudo.targets.tolist() == [label_of[i] for i in pseudo.ids]
+    assert sum(pseudo.summary["kept_per_class"]) == 40
 
   result = CliRunner().invoke(main, ["report", str(prefix), "--labels", "stars",
                                      "--out", str(tmp_path / "report")])

@@ -84,15 +84,20 @@ def test_a_student_trains_on_the_teachers_confident_rows(
   assert card["data"]["test"]["rows"] == 20
 
 
-def _rescored_copy(prefix, new_prefix, rescore):
+def _rescored_copy(prefix, new_prefix, rescore, threshold=None):
   """Another teacher's output over the same reviews: `prefix`'s rows in
-  reverse order, scores replaced by `rescore(review ids)`."""
-  from schemas import outputs
+  reverse order, scores replaced by `rescore(review ids)`, and its decision
+  threshold by `threshold` where given."""
+  from schemas import columns, outputs
   table = pq.read_table(sorted(glob.glob(prefix + "-?????-of-?????.parquet")))
   table = table.take(np.arange(table.num_rows)[::-1])
   scores = pa.array(rescore(table["review_id"].to_pylist()), pa.float32())
   table = table.set_column(table.schema.get_field_index("score"),
                            table.schema.field("score"), scores)
+  if threshold is not None:
+    table = table.replace_schema_metadata({
+        **table.schema.metadata,
+        columns.METADATA_THRESHOLD: str(threshold).encode()})
   pathlib.Path(new_prefix).parent.mkdir(parents=True, exist_ok=True)
   pq.write_table(table, new_prefix + "-00000-of-00001.parquet")
   manifest = json.loads(pathlib.Path(outputs.manifest_path(prefix)).read_text())
@@ -101,7 +106,7 @@ def _rescored_copy(prefix, new_prefix, rescore):
 
 
 def test_several_teachers_label_with_their_mean_probability(
-    unlabelled_scores, tmp_path):
+    unlabelled_scores, tiny_model_dir, tmp_path):
   from train.data import DataError, read_pseudo_labels
   first = pq.read_table(sorted(glob.glob(unlabelled_scores + "-?????-of-?????.parquet")))
   score_of = dict(zip(first["review_id"].to_pylist(),
@@ -109,20 +114,22 @@ def test_several_teachers_label_with_their_mean_probability(
   # A second teacher sure of the opposite half the time: the mean decides.
   other = {i: (0.99 if n % 2 else 0.01) for n, i in enumerate(sorted(score_of))}
   second = str(tmp_path / "second" / "unsup")
-  _rescored_copy(unlabelled_scores, second, lambda ids: [other[i] for i in ids])
+  _rescored_copy(unlabelled_scores, second, lambda ids: [other[i] for i in ids],
+                 threshold=0.3)
 
   both = read_pseudo_labels([unlabelled_scores, second],
                             class_names=["neg", "pos"], min_confidence=0.0,
                             soft=True)
   from schemas import outputs
-  threshold = json.loads(pathlib.Path(outputs.manifest_path(
-      unlabelled_scores)).read_text())["model"]["threshold"]
+  card = json.loads((tiny_model_dir / "model_card.json").read_text())
+  # Labels at the mean of the two runs' thresholds, as served: in float32.
+  threshold = np.float32((card["threshold"] + 0.3) / 2)
   assert len(both) == 120
   mean = np.array([(score_of[i] + other[i]) / 2 for i in both.ids])
   np.testing.assert_allclose(both.targets, mean, rtol=1e-6)
   assert both.label_ids.tolist() == (mean >= threshold).astype(int).tolist()
   assert 0 < both.label_ids.sum() < 120
-  assert both.summary["teachers"] == [both.summary["teachers"][0]] * 2
+  assert both.summary["teachers"] == [card["model_fingerprint"]] * 2
 
   confident = read_pseudo_labels([unlabelled_scores, second],
                                  class_names=["neg", "pos"],
@@ -133,16 +140,19 @@ def test_several_teachers_label_with_their_mean_probability(
   assert confident.targets.tolist() == (mean[sure] >= threshold).astype(
       float).tolist()
 
-  fewer = str(tmp_path / "fewer" / "unsup")
-  _rescored_copy(unlabelled_scores, fewer, lambda ids: [0.5] * len(ids))
-  table = pq.read_table(fewer + "-00000-of-00001.parquet")
-  pq.write_table(table.slice(1), fewer + "-00000-of-00001.parquet")
-  manifest = json.loads(pathlib.Path(outputs.manifest_path(fewer)).read_text())
-  manifest["counts"]["scored"] = 119
-  pathlib.Path(outputs.manifest_path(fewer)).write_text(json.dumps(manifest))
-  with pytest.raises(DataError, match="scored other reviews"):
-    read_pseudo_labels([unlabelled_scores, fewer], class_names=["neg", "pos"],
-                       min_confidence=0.0, soft=True)
+  # Runs over other reviews, or with ids that repeat, cannot be matched.
+  for name, rows, message in (("fewer", np.arange(1, 120), "other reviews"),
+                              ("twice", np.r_[0:120, 5], "ids repeat")):
+    prefix = str(tmp_path / name / "unsup")
+    _rescored_copy(unlabelled_scores, prefix, lambda ids: [0.5] * len(ids))
+    shard = prefix + "-00000-of-00001.parquet"
+    pq.write_table(pq.read_table(shard).take(rows), shard)
+    manifest = json.loads(pathlib.Path(outputs.manifest_path(prefix)).read_text())
+    manifest["counts"]["scored"] = len(rows)
+    pathlib.Path(outputs.manifest_path(prefix)).write_text(json.dumps(manifest))
+    with pytest.raises(DataError, match=message):
+      read_pseudo_labels([unlabelled_scores, prefix], class_names=["neg", "pos"],
+                         min_confidence=0.0, soft=True)
 
 
 def test_pseudo_labels_need_the_text_and_the_same_classes(

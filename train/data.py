@@ -466,10 +466,17 @@ def _texts_by_id(prefix: str, manifest: dict, wanted: List[str]) -> List[str]:
   return [by_id[i] for i in wanted]
 
 
-def _teacher_scores(prefix: str, class_names: Sequence[str], text_column: str
-                    ) -> Tuple[dict, pa.Table]:
-  """One scoring run's manifest and rows: ids, probabilities (a column per
-  class), and the texts when they were carried."""
+@dataclasses.dataclass
+class _TeacherRun:
+  """One scoring run over unlabelled reviews, as self-training reads it."""
+  prefix: str
+  manifest: dict
+  table: pa.Table  # ids, probabilities, and the texts when they were carried
+  threshold: Optional[float]  # two classes: the decision threshold it served
+
+
+def _teacher_run(prefix: str, class_names: Sequence[str], text_column: str
+                 ) -> _TeacherRun:
   import json
   from schemas import outputs
   manifest = _read_manifest(prefix)
@@ -477,8 +484,8 @@ def _teacher_scores(prefix: str, class_names: Sequence[str], text_column: str
   tables = [_read_table_file(p) for p in parts]
   if not tables:
     raise DataError(f"{prefix}: the manifest is there but no score shards")
-  names = tables[0].schema.metadata or {}
-  teacher_classes = json.loads(names.get(columns.METADATA_CLASS_NAMES, b"[]"))
+  metadata = tables[0].schema.metadata or {}
+  teacher_classes = json.loads(metadata.get(columns.METADATA_CLASS_NAMES, b"[]"))
   if list(teacher_classes) != list(class_names):
     raise DataError(f"{prefix}: scored with classes {teacher_classes}, the "
                     f"labelled data has {list(class_names)}")
@@ -492,16 +499,47 @@ def _teacher_scores(prefix: str, class_names: Sequence[str], text_column: str
   if expected is not None and expected != table.num_rows:
     raise DataError(f"{prefix}: {table.num_rows:,} scored rows in the shards, "
                     f"the manifest says {expected:,}")
-  return manifest, table
+  threshold = None
+  if len(class_names) == 2:
+    if columns.METADATA_THRESHOLD not in metadata:
+      raise DataError(f"{prefix}: the score shards name no decision threshold "
+                      "(not the output of `reviewscore score`?)")
+    threshold = float(metadata[columns.METADATA_THRESHOLD])
+  return _TeacherRun(str(prefix), manifest, table, threshold)
 
 
-def _probabilities(table: pa.Table, num_classes: int) -> np.ndarray:
-  """[rows, classes] float64 probabilities of a teacher's scores."""
+def _class_probabilities(table: pa.Table, num_classes: int) -> np.ndarray:
+  """[rows, classes] float32 probabilities of a teacher's scores."""
   if num_classes == 2:
-    positive = table[columns.SCORE].to_numpy().astype(np.float64)
+    positive = table[columns.SCORE].to_numpy().astype(np.float32)
     return np.stack([1.0 - positive, positive], axis=1)
   return np.asarray(table[columns.CLASS_SCORES].combine_chunks().flatten()
-                    .to_numpy(), np.float64).reshape(-1, num_classes)
+                    .to_numpy(), np.float32).reshape(-1, num_classes)
+
+
+def _unique_ids(run: _TeacherRun) -> List[str]:
+  ids = [str(i) for i in run.table[columns.REVIEW_ID].to_pylist()]
+  if len(set(ids)) != len(ids):
+    raise DataError(f"{run.prefix}: review ids repeat in its scores, so the "
+                    "teachers' rows cannot be matched; average teachers over "
+                    "input with unique ids")
+  return ids
+
+
+def _kept_texts(runs: Sequence[_TeacherRun], ids: List[str],
+                keep_rows: np.ndarray, text_column: str) -> dict:
+  """Row → text of the kept rows (ids in the first run's order): from a run
+  that carried them, else read back from the first run's table input."""
+  for run in runs:
+    if text_column in run.table.schema.names:
+      carried = run.table[text_column].to_pylist()
+      if run is runs[0]:
+        return {row: carried[row] for row in keep_rows.tolist()}
+      by_id = dict(zip(_unique_ids(run), carried, strict=True))
+      return {row: by_id[ids[row]] for row in keep_rows.tolist()}
+  texts = _texts_by_id(runs[0].prefix, runs[0].manifest,
+                       [ids[row] for row in keep_rows])
+  return dict(zip(keep_rows.tolist(), texts, strict=True))
 
 
 def read_pseudo_labels(prefixes: Sequence[str], *, class_names: Sequence[str],
@@ -520,55 +558,54 @@ def read_pseudo_labels(prefixes: Sequence[str], *, class_names: Sequence[str],
   if not prefixes:
     raise ValueError("no scoring run to read pseudo-labels from")
   num_classes = len(class_names)
-  runs = [_teacher_scores(str(prefix), class_names, text_column)
+  runs = [_teacher_run(str(prefix), class_names, text_column)
           for prefix in prefixes]
-  manifest, table = runs[0]
-  ids = [str(i) for i in table[columns.REVIEW_ID].to_pylist()]
-  probabilities = _probabilities(table, num_classes)
-  for prefix, (_, other) in zip(prefixes[1:], runs[1:], strict=True):
-    row_of = {str(i): row for row, i in
-              enumerate(other[columns.REVIEW_ID].to_pylist())}
-    missing = [i for i in ids if i not in row_of]
-    if missing or len(row_of) != len(ids):
-      raise DataError(
-          f"{prefix}: its teacher scored other reviews than {prefixes[0]}'s "
-          f"({len(row_of):,} against {len(ids):,}"
-          + (f"; {missing[0]!r} is not among them" if missing else "")
-          + "): average teachers over one input")
-    order = np.fromiter((row_of[i] for i in ids), np.int64, len(ids))
-    probabilities += _probabilities(other, num_classes)[order]
-  probabilities /= len(runs)
+  first = runs[0]
+  if len(runs) == 1:
+    ids = [str(i) for i in first.table[columns.REVIEW_ID].to_pylist()]
+    probabilities = _class_probabilities(first.table, num_classes)
+  else:
+    ids = _unique_ids(first)
+    probabilities = _class_probabilities(first.table, num_classes).astype(
+        np.float64)
+    for run in runs[1:]:
+      row_of = {i: row for row, i in enumerate(_unique_ids(run))}
+      missing = [i for i in ids if i not in row_of]
+      if missing or len(row_of) != len(ids):
+        raise DataError(
+            f"{run.prefix}: its teacher scored other reviews than "
+            f"{first.prefix}'s ({len(row_of):,} against {len(ids):,}"
+            + (f"; {missing[0]!r} is not among them" if missing else "")
+            + "): average teachers over one input")
+      order = np.fromiter((row_of[i] for i in ids), np.int64, len(ids))
+      probabilities += _class_probabilities(run.table, num_classes)[order]
+    probabilities = (probabilities / len(runs)).astype(np.float32)
   if num_classes == 2:
-    thresholds = [run[0].get("model", {}).get("threshold") for run in runs]
-    threshold = float(np.mean([0.5 if t is None else t for t in thresholds]))
+    # As the served model decides: float32 probability >= float32 threshold.
+    threshold = np.float32(np.mean([run.threshold for run in runs]))
     label_id = (probabilities[:, 1] >= threshold).astype(np.int32)
-    confidence = probabilities.max(axis=1)
   else:
     label_id = probabilities.argmax(axis=1).astype(np.int32)
-    confidence = probabilities.max(axis=1)
+  confidence = probabilities.max(axis=1)
   keep = confidence >= min_confidence
   if not keep.any():
-    raise DataError(f"{', '.join(map(str, prefixes))}: none of the "
+    raise DataError(f"{', '.join(run.prefix for run in runs)}: none of the "
                     f"{len(ids):,} scored reviews reaches the confidence "
                     f"{min_confidence:g} (the highest is "
                     f"{float(confidence.max(initial=0.0)):.3f}); lower "
                     "--pseudo-label-confidence")
-  positive = probabilities[:, 1].astype(np.float32)
+  positive = probabilities[:, 1]
   targets = (positive if num_classes == 2 and soft else
              label_id.astype(np.float32) if num_classes == 2 else label_id)
   keep_rows = np.flatnonzero(keep)
-  if text_column in table.schema.names:
-    texts = table[text_column].to_pylist()
-  else:
-    texts = _texts_by_id(prefixes[0], manifest, [ids[i] for i in keep_rows])
-    texts = dict(zip(keep_rows.tolist(), texts, strict=True))
+  texts = _kept_texts(runs, ids, keep_rows, text_column)
   kept_labels = label_id[keep]
-  summary = {"sources": [str(p) for p in prefixes], "scored": len(ids),
+  summary = {"sources": [run.prefix for run in runs], "scored": len(ids),
              "kept": int(keep.sum()), "min_confidence": min_confidence,
              "soft": bool(soft and num_classes == 2),
              "kept_per_class": np.bincount(kept_labels,
                                            minlength=num_classes).tolist(),
-             "teachers": [run[0].get("model", {}).get("fingerprint")
+             "teachers": [run.manifest.get("model", {}).get("fingerprint")
                           for run in runs]}
   return PseudoLabelled(ids=[ids[i] for i in keep_rows],
                         texts=[texts[i] for i in keep_rows],

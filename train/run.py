@@ -69,7 +69,8 @@ def _pseudo_labelled(prefixes, settings, class_names, text_column, held_out,
   overlap = int((~keep).sum())
   if len(pseudo) and overlap > len(pseudo) // 2:
     raise data_lib.DataError(
-        f"{', '.join(map(str, prefixes))}: {overlap:,} of {len(pseudo):,} "
+        f"{', '.join(pseudo.summary['sources'])}: {overlap:,} of "
+        f"{len(pseudo):,} "
         "pseudo-labelled reviews are "
         "validation or test reviews: score unlabelled reviews for "
         "--pseudo-labels, never the ones that measure the model")
@@ -155,8 +156,6 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
               "were left out" if dropped else ""))
 
   pseudo = None
-  if isinstance(pseudo_labels, str):
-    pseudo_labels = [pseudo_labels]
   if pseudo_labels:
     pseudo = _pseudo_labelled(pseudo_labels, settings, class_names,
                               text_column, (validation_set, test_set), progress)
