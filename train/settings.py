@@ -78,7 +78,7 @@ class PretrainSettings(LoopSettings):
   wordpieces cut from each text; `mask_fraction` of each chunk's wordpieces
   are predicted, chosen a whole word at a time (of them 80% become [MASK],
   10% a random wordpiece, 10% stay). `steps` bounds the run: with the
-  defaults, about an epoch of the 75,000 IMDB texts (unsup + train) is 5,500
+  defaults, about an epoch of the 75,000 IMDB texts (unsup + train) is 6,700
   steps.
   """
   seq_length: int = 128
