@@ -56,9 +56,15 @@ def score(ctx, **values):
   from runtime.quiet import keep_pytorch_out
   keep_pytorch_out()
   from pipeline.run import SCORING_ERRORS, OptionsError, run
+  # Values click filled in from the defaults stay out: they would override
+  # the same options given in Beam's spelling (`--num_shards=4`), which
+  # reach Beam in ctx.args, and Beam has the same defaults.
+  given = {name: value for name, value in values.items()
+           if ctx.get_parameter_source(name) is not
+           click.core.ParameterSource.DEFAULT}
   try:
     result = run(list(ctx.args),
-                 echo=lambda message: click.echo(message, err=True), **values)
+                 echo=lambda message: click.echo(message, err=True), **given)
   except OptionsError as e:  # a bad option, ours or Beam's: usage, exit 2
     raise click.UsageError(str(e)) from None
   except SCORING_ERRORS as e:

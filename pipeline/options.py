@@ -29,6 +29,18 @@ class ScoreOptions(PipelineOptions):
                           help=option.help)
 
 
+class BadOptionValue(ValueError):
+  """An option of ours or Beam's given a value it does not take."""
+
+
+class _RaisingParser(_BeamArgumentParser):
+  """argparse prints its whole usage (Beam's, over a hundred lines) and
+  exits on a bad value; this raises its one-line message instead."""
+
+  def error(self, message):
+    raise BadOptionValue(message)
+
+
 def unknown_flags(argv: Sequence[str]) -> List[str]:
   """Flags in argv that neither these options nor any of Beam's take.
 
@@ -37,7 +49,7 @@ def unknown_flags(argv: Sequence[str]) -> List[str]:
   subclass adds its arguments to a parser of Beam's own kind, as
   PipelineOptions itself does when it parses.
   """
-  parser = _BeamArgumentParser(allow_abbrev=False)
+  parser = _RaisingParser(allow_abbrev=False)
   classes = {}
   pending = list(PipelineOptions.__subclasses__())
   while pending:

@@ -34,6 +34,19 @@ def _is_dir(path: str) -> bool:
   return (not is_remote(path)) and os.path.isdir(path)
 
 
+def _is_input_folder(pattern: str) -> bool:
+  """A local folder, or on a bucket a name without wildcards that is no
+  file but has files below it (a bucket's folders are key prefixes)."""
+  if not is_remote(pattern):
+    return os.path.isdir(pattern)
+  if re.search(r"[*?[]", pattern):
+    return False
+  folder = pattern.rstrip("/")
+  if any(path == folder for path, _, _ in _match(folder)):
+    return False
+  return bool(_match(join_path(folder, "**")))
+
+
 def _hidden(path: str, root: str) -> bool:
   """Dot-files and dot-folders (our own staging folders among them), and
   `_`-files such as Spark's and Hadoop's `_SUCCESS` markers."""
@@ -146,7 +159,7 @@ def plan_input(pattern: str, *, format: str = "auto",
   unreachable = missing_filesystem(pattern)
   if unreachable:
     raise InputError(unreachable)
-  is_dir = _is_dir(pattern)
+  is_dir = _is_input_folder(pattern)
   if is_dir:
     root = pattern.rstrip("/\\") or "/"
     files = _match(join_path(root, "**"))
@@ -156,8 +169,10 @@ def plan_input(pattern: str, *, format: str = "auto",
     if not files and not re.search(r"[*?[]", pattern):
       raise InputError(f"{pattern}: no such file or directory")
   modified = {p: t for p, _, t in files}
+  # A file named on its own is read even if its name marks it hidden.
+  named = not is_dir and not re.search(r"[*?[]", pattern)
   files = [(p, size) for p, size, _ in files
-           if not _hidden(p, root) and not _is_dir(p)]
+           if (named or not _hidden(p, root)) and not _is_dir(p)]
   _check_local_entries(pattern, root, is_dir)
   if not files:
     raise InputError(f"{pattern}: no input files match")
@@ -189,12 +204,20 @@ def plan_input(pattern: str, *, format: str = "auto",
 _PYARROW_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 
 
-def open_table_reader(path: str, stream, kind: str, column_types=None):
+# pyarrow parses in blocks and fails on a row that does not fit in one: a
+# block holds several reviews of the largest --max-review-bytes allowed.
+_TABLE_BLOCK_BYTES = 16 << 20
+
+
+def open_table_reader(path: str, stream, kind: str, column_types=None, *,
+                      on_malformed_row=None):
   """A pyarrow streaming reader over CSV or JSON Lines (its own parsers and
   decompression), on a stream opened with Beam's FileSystems.
 
   Planning reads headers with it and workers read rows with it, so a file
-  the launcher accepted parses the same way on the workers.
+  the launcher accepted parses the same way on the workers. A CSV row with
+  the wrong number of fields is skipped, after `on_malformed_row(row)`
+  (pyarrow's InvalidRow) has seen it.
   """
   import pyarrow.csv as pcsv
   import pyarrow.json as pjson
@@ -203,19 +226,29 @@ def open_table_reader(path: str, stream, kind: str, column_types=None):
   if codec:
     stream = pa.CompressedInputStream(stream, codec)
   if kind == "csv":
-    # Reviews hold newlines inside quotes; empty cells are nulls (an empty id
-    # then falls back to FILE:ROW, an empty text is dead-lettered).
+    def malformed(row):
+      if on_malformed_row is not None:
+        on_malformed_row(row)
+      return "skip"
+    # Reviews hold newlines inside quotes; only empty cells are nulls (an
+    # empty id then falls back to FILE:ROW, an empty text is dead-lettered),
+    # so a review or an id that reads "NA" or "null" stays itself.
     return pcsv.open_csv(
-        stream, parse_options=pcsv.ParseOptions(newlines_in_values=True),
+        stream, read_options=pcsv.ReadOptions(block_size=_TABLE_BLOCK_BYTES),
+        parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                                        invalid_row_handler=malformed),
         convert_options=pcsv.ConvertOptions(column_types=column_types or {},
-                                            strings_can_be_null=True))
+                                            strings_can_be_null=True,
+                                            null_values=[""]))
+  read_options = pjson.ReadOptions(block_size=_TABLE_BLOCK_BYTES)
   if not column_types:  # planning: infer from the first block
-    return pjson.open_json(stream)
+    return pjson.open_json(stream, read_options=read_options)
   # Reading: only the planned columns, with their planned types, so that a
   # field we do not read changing type later in the file cannot fail it.
-  return pjson.open_json(stream, parse_options=pjson.ParseOptions(
-      explicit_schema=pa.schema(list(column_types.items())),
-      unexpected_field_behavior="ignore"))
+  return pjson.open_json(stream, read_options=read_options,
+                         parse_options=pjson.ParseOptions(
+                             explicit_schema=pa.schema(list(column_types.items())),
+                             unexpected_field_behavior="ignore"))
 
 
 def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:

@@ -10,6 +10,7 @@ A raw record is a dict: id, source (the file), value (whatever the input
 held: str, bytes, None, a number...), carried (dict of carried columns) and
 defect (a dead-letter reason found while reading, else None).
 """
+import itertools
 from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import apache_beam as beam
@@ -68,18 +69,37 @@ class ReadTable(_Reader):
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
                           ) as f:
       row = first_row
-      for batch in self._batches(path, f, group, columns):
-        data = {name: batch.column(name).to_pylist() for name in set(columns)}
+      malformed, numbered = [], itertools.count(1)
+      for batch in self._batches(path, f, group, columns, malformed.append):
+        yield from self._malformed_rows(relative, path, malformed, numbered)
+        texts = _text_values(batch.column(self._text))
+        data = {name: batch.column(name).to_pylist()
+                for name in set(columns) if name != self._text}
+        # A carried copy of the text is the text as a string.
+        data[self._text] = [v.decode("utf-8", "replace")
+                            if isinstance(v, bytes) else v for v in texts] \
+            if self._text in dict(self._carried) else texts
         for i in range(batch.num_rows):
           review_id = data[self._id][i] if has_id else None
           review_id = (f"{relative}:{row}" if review_id is None
                        else str(review_id))
           self._read.inc()
-          yield _raw(review_id, path, data[self._text][i],
+          yield _raw(review_id, path, texts[i],
                      {alias: data[n][i] for n, alias in self._carried})
           row += 1
+      yield from self._malformed_rows(relative, path, malformed, numbered)
 
-  def _batches(self, path, stream, group, columns):
+  def _malformed_rows(self, relative, path, found, numbered):
+    """Dead-letter records for the CSV rows the parser skipped."""
+    for bad in found:
+      self._read.inc()
+      yield _raw(f"{relative}:malformed-{next(numbered)}", path, bad.text,
+                 defect=c.REASON_MALFORMED_ROW,
+                 detail=f"{bad.actual_columns} fields where the header has "
+                 f"{bad.expected_columns}")
+    found.clear()
+
+  def _batches(self, path, stream, group, columns, on_malformed_row):
     if self._kind == "parquet":
       yield from pq.ParquetFile(stream).iter_batches(
           batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns)
@@ -89,9 +109,23 @@ class ReadTable(_Reader):
     # look like (JSON values carry their own types).
     types = dict(self._column_types)
     if self._kind == "csv":
-      types.update({self._text: pa.string(), self._id: pa.string()})
-    for batch in open_table_reader(path, stream, self._kind, types):
+      # Texts as bytes: a cell that is not UTF-8 is dead-lettered, not a
+      # parse error that fails the file.
+      types.update({self._text: pa.binary(), self._id: pa.string()})
+    for batch in open_table_reader(path, stream, self._kind, types,
+                                   on_malformed_row=on_malformed_row):
       yield batch.select([n for n in columns if n in batch.schema.names])
+
+
+def _text_values(column: pa.Array) -> list:
+  """The texts as Python values, strings as their bytes: one that is not
+  valid UTF-8 is then dead-lettered (`check_text` decodes) rather than
+  failing its whole batch."""
+  if pa.types.is_string(column.type):
+    column = column.cast(pa.binary())
+  elif pa.types.is_large_string(column.type):
+    column = column.cast(pa.large_binary())
+  return column.to_pylist()
 
 
 def read_lines(stream, max_bytes: int) -> Iterator[Tuple[int, Optional[bytes],

@@ -57,13 +57,16 @@ def _label_map(path: str, id_column: str, label_column: str,
   except Exception as e:  # a missing column or an unreadable file
     raise ReportError(f"{path}: cannot read {id_column!r} and "
                       f"{label_column!r} ({e})") from None
-  return dict(zip(table[id_column].to_pylist(),
+  # Scored ids are strings whatever the input's id type was.
+  return dict(zip(pc.cast(table[id_column], pa.string()).to_pylist(),
                   _label_ids(table[label_column], class_names).tolist(), strict=True))
 
 
 def _label_ids(column, class_names) -> np.ndarray:
   """Class ids (-1 when missing or unknown) from class names, from numbers
-  that are the class names (1-5 stars), or from class ids."""
+  that are the class names (1-5 stars), or from class ids; other numbers
+  are refused (a label map used in training, e.g. stars to neg/pos, is
+  not applied here)."""
   index = {name: i for i, name in enumerate(class_names)}
   if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
     return np.asarray([index.get(v, -1) if v is not None else -1
@@ -71,8 +74,17 @@ def _label_ids(column, class_names) -> np.ndarray:
   if all(name.lstrip("-").isdigit() for name in class_names):
     return np.asarray([index.get(str(v), -1) if v is not None else -1
                        for v in column.to_pylist()], np.int64)
-  return np.asarray(pc.fill_null(column, -1).to_numpy(zero_copy_only=False),
-                    np.int64)
+  ids = np.asarray(pc.fill_null(column, -1).to_numpy(zero_copy_only=False),
+                   np.int64)
+  outside = (ids < -1) | (ids >= len(class_names)) | (
+      (ids == -1) & ~np.asarray(pc.is_null(column)))
+  if outside.any():
+    raise ReportError(
+        f"--labels: {ids[outside][0]} is not a class id of this model (0-"
+        f"{len(class_names) - 1}: {', '.join(class_names)}); give class "
+        "names or ids (a label map used in training, such as star ratings "
+        "to neg/pos, is not applied here)")
+  return ids
 
 
 def iter_batches(paths: Iterable[str], columns) -> Iterable[pa.RecordBatch]:
@@ -135,6 +147,10 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
     else:
       counters.add(scores, label_ids, truth)
 
+  if labels and not counters.labelled:
+    raise ReportError(f"--labels {labels}: no scored review has a label there "
+                      f"(joined on {c.REVIEW_ID}; ids in a labels file are "
+                      f"read from {labels_id_column!r})")
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   summary = {"prefix": prefix,

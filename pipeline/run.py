@@ -30,7 +30,7 @@ from runtime.filesystems import missing_filesystem
 from runtime import quiet
 from pipeline.model_card import ModelError, load_model_card, saved_model_path
 from pipeline.model_handler import TokenIdsModelHandler, worker_log
-from pipeline.options import ScoreOptions, unknown_flags
+from pipeline.options import BadOptionValue, ScoreOptions, unknown_flags
 from pipeline.plan import InputError, InputPlan, plan_input
 from pipeline.read import ReadReviews, Validate
 from pipeline.settings import (DEFAULTS, OptionsError, check_values,
@@ -306,7 +306,10 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
   both; anything in argv that is neither ours nor Beam's is an error.
   """
   flags = sys.argv[1:] if argv is None else list(argv)
-  unknown = unknown_flags(flags)
+  try:
+    unknown = unknown_flags(flags)
+  except BadOptionValue as e:
+    raise OptionsError(str(e)) from None
   if unknown:
     raise OptionsError(f"no such option: {unknown[0]} (neither "
                        "reviewscore's nor Beam's)")
@@ -386,8 +389,8 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
 
   try:
     p = beam.Pipeline(runner=batching["runner"], options=options)
-  except ValueError as e:  # e.g. an unknown --runner
-    raise OptionsError(_first_line(e)) from None
+  except (ValueError, ImportError, AttributeError) as e:  # an unknown --runner
+    raise OptionsError(f"--runner: {_first_line(e)}") from None
   build_pipeline(p, plan=plan, card=card, handler=handler, paths=paths,
                  opts=opts, manifest=manifest,
                  sort_wave_size=batching["sort_wave_size"],
@@ -465,6 +468,9 @@ def main(argv=None) -> int:
   quiet.import_tensorflow(keras=False)
   try:
     run(argv)
+  except OptionsError as e:  # a bad option, ours or Beam's: as click's usage errors
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   except SCORING_ERRORS as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

@@ -98,13 +98,24 @@ def local_copy(directory: str) -> str:
     raise FileNotFoundError(f"{directory}: no files to copy")
   target = tempfile.mkdtemp(prefix="reviewscore-model-")
   for metadata in found:
-    destination = os.path.join(target, *metadata.path[len(base):].split("/"))
-    os.makedirs(os.path.dirname(destination), exist_ok=True)
-    with FileSystems.open(metadata.path,
-                          compression_type=CompressionTypes.UNCOMPRESSED) as src, \
-        open(destination, "wb") as out:
-      shutil.copyfileobj(src, out, 1 << 20)
+    download_file(metadata.path, os.path.join(
+        target, *metadata.path[len(base):].split("/")))
   return target
+
+
+def download_file(url: str, destination) -> None:
+  """Copies one file from any Beam filesystem to a local path."""
+  os.makedirs(os.path.dirname(destination) or ".", exist_ok=True)
+  with FileSystems.open(url, compression_type=CompressionTypes.UNCOMPRESSED) as src, \
+      open(destination, "wb") as out:
+    shutil.copyfileobj(src, out, 1 << 20)
+
+
+def upload_file(path, url: str) -> None:
+  """Copies one local file to any Beam filesystem."""
+  with open(path, "rb") as source, FileSystems.create(
+      url, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+    shutil.copyfileobj(source, out, 1 << 20)
 
 
 class BeamPath:
@@ -210,10 +221,7 @@ def upload_directory(local: pathlib.Path, url: str, *,
   ordered = ([p for p in files if p.name not in last] +
              [p for p in files if p.name in last])
   for path in ordered:
-    target = join_path(url.rstrip("/"), *path.relative_to(local).parts)
-    with open(path, "rb") as source, FileSystems.create(
-        target, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-      shutil.copyfileobj(source, out, 1 << 20)
+    upload_file(path, join_path(url.rstrip("/"), *path.relative_to(local).parts))
   return len(ordered)
 
 

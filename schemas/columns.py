@@ -37,12 +37,13 @@ REASON_UNDECODABLE = "undecodable_bytes"  # not UTF-8
 REASON_BINARY = "binary_content"  # decodes, but holds NUL bytes
 REASON_TOO_LONG = "too_long"  # over --max-review-bytes
 REASON_UNREADABLE = "unreadable_file"  # one review file that cannot be read
+REASON_MALFORMED_ROW = "malformed_row"  # a CSV row with the wrong field count
 REASON_TOKENIZE_FAILED = "tokenize_failed"
 REASON_INFERENCE_FAILED = "inference_failed"
 DEAD_LETTER_REASONS = (
     REASON_NULL_TEXT, REASON_EMPTY_TEXT, REASON_NOT_A_STRING,
     REASON_UNDECODABLE, REASON_BINARY, REASON_TOO_LONG, REASON_UNREADABLE,
-    REASON_TOKENIZE_FAILED, REASON_INFERENCE_FAILED)
+    REASON_MALFORMED_ROW, REASON_TOKENIZE_FAILED, REASON_INFERENCE_FAILED)
 
 # Parquet schema metadata (key/value pairs in the file footer).
 METADATA_MODEL_NAME = b"reviewscore.model"

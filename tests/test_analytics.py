@@ -179,3 +179,30 @@ def test_report_without_labels_and_on_a_missing_output(scored, tmp_path):
   assert "manifest" in missing.output and isinstance(missing.exception, SystemExit)
   assert len(missing.output.strip().splitlines()) == 1, missing.output
   assert not (tmp_path / "r").exists()
+
+
+def test_report_refuses_labels_it_cannot_read_as_this_models_classes(
+    scored, tmp_path):
+  """Catches: star ratings read as class ids (a 1-star review counted as
+  "pos", the rest left out), a labels file that joins no scored id giving
+  a report without metrics and no word, and integer ids in a labels file
+  never matching the scored (string) ids."""
+  from pipeline.report import _label_map
+  runner = CliRunner()
+  stars = runner.invoke(main, ["report", scored["prefix"], "--labels", "rating",
+                               "--out", str(tmp_path / "stars")])
+  assert stars.exit_code == 1, stars.output
+  assert "is not a class id of this model (0-1: neg, pos)" in stars.output
+  assert len(stars.output.strip().splitlines()) == 1, stars.output
+  others = tmp_path / "others.parquet"
+  pq.write_table(pa.table({"review_id": ["nobody", "else"], "label": [0, 1]}),
+                 others)
+  unjoined = runner.invoke(main, ["report", scored["prefix"], "--labels",
+                                  str(others), "--out", str(tmp_path / "none")])
+  assert unjoined.exit_code == 1, unjoined.output
+  assert "no scored review has a label there" in unjoined.output
+  numbered = tmp_path / "numbered.parquet"
+  pq.write_table(pa.table({"review_id": pa.array([7, 12], pa.int64()),
+                           "label": ["pos", "neg"]}), numbered)
+  assert _label_map(str(numbered), "review_id", "label", ("neg", "pos")) == {
+      "7": 1, "12": 0}

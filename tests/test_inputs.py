@@ -58,6 +58,55 @@ def test_csv_and_json_lines_parts_are_scored_with_carried_columns(
   assert result.counts["dead_lettered_by_reason"] == {"null_text": 1}
 
 
+def test_a_file_named_on_its_own_is_read_whatever_its_name(reviews, tmp_path):
+  """Catches: the filter for markers (`_SUCCESS`) and dot-files refusing a
+  file the user named ("no input files match"), while in a folder or a
+  glob such names are still skipped."""
+  pq.write_table(reviews, tmp_path / "_reviews.parquet")
+  pq.write_table(reviews, tmp_path / "reviews.parquet")
+  plan = plan_input(str(tmp_path / "_reviews.parquet"))
+  assert [p for p, _ in plan.files] == [str(tmp_path / "_reviews.parquet")]
+  for pattern in (str(tmp_path), str(tmp_path / "*.parquet")):
+    assert [p for p, _ in plan_input(pattern).files] == [
+        str(tmp_path / "reviews.parquet")]
+
+
+def test_rows_pyarrow_cannot_parse_are_dead_lettered_not_fatal(
+    reviews, tiny_model_dir, tmp_path):
+  """Each of these failed a whole CSV run (or a Parquet batch) before: a
+  row with too many fields, a text cell that is not UTF-8, a row longer
+  than pyarrow's 1 MiB block after the first block; and texts or ids that
+  read "NA" or "null" were turned into nulls. Now every record is scored
+  or dead-lettered with its reason, and the counts add up."""
+  header = b"review_id,text\n"
+  good = [f"{i},{t}".encode() for i, t in zip(
+      reviews["review_id"].to_pylist()[:4],
+      ['"' + t.replace('"', '""') + '"' for t in reviews["text"].to_pylist()[:4]])]
+  rows = [good[0], b"na-text,NA", b"null,a fine film", good[1],
+          b"too-many,fields,here", b"latin1,caf\xe9 cr\xe8me", good[2],
+          b"long," + b"x" * (1_500_000), good[3]]
+  (tmp_path / "odd.csv").write_bytes(header + b"\n".join(rows) + b"\n")
+  result = _score(tmp_path / "csv", tmp_path / "odd.csv", tiny_model_dir)
+  assert result.counts["read"] == 9 and result.counts["scored"] == 6, result.counts
+  assert result.counts["dead_lettered_by_reason"] == {
+      "malformed_row": 1, "undecodable_bytes": 1, "too_long": 1}
+  scored = set(pq.read_table(result.score_files)["review_id"].to_pylist())
+  assert {"na-text", "null"} <= scored
+  errors = pq.read_table(result.error_files).to_pylist()
+  by_reason = {e["reason"]: e for e in errors}
+  assert by_reason["malformed_row"]["review_id"] == "odd.csv:malformed-1"
+  assert by_reason["malformed_row"]["detail"] == "3 fields where the header has 2"
+  assert by_reason["undecodable_bytes"]["review_id"] == "latin1"
+  assert by_reason["too_long"]["review_id"] == "long"
+
+  texts = pa.array([b"caf\xe9", b"a fine film"], pa.binary()).view(pa.string())
+  pq.write_table(pa.table({"review_id": ["bad", "ok"], "text": texts}),
+                 tmp_path / "odd.parquet")
+  result = _score(tmp_path / "pq", tmp_path / "odd.parquet", tiny_model_dir)
+  assert result.counts["scored"] == 1
+  assert result.counts["dead_lettered_by_reason"] == {"undecodable_bytes": 1}
+
+
 def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tmp_path):
   """Catches: auto-detection silently taking table files for one-review
   files (every part dead-lettered as one "review")."""

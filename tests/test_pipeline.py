@@ -7,6 +7,8 @@ import gzip
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -273,12 +275,45 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
            ["--bucket-boundaries", "64,32"], ["--precision", "int8"],
            # Bucket options without bucketing would be silently ignored.
            ["--bucket-boundaries", "32,64"],
-           ["--max-batch-duration-secs", "5"]]
+           ["--max-batch-duration-secs", "5"],
+           # Beam's spellings and Beam's own options, bad values: one line,
+           # not argparse's hundred-line usage of every Beam option.
+           ["--num_shards=-1"], ["--direct_num_workers=abc"],
+           ["--direct_running_mode=sideways"],
+           ["--runner=apache_beam.runners.DirectRuner"], ["--runner=no.such.Runner"]]
   for extra in usage:
     result = _invoke("--input", good, "--model", model, "--output", out,
                      *extra)
     assert result.exit_code == 2, (extra, result.output)
     assert isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if "rror" in line]
+    assert len(errors) == 1 and len(result.output.splitlines()) < 8, (
+        extra, result.output)
+  module = subprocess.run(
+      [sys.executable, "-m", "pipeline.run", f"--input={good}",
+       f"--model={model}", f"--output={out}", "--num_shards=-1"],
+      capture_output=True, text=True, timeout=120)
+  assert module.returncode == 2, module.stderr
+  assert module.stderr.strip().splitlines()[-1].startswith("error: ")
+  assert "Traceback" not in module.stderr
+  assert not out.parent.exists()
+
+
+def test_beams_spellings_of_our_options_take_effect_on_the_command_line(
+    tiny_model_dir, imdb_dir, tmp_path):
+  """Catches: click's defaults for the dashed options overriding the same
+  options given in Beam's spelling, silently (3 shards asked, 1 written;
+  a carried column missing)."""
+  data = tmp_path / "in.parquet"
+  pq.write_table(imdb_rows(imdb_dir, 4), data)
+  result = _invoke("--input", data, "--model", tiny_model_dir, "--output",
+                   tmp_path / "s", "--num_shards=3", "--precision", "float32",
+                   "--carry_columns", "label:true_label")
+  assert result.exit_code == 0, result.output
+  manifest = json.loads((tmp_path / "s-manifest.json").read_text())
+  assert len(manifest["scores"]) == 3
+  table = pq.read_table(manifest["scores"])
+  assert sorted(table["true_label"].to_pylist()) == [0, 0, 1, 1]
 
 
 def test_length_buckets_too_small_to_fill_a_batch_are_scored(

@@ -13,7 +13,10 @@ import io
 import json
 import os
 import pathlib
+import shutil
 import socket
+import subprocess
+import sys
 
 import boto3
 import numpy as np
@@ -137,6 +140,29 @@ def test_cloud_paths_keep_their_scheme_and_gs_names_the_missing_extra(
         option, result.output)
 
 
+def test_a_folder_of_parts_on_a_bucket_is_planned_as_one_input(s3, imdb_dir):
+  """Catches: a bucket folder (a key prefix, no wildcard) taken for a
+  missing file ("no such file or directory"), its `_SUCCESS` marker read as
+  input, and a bucket file named on its own taken for a folder."""
+  from pipeline.plan import plan_input
+  _, client = s3
+  table = pq.read_table(imdb_dir / "test.parquet",
+                        columns=["review_id", "text"]).slice(0, 6)
+  for index in range(2):
+    buffer = io.BytesIO()
+    pq.write_table(table.slice(3 * index, 3), buffer)
+    client.put_object(Bucket=BUCKET, Key=f"parts/day=1/part-{index}.parquet",
+                      Body=buffer.getvalue())
+  client.put_object(Bucket=BUCKET, Key="parts/day=1/_SUCCESS", Body=b"")
+  for folder in (f"s3://{BUCKET}/parts", f"s3://{BUCKET}/parts/"):
+    plan = plan_input(folder)
+    assert plan.format == "parquet"
+    assert [p for p, _ in plan.files] == [
+        f"s3://{BUCKET}/parts/day=1/part-{i}.parquet" for i in range(2)]
+  single = plan_input(f"s3://{BUCKET}/parts/day=1/part-0.parquet")
+  assert len(single.files) == 1 and single.format == "parquet"
+
+
 @pytest.mark.slow
 def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
                                                 tiny_checkpoint_dir, tmp_path):
@@ -208,3 +234,128 @@ def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
       card["encoder"]["checkpoint"]["weights_sha256"]
   assert metrics["count"] == 40
   assert metrics["model_fingerprint"] == card["model_fingerprint"]
+
+
+def test_state_mirror_copies_changes_and_deletions_and_survives_an_outage(
+    s3, tmp_path):
+  """Catches: a mirror that copies files it already copied, keeps
+  checkpoints the run deleted, lets a failing upload stop training, or
+  forgets a failed file (it must be copied by the next push)."""
+  from runtime.state_mirror import StateMirror
+  _, client = s3
+  run = tmp_path / "run"
+  (run / "checkpoints").mkdir(parents=True)
+  (run / "checkpoints" / "ckpt-5.index").write_bytes(b"a")
+  (run / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-5"')
+  (run / "train_state.json").write_text("{}")
+  (run / "saved_model").mkdir()
+  (run / "saved_model" / "x").write_text("not state")  # never mirrored
+  lines = []
+  missing = StateMirror(run, "s3://no-such-bucket/run", folders=("checkpoints",),
+                        state_file="train_state.json", progress=lines.append)
+  missing.push()
+  assert lines[-1].startswith("warning: could not copy the run's state to "
+                              "s3://no-such-bucket/run")
+  client.create_bucket(Bucket="late-bucket")
+  mirror = StateMirror(run, "s3://late-bucket/run", folders=("checkpoints",),
+                       state_file="train_state.json", progress=lines.append)
+  mirror.push()
+  assert _keys_of(client, "late-bucket") == [
+      "run/checkpoints/checkpoint", "run/checkpoints/ckpt-5.index",
+      "run/train_state.json"]
+  assert lines[-1].startswith("state copied to s3://late-bucket/run: 3 files")
+  (run / "checkpoints" / "ckpt-10.index").write_bytes(b"b")
+  (run / "checkpoints" / "ckpt-5.index").unlink()
+  (run / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-10"')
+  mirror.push()
+  assert lines[-1].startswith("state copied to s3://late-bucket/run: 2 files")
+  assert lines[-1].endswith("1 removed")
+  assert _keys_of(client, "late-bucket") == [
+      "run/checkpoints/checkpoint", "run/checkpoints/ckpt-10.index",
+      "run/train_state.json"]
+  assert client.get_object(Bucket="late-bucket", Key="run/checkpoints/checkpoint"
+                           )["Body"].read() == b'model_checkpoint_path: "ckpt-10"'
+  mirror.clear()
+  assert _keys_of(client, "late-bucket") == ["run/train_state.json"]
+
+
+def _keys_of(client, bucket):
+  return sorted(item["Key"] for item in
+                client.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+@pytest.mark.slow
+def test_a_run_on_a_bucket_resumes_on_another_machine(
+    s3, tiny_encoder_dir, imdb_dir, tmp_path, monkeypatch, sigkill_when,
+    assert_same_training_state):
+  """`reviewscore train --out s3://...` SIGKILLed in the middle of epoch 2,
+  its machine then lost (its local working copy gone), resumes on another
+  machine from the checkpoints kept on the bucket, and ends with the
+  weights and optimizer state of the same run unbroken.
+
+  Catches: checkpoints kept only on the machine that ran (a `--resume`
+  elsewhere starts over), a state taken back incomplete (other weights or
+  moments at the end), a new run started over one in progress on the
+  bucket, and checkpoints left in the bucket beside the finished model.
+  """
+  _, client = s3
+  table = pq.read_table(imdb_dir / "train.parquet",
+                        columns=["review_id", "text", "label"])
+  labels = table["label"].to_numpy()
+  rows = np.concatenate([np.flatnonzero(labels == k)[:60] for k in (0, 1)])
+  data = tmp_path / "reviews.parquet"
+  pq.write_table(table.take(np.sort(rows)), data)
+  url = f"s3://{BUCKET}/runs/cut"
+  command = [sys.executable, "-m", "reviewscore.cli", "train",
+             "--data", str(data), "--encoder", str(tiny_encoder_dir),
+             "--dropout", "0.1", "--out", url, "--epochs", "2",
+             "--batch-size", "8", "--seq-length", "32", "--checkpoint-every",
+             "5", "--patience", "0", "--truncation", "head", "--pooling", "cls",
+             "--precision", "float32", "--seed", "42"]
+  steps_per_epoch = 12  # 96 training reviews (120 less the validation fifth)
+
+  def bucket_checkpoint_step():
+    try:
+      index = client.get_object(Bucket=BUCKET, Key="runs/cut/checkpoints/checkpoint")
+      client.head_object(Bucket=BUCKET, Key="runs/cut/train_state.json")
+    except client.exceptions.ClientError:
+      return None
+    first = index["Body"].read().decode().splitlines()[0]
+    return int(first.split("ckpt-")[1].rstrip('"'))
+
+  def mid_epoch_2_on_the_bucket():  # step 15 or 20 of 24
+    step = bucket_checkpoint_step()
+    return step is not None and steps_per_epoch < step < 2 * steps_per_epoch \
+        and step % steps_per_epoch != 0
+
+  monkeypatch.setenv("REVIEWSCORE_WORK_DIR", str(tmp_path / "machine-a"))
+  assert sigkill_when(command, mid_epoch_2_on_the_bucket), (
+      "no checkpoint of the middle of epoch 2 reached the bucket")
+  killed_at = bucket_checkpoint_step()
+  shutil.rmtree(tmp_path / "machine-a")
+
+  monkeypatch.setenv("REVIEWSCORE_WORK_DIR", str(tmp_path / "machine-b"))
+  fresh = subprocess.run(command, capture_output=True, text=True, timeout=300)
+  assert fresh.returncode == 1
+  assert f"{url} already holds a run in progress: pass --resume" in fresh.stderr
+  resumed = subprocess.run(command + ["--resume"], capture_output=True,
+                           text=True, timeout=300)
+  assert resumed.returncode == 0, resumed.stderr[-3000:]
+  assert f"took the run's state from {url}" in resumed.stderr
+  assert f"resumed from step {killed_at} of 24" in resumed.stderr
+  card = json.loads(client.get_object(
+      Bucket=BUCKET, Key="runs/cut/model_card.json")["Body"].read())
+  assert card["training"]["steps"] == card["training"]["total_steps"] == 24
+  keys = _keys(client, "runs/cut/")
+  assert not [k for k in keys if "/checkpoints/" in k or "/best/" in k]
+
+  reference = tmp_path / "unbroken"
+  unbroken = subprocess.run(
+      [*command[:command.index("--out") + 1], str(reference),
+       *command[command.index("--out") + 2:]],
+      capture_output=True, text=True, timeout=300)
+  assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+  # The finished run's own checkpoints stay in machine B's working copy.
+  working_copies = list((tmp_path / "machine-b").glob("*/cut"))
+  assert len(working_copies) == 1
+  assert_same_training_state(working_copies[0], reference)

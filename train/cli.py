@@ -124,8 +124,21 @@ def download_imdb_command(out_dir, url, sha256):
              f"({counts['unsup']:,})")
 
 
+def _state_mirror(out, local_out, *, resume: bool, **layout):
+  """For a URL --out, the mirror that keeps the run's checkpoints there
+  while it runs (a new machine resumes from them), having taken them back
+  on --resume; None for a local --out. A finished run clears them: the
+  model is what stays."""
+  from runtime.state_mirror import StateMirror
+  mirror = StateMirror.for_output(out, local_out, progress=_echo_err, **layout)
+  if mirror:
+    mirror.start(resume=resume)
+  return mirror
+
+
 def _library_errors():
   """The exceptions that mean bad input rather than a bug: one line each."""
+  from runtime.state_mirror import UnfinishedRunThere
   from train.data import DataError
   from train.encoders import EncoderUnavailable
   from train.export import ReloadMismatch
@@ -135,7 +148,7 @@ def _library_errors():
   from train.trainer import ResumeMismatch, TrainingDiverged
   return (DataError, EncoderUnavailable, ReloadMismatch, CheckpointError,
           RunExists, ResumeMismatch, TrainingDiverged, FileExistsError,
-          PretrainError)
+          PretrainError, UnfinishedRunThere)
 
 
 def _echo_err(message: str) -> None:
@@ -383,11 +396,14 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
   label_scheme = _labels_from_options(class_names, label_map)
   from runtime.filesystems import UnreachableOutput, output_location
   from schemas.model_dir import MODEL_CARD_FILE
-  from train.trainer import BEST_DIR, CHECKPOINT_DIR
+  from train.trainer import BEST_DIR, CHECKPOINT_DIR, STATE_FILE
   _refuse_finished_output(out, MODEL_CARD_FILE, resume)
   try:
     with output_location(out, skip=(CHECKPOINT_DIR, BEST_DIR),
                          last=(MODEL_CARD_FILE,)) as local_out:
+      mirror = _state_mirror(out, local_out, resume=resume,
+                             folders=(CHECKPOINT_DIR, BEST_DIR),
+                             state_file=STATE_FILE)
       card = train_and_export(
           data_path=data_path, encoder=encoder, out=local_out,
           settings=settings, preprocessor=preprocessor,
@@ -395,7 +411,10 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
           id_column=id_column, label_scheme=label_scheme,
           threshold=threshold, positional_ids=positional_ids, resume=resume,
           pseudo_labels=pseudo_labels, max_test_examples=max_test_examples,
-          progress=_echo_err, restore_best=restore_best)
+          progress=_echo_err, restore_best=restore_best,
+          on_checkpoint=mirror and mirror.push)
+      if mirror:
+        mirror.clear()
   except _library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
   summary = {split: round(m["accuracy"], 4)
@@ -555,7 +574,7 @@ def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
   from runtime.filesystems import UnreachableOutput, output_location
   from schemas import columns
   from train.data import read_texts
-  from train.import_encoder import INFO_FILE
+  from train.import_encoder import INFO_FILE, PRETRAIN_STATE_FILE
   from train.pretrain import CHECKPOINT_DIR
   from train.pretrain import pretrain as run_pretraining
   _refuse_finished_output(out, INFO_FILE, resume)
@@ -565,9 +584,15 @@ def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
               + ", ".join(f"{s['source']} ({s['rows']:,})" for s in texts.sources))
     with output_location(out, skip=(CHECKPOINT_DIR,),
                          last=(INFO_FILE,)) as local_out:
+      mirror = _state_mirror(out, local_out, resume=resume,
+                             folders=(CHECKPOINT_DIR,),
+                             state_file=PRETRAIN_STATE_FILE)
       info = run_pretraining(texts=texts, encoder=encoder, out=local_out,
                              settings=PretrainSettings(**setting_values),
-                             resume=resume, progress=_echo_err)
+                             resume=resume, progress=_echo_err,
+                             on_checkpoint=mirror and mirror.push)
+      if mirror:
+        mirror.clear()
   except _library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
   after = info["pretraining"]["held_out_after"]

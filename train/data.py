@@ -561,25 +561,24 @@ def read_pseudo_labels(prefixes: Sequence[str], *, class_names: Sequence[str],
   runs = [_teacher_run(str(prefix), class_names, text_column)
           for prefix in prefixes]
   first = runs[0]
-  if len(runs) == 1:
-    ids = [str(i) for i in first.table[columns.REVIEW_ID].to_pylist()]
-    probabilities = _class_probabilities(first.table, num_classes)
-  else:
-    ids = _unique_ids(first)
-    probabilities = _class_probabilities(first.table, num_classes).astype(
-        np.float64)
-    for run in runs[1:]:
-      row_of = {i: row for row, i in enumerate(_unique_ids(run))}
-      missing = [i for i in ids if i not in row_of]
-      if missing or len(row_of) != len(ids):
-        raise DataError(
-            f"{run.prefix}: its teacher scored other reviews than "
-            f"{first.prefix}'s ({len(row_of):,} against {len(ids):,}"
-            + (f"; {missing[0]!r} is not among them" if missing else "")
-            + "): average teachers over one input")
-      order = np.fromiter((row_of[i] for i in ids), np.int64, len(ids))
-      probabilities += _class_probabilities(run.table, num_classes)[order]
-    probabilities = (probabilities / len(runs)).astype(np.float32)
+  # One run may repeat ids (each row is its own example); an ensemble joins
+  # its runs on the id, so there they must be unique.
+  ids = ([str(i) for i in first.table[columns.REVIEW_ID].to_pylist()]
+         if len(runs) == 1 else _unique_ids(first))
+  probabilities = _class_probabilities(first.table, num_classes).astype(
+      np.float64)
+  for run in runs[1:]:
+    row_of = {i: row for row, i in enumerate(_unique_ids(run))}
+    missing = [i for i in ids if i not in row_of]
+    if missing or len(row_of) != len(ids):
+      raise DataError(
+          f"{run.prefix}: its teacher scored other reviews than "
+          f"{first.prefix}'s ({len(row_of):,} against {len(ids):,}"
+          + (f"; {missing[0]!r} is not among them" if missing else "")
+          + "): average teachers over one input")
+    order = np.fromiter((row_of[i] for i in ids), np.int64, len(ids))
+    probabilities += _class_probabilities(run.table, num_classes)[order]
+  probabilities = (probabilities / len(runs)).astype(np.float32)
   if num_classes == 2:
     # As the served model decides: float32 probability >= float32 threshold.
     threshold = np.float32(np.mean([run.threshold for run in runs]))

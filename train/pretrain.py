@@ -21,7 +21,7 @@ import math
 import pathlib
 import shutil
 import time
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -244,13 +244,15 @@ class Pretrainer:
                train_chunks: Chunks, validation_chunks: Chunks, workdir, *,
                mask_id: int, run_identity: dict,
                progress: Callable[[str], None] = print,
-               log_every_steps: int = 20):
+               log_every_steps: int = 20,
+               on_checkpoint: Optional[Callable[[], None]] = None):
     self.model = model
     self.settings = settings
     self.train_chunks = train_chunks
     self.workdir = pathlib.Path(workdir)
     self.run_identity = run_identity
     self.progress = progress
+    self.on_checkpoint = on_checkpoint or (lambda: None)
     self.log_every_steps = log_every_steps
     self.mask_id = mask_id
     self.max_predictions = max(1, math.ceil(settings.seq_length *
@@ -364,6 +366,7 @@ class Pretrainer:
     write_json(self._state_path(), {"settings": self.settings.to_dict(),
                                     "identity": self.run_identity,
                                     **self.state})
+    self.on_checkpoint()
 
   def restore(self) -> bool:
     if not self._state_path().exists() or not self.manager.latest_checkpoint:
@@ -487,7 +490,8 @@ def _export(backbone: BertBackbone, source: EncoderSource, out: pathlib.Path,
 def pretrain(*, texts: UnlabelledTexts, encoder: str, out,
              settings: PretrainSettings, resume: bool = False,
              progress: Callable[[str], None] = print,
-             log_every_steps: int = 20) -> dict:
+             log_every_steps: int = 20,
+             on_checkpoint: Optional[Callable[[], None]] = None) -> dict:
   """Continues MLM training of `encoder` on `texts`; writes an encoder
   directory to `out` and returns its encoder_info."""
   out = pathlib.Path(out)
@@ -536,7 +540,8 @@ def pretrain(*, texts: UnlabelledTexts, encoder: str, out,
               "texts": len(texts)}
   trainer = Pretrainer(model, settings, train_chunks, validation_chunks, out,
                        mask_id=ids[MASK_TOKEN], run_identity=identity,
-                       progress=progress, log_every_steps=log_every_steps)
+                       progress=progress, log_every_steps=log_every_steps,
+                       on_checkpoint=on_checkpoint)
   if resume and not trainer.restore():
     progress(f"nothing to resume in {out}: starting a new run")
   started = time.monotonic()

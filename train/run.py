@@ -110,14 +110,16 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      use_hub_layer: Optional[bool] = None,
                      progress: Callable[[str], None] = print,
                      log_every_steps: int = 20,
-                     restore_best: bool = True) -> dict:
+                     restore_best: bool = True,
+                     on_checkpoint: Optional[Callable[[], None]] = None) -> dict:
   """Trains, evaluates and exports; returns the model card (as written).
 
   `threshold` None chooses the decision threshold with the highest accuracy
   on the validation split. `pseudo_labels`: the output PREFIX of a scoring
   run over unlabelled reviews, or several over the same reviews (an
   ensemble teacher): the confident rows join the training split
-  (self-training).
+  (self-training). `on_checkpoint` runs after each checkpoint is written
+  (`runtime.state_mirror`).
   """
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -187,7 +189,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   trainer = Trainer(model, settings, tokenized["train"], tokenized["validation"],
                     out, run_identity=identity, progress=progress,
                     log_every_steps=log_every_steps,
-                    restore_best=restore_best)
+                    restore_best=restore_best, on_checkpoint=on_checkpoint)
   if resume and not trainer.restore():
     progress(f"nothing to resume in {out}: starting a new run")
   state = trainer.run()

@@ -165,7 +165,8 @@ class Trainer:
                train_data: TokenizedReviews, validation_data: TokenizedReviews,
                workdir, *, run_identity: dict,
                progress: Callable[[str], None] = print,
-               log_every_steps: int = 20, restore_best: bool = True):
+               log_every_steps: int = 20, restore_best: bool = True,
+               on_checkpoint: Optional[Callable[[], None]] = None):
     self.model = model
     self.settings = settings
     self.train_data = train_data
@@ -175,6 +176,9 @@ class Trainer:
     self.log_every_steps = log_every_steps
     self.run_identity = run_identity
     self.restore_best = restore_best
+    # Called after each checkpoint and its state are written (a mirror that
+    # keeps them where a lost machine cannot take them along).
+    self.on_checkpoint = on_checkpoint or (lambda: None)
     self.steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     self.total_steps = self.steps_per_epoch * settings.epochs
     schedule = WarmupLinearDecay(
@@ -222,6 +226,7 @@ class Trainer:
   def _save_checkpoint(self):
     self.manager.save(checkpoint_number=self.step)
     self._save_state()
+    self.on_checkpoint()
 
   def restore(self) -> bool:
     """Loads the latest checkpoint of a previous run; False if there is none."""
