@@ -21,7 +21,8 @@ from runtime.filesystems import (is_remote, join_path, missing_filesystem,
                                   relative_path, split_path)
 from schemas import arrow as schema_lib
 from schemas import columns as c
-from schemas.inputs import INPUT_FORMATS, TABLE_FORMATS, table_format_of
+from schemas.inputs import (COMPRESSION_CODECS, INPUT_FORMATS, TABLE_FORMATS,
+                            table_format_of)
 
 FORMATS = INPUT_FORMATS
 
@@ -171,8 +172,10 @@ def plan_input(pattern: str, *, format: str = "auto",
   modified = {p: t for p, _, t in files}
   # A file named on its own is read even if its name marks it hidden.
   named = not is_dir and not re.search(r"[*?[]", pattern)
+  # Keys ending in "/" are a bucket console's empty folder markers.
   files = [(p, size) for p, size, _ in files
-           if (named or not _hidden(p, root)) and not _is_dir(p)]
+           if (named or not _hidden(p, root)) and not _is_dir(p)
+           and not p.endswith("/")]
   _check_local_entries(pattern, root, is_dir)
   if not files:
     raise InputError(f"{pattern}: no input files match")
@@ -201,17 +204,16 @@ def plan_input(pattern: str, *, format: str = "auto",
   return plan
 
 
-_PYARROW_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+# pyarrow parses CSV in blocks and fails on a row that does not fit in one:
+# a worker's block holds several reviews of the default --max-review-bytes
+# (those longer are dead-lettered as too_long). Planning reads headers with
+# pyarrow's default, as it reads ahead several blocks.
+CSV_READ_BLOCK_BYTES = 4 << 20
 
 
-# pyarrow parses in blocks and fails on a row that does not fit in one: a
-# block holds several reviews of the largest --max-review-bytes allowed.
-_TABLE_BLOCK_BYTES = 16 << 20
-
-
-def open_table_reader(path: str, stream, kind: str, column_types=None, *,
-                      on_malformed_row=None):
-  """A pyarrow streaming reader over CSV or JSON Lines (its own parsers and
+def open_csv_reader(path: str, stream, column_types=None, *,
+                    on_malformed_row=None, block_size=None):
+  """A pyarrow streaming reader over CSV (its own parser and
   decompression), on a stream opened with Beam's FileSystems.
 
   Planning reads headers with it and workers read rows with it, so a file
@@ -220,35 +222,26 @@ def open_table_reader(path: str, stream, kind: str, column_types=None, *,
   (pyarrow's InvalidRow) has seen it.
   """
   import pyarrow.csv as pcsv
-  import pyarrow.json as pjson
-  codec = _PYARROW_CODECS.get(os.path.splitext(path.lower())[1])
+  codec = COMPRESSION_CODECS.get(os.path.splitext(path.lower())[1])
   stream = pa.PythonFile(stream, mode="r")
   if codec:
     stream = pa.CompressedInputStream(stream, codec)
-  if kind == "csv":
-    def malformed(row):
-      if on_malformed_row is not None:
-        on_malformed_row(row)
-      return "skip"
-    # Reviews hold newlines inside quotes; only empty cells are nulls (an
-    # empty id then falls back to FILE:ROW, an empty text is dead-lettered),
-    # so a review or an id that reads "NA" or "null" stays itself.
-    return pcsv.open_csv(
-        stream, read_options=pcsv.ReadOptions(block_size=_TABLE_BLOCK_BYTES),
-        parse_options=pcsv.ParseOptions(newlines_in_values=True,
-                                        invalid_row_handler=malformed),
-        convert_options=pcsv.ConvertOptions(column_types=column_types or {},
-                                            strings_can_be_null=True,
-                                            null_values=[""]))
-  read_options = pjson.ReadOptions(block_size=_TABLE_BLOCK_BYTES)
-  if not column_types:  # planning: infer from the first block
-    return pjson.open_json(stream, read_options=read_options)
-  # Reading: only the planned columns, with their planned types, so that a
-  # field we do not read changing type later in the file cannot fail it.
-  return pjson.open_json(stream, read_options=read_options,
-                         parse_options=pjson.ParseOptions(
-                             explicit_schema=pa.schema(list(column_types.items())),
-                             unexpected_field_behavior="ignore"))
+
+  def malformed(row):
+    if on_malformed_row is not None:
+      on_malformed_row(row)
+    return "skip"
+  # Reviews hold newlines inside quotes. Text and string cells are never
+  # null, so a review or an id that reads "NA" or "null" stays itself (an
+  # empty id falls back to FILE:ROW, an empty text is dead-lettered);
+  # numeric columns keep pyarrow's null markers.
+  return pcsv.open_csv(
+      stream, read_options=pcsv.ReadOptions(
+          **({"block_size": block_size} if block_size else {})),
+      parse_options=pcsv.ParseOptions(newlines_in_values=True,
+                                      invalid_row_handler=malformed),
+      convert_options=pcsv.ConvertOptions(column_types=column_types or {},
+                                          strings_can_be_null=False))
 
 
 def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
@@ -259,7 +252,19 @@ def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
       metadata = pq.ParquetFile(f).metadata
       return metadata.schema.to_arrow_schema(), [
           metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-    return open_table_reader(path, f, kind).schema, [0]
+    if kind == "jsonl":
+      return _json_lines_schema(path), [0]
+    return open_csv_reader(path, f).schema, [0]
+
+
+def _json_lines_schema(path: str) -> pa.Schema:
+  from pipeline.json_lines import sample_schema
+  from pipeline.settings import DEFAULT_MAX_REVIEW_BYTES
+  with FileSystems.open(path) as f:  # AUTO: .gz, .bz2... decompressed
+    schema = sample_schema(f, max_review_bytes=DEFAULT_MAX_REVIEW_BYTES)
+  if not schema.names:
+    raise ValueError("no JSON object in its first lines")
+  return schema
 
 
 def _plan_table(plan: InputPlan, carry: Sequence[str], *,

@@ -11,7 +11,7 @@ held: str, bytes, None, a number...), carried (dict of carried columns) and
 defect (a dead-letter reason found while reading, else None).
 """
 import itertools
-from typing import Dict, Iterator, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -20,15 +20,16 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
+from pipeline import json_lines
 from pipeline.dead_letters import DEAD, dead_letter, error_detail
+from pipeline.lines import read_lines
 from runtime.filesystems import relative_path
-from pipeline.plan import InputPlan, open_table_reader
+from pipeline.plan import CSV_READ_BLOCK_BYTES, InputPlan, open_csv_reader
 from schemas import columns as c
 from schemas.inputs import TABLE_FORMATS
 
 # Batches pyarrow decodes at a time: bounds a worker's memory per row group.
 _PARQUET_BATCH_ROWS = 1024
-_TEXT_CHUNK_BYTES = 1 << 16
 
 
 def _raw(review_id, source, value, carried=None, defect=None, detail=None):
@@ -47,8 +48,8 @@ class _Reader(beam.DoFn):
 class ReadTable(_Reader):
   """(path, row group, first row, has id) → raw records, a batch at a time.
 
-  Parquet is read a row group at a time; CSV and JSON Lines (any Beam
-  compression) a whole file per work item, streamed in pyarrow's blocks.
+  Parquet is read a row group at a time; CSV (any Beam compression) a whole
+  file per work item, streamed in pyarrow's blocks.
   """
 
   def __init__(self, *, kind: str, root: str, text_column: str,
@@ -81,7 +82,7 @@ class ReadTable(_Reader):
             if self._text in dict(self._carried) else texts
         for i in range(batch.num_rows):
           review_id = data[self._id][i] if has_id else None
-          review_id = (f"{relative}:{row}" if review_id is None
+          review_id = (f"{relative}:{row}" if review_id in (None, "")
                        else str(review_id))
           self._read.inc()
           yield _raw(review_id, path, texts[i],
@@ -105,15 +106,14 @@ class ReadTable(_Reader):
           batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns)
       return
     # Carried columns keep the types the launcher planned with, so every
-    # file's rows agree; in CSV, text and ids stay strings whatever they
-    # look like (JSON values carry their own types).
-    types = dict(self._column_types)
-    if self._kind == "csv":
-      # Texts as bytes: a cell that is not UTF-8 is dead-lettered, not a
-      # parse error that fails the file.
-      types.update({self._text: pa.binary(), self._id: pa.string()})
-    for batch in open_table_reader(path, stream, self._kind, types,
-                                   on_malformed_row=on_malformed_row):
+    # file's rows agree; ids stay strings whatever they look like, and texts
+    # are bytes: a cell that is not UTF-8 is dead-lettered, not a parse error
+    # that fails the file.
+    types = {**self._column_types, self._text: pa.binary(),
+             self._id: pa.string()}
+    for batch in open_csv_reader(path, stream, types,
+                                 on_malformed_row=on_malformed_row,
+                                 block_size=CSV_READ_BLOCK_BYTES):
       yield batch.select([n for n in columns if n in batch.schema.names])
 
 
@@ -128,42 +128,47 @@ def _text_values(column: pa.Array) -> list:
   return column.to_pylist()
 
 
-def read_lines(stream, max_bytes: int) -> Iterator[Tuple[int, Optional[bytes],
-                                                         int]]:
-  """Yields (line number, bytes or None when too long, byte length).
+class ReadJsonLines(_Reader):
+  """(path, 0, 0, has id) → raw records, a line at a time
+  (`pipeline.json_lines`): a line that is no JSON object, or whose carried
+  values do not fit the planned columns, is dead-lettered on its own."""
 
-  Reads fixed-size chunks, so a line of any length costs no more memory
-  than --max-review-bytes: the bytes past it are counted and dropped.
-  """
-  number, pending, pending_len, overflow = 1, [], 0, False
+  def __init__(self, *, root: str, text_column: str, id_column: str,
+               carried: Sequence[Tuple[str, str]],
+               column_types: Dict[str, pa.DataType], max_bytes: int):
+    self._root = root
+    self._text = text_column
+    self._id = id_column
+    self._carried = list(carried)
+    self._column_types = dict(column_types)
+    self._max_bytes = max_bytes
 
-  def finish():
-    if overflow:
-      return number, None, pending_len
-    line = b"".join(pending)
-    return number, line[:-1] if line.endswith(b"\r") else line, pending_len
-
-  while True:
-    chunk = stream.read(_TEXT_CHUNK_BYTES)
-    if not chunk:
-      break
-    start = 0
-    while True:
-      end = chunk.find(b"\n", start)
-      piece = chunk[start:] if end < 0 else chunk[start:end]
-      pending_len += len(piece)
-      if not overflow:
-        if pending_len > max_bytes + 1:  # +1: a trailing \r is not text
-          overflow, pending = True, []
-        else:
-          pending.append(piece)
-      if end < 0:
-        break
-      yield finish()
-      number, pending, pending_len, overflow = number + 1, [], 0, False
-      start = end + 1
-  if pending_len:
-    yield finish()
+  def process(self, item):
+    path, _, _, has_id = item
+    relative = relative_path(path, self._root)
+    row = 0
+    with FileSystems.open(path) as f:  # AUTO: .gz, .bz2... decompressed
+      for number, value, line, reason, detail in json_lines.objects(
+          f, max_review_bytes=self._max_bytes):
+        self._read.inc()
+        positional = f"{relative}:{row}"
+        row += 1
+        if value is None:
+          yield _raw(positional, path, line, defect=reason,
+                     detail=f"line {number}: {detail}")
+          continue
+        review_id = value.get(self._id) if has_id else None
+        review_id = positional if review_id is None else str(review_id)
+        try:
+          carried = {alias: json_lines.carried_value(
+              value.get(name), self._column_types[name])
+              for name, alias in self._carried}
+        except ValueError as e:
+          yield _raw(review_id, path, value.get(self._text),
+                     defect=c.REASON_MALFORMED_ROW,
+                     detail=f"line {number}: a carried value: {e}")
+          continue
+        yield _raw(review_id, path, value.get(self._text), carried)
 
 
 class _FileReader(_Reader):
@@ -226,13 +231,18 @@ class ReadReviews(beam.PTransform):
 
   def expand(self, pbegin):
     plan = self._plan
-    if plan.format in TABLE_FORMATS:
+    if plan.format == "jsonl":
+      items, reader, label = plan.row_groups, ReadJsonLines(
+          root=plan.root, text_column=plan.text_column,
+          id_column=plan.id_column, carried=plan.carried,
+          column_types=plan.column_types,
+          max_bytes=self._max_bytes), "ReadJsonLines"
+    elif plan.format in TABLE_FORMATS:
       items, reader = plan.row_groups, ReadTable(
           kind=plan.format, root=plan.root, text_column=plan.text_column,
           id_column=plan.id_column, carried=plan.carried,
           column_types=plan.column_types)
-      label = {"parquet": "ReadParquet", "csv": "ReadCsv",
-               "jsonl": "ReadJsonLines"}[plan.format]
+      label = {"parquet": "ReadParquet", "csv": "ReadCsv"}[plan.format]
     elif plan.format == "text":
       items, reader, label = [p for p, _ in plan.files], ReadTextFile(
           root=plan.root, max_bytes=self._max_bytes), "ReadText"

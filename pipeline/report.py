@@ -74,10 +74,10 @@ def _label_ids(column, class_names) -> np.ndarray:
   if all(name.lstrip("-").isdigit() for name in class_names):
     return np.asarray([index.get(str(v), -1) if v is not None else -1
                        for v in column.to_pylist()], np.int64)
+  # -1 marks an unlabelled row, as nulls do (Hugging Face's datasets).
   ids = np.asarray(pc.fill_null(column, -1).to_numpy(zero_copy_only=False),
                    np.int64)
-  outside = (ids < -1) | (ids >= len(class_names)) | (
-      (ids == -1) & ~np.asarray(pc.is_null(column)))
+  outside = (ids < -1) | (ids >= len(class_names))
   if outside.any():
     raise ReportError(
         f"--labels: {ids[outside][0]} is not a class id of this model (0-"
@@ -148,9 +148,11 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
       counters.add(scores, label_ids, truth)
 
   if labels and not counters.labelled:
-    raise ReportError(f"--labels {labels}: no scored review has a label there "
-                      f"(joined on {c.REVIEW_ID}; ids in a labels file are "
-                      f"read from {labels_id_column!r})")
+    raise ReportError(
+        f"--labels {labels}: no scored review has a label there" + (
+            " (every value is null or -1)" if label_column else
+            f" (joined on {c.REVIEW_ID}; the file's ids are read from "
+            f"{labels_id_column!r})"))
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
   summary = {"prefix": prefix,

@@ -9,12 +9,13 @@ folders and the state file to the URL after every checkpoint, a `--resume`
 on any machine first takes them back from there, and a finished run clears
 them: the model is what stays.
 
-The URL is the run: on `--resume` its state replaces whatever an older
-local copy holds, so a machine that comes back cannot rewind a run another
-machine carried on.
+On `--resume` the further of the two copies wins (by the step of its
+latest checkpoint): a machine that comes back cannot rewind a run another
+machine carried on, and one whose uploads failed a while keeps its own.
 """
 import os
 import pathlib
+import re
 import shutil
 import time
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -80,8 +81,8 @@ class StateMirror:
     return found
 
   def start(self, *, resume: bool) -> None:
-    """Takes the URL's state for a resumed run; refuses to start a new run
-    over one in progress there."""
+    """Takes the URL's state for a resumed run, unless this machine's copy
+    is as far on; refuses to start a new run over one in progress there."""
     remote = self._remote_files()
     if self.state_file not in remote:
       return
@@ -89,6 +90,19 @@ class StateMirror:
       raise UnfinishedRunThere(
           f"{self.url} already holds a run in progress: pass --resume to "
           "continue it (from any machine) or choose another --out")
+    remote_step = self._checkpoint_step(remote, self._read_remote)
+    local_step = self._checkpoint_step(
+        self._local_files(), lambda relative: (self.local / relative).read_text())
+    if remote_step is None:
+      if local_step is None:
+        raise UnfinishedRunThere(
+            f"{self.url} holds a finished run whose checkpoints were cleared: "
+            "nothing to resume there; choose another --out")
+      return
+    if local_step is not None and local_step >= remote_step:
+      self.progress(f"resuming from this machine's copy (step {local_step}; "
+                    f"{self.url} holds step {remote_step})")
+      return
     started = time.monotonic()
     for folder in self.folders:
       shutil.rmtree(self.local / folder, ignore_errors=True)
@@ -100,6 +114,22 @@ class StateMirror:
     self.progress(f"took the run's state from {self.url}: {len(remote)} files, "
                   f"{sum(remote.values()) / 2**20:,.0f} MiB in "
                   f"{time.monotonic() - started:.1f} s")
+
+  def _read_remote(self, relative: str) -> str:
+    with FileSystems.open(self._url_of(relative)) as f:
+      return f.read().decode("utf-8")
+
+  @staticmethod
+  def _checkpoint_step(files, read) -> Optional[int]:
+    """The step of the latest checkpoint among `files` (relative paths), as
+    TensorFlow's CheckpointManager names it in its index; None if none."""
+    for relative in sorted(files):
+      if os.path.basename(relative) == _CHECKPOINT_INDEX:
+        found = re.search(r'model_checkpoint_path:\s*"[^"]*?(\d+)"',
+                          read(relative))
+        if found:
+          return int(found.group(1))
+    return None
 
   def push(self) -> None:
     """Copies what changed since the last push and deletes at the URL what
@@ -134,10 +164,15 @@ class StateMirror:
                   + (f", {len(gone)} removed" if gone else ""))
 
   def clear(self) -> None:
-    """Deletes the checkpoint folders' copies at the URL, for a finished
-    run: what stays there is its result (and its state file)."""
-    remote = [relative for relative in self._remote_files()
-              if relative != self.state_file]
-    if remote:
-      FileSystems.delete([self._url_of(relative) for relative in remote])
+    """Deletes the checkpoint folders' copies at the URL once the finished
+    run is there: what stays is its result (and its state file). A failure
+    leaves them, with a warning."""
+    try:
+      remote = [relative for relative in self._remote_files()
+                if relative != self.state_file]
+      if remote:
+        FileSystems.delete([self._url_of(relative) for relative in remote])
+    except Exception as e:  # each filesystem raises its own errors
+      self.progress(f"warning: the run's checkpoints stay in {self.url} "
+                    f"({type(e).__name__}); delete them by hand")
     self._copied.clear()

@@ -10,7 +10,9 @@ INPUT_FORMATS = TABLE_FORMATS + ("text", "files")
 # File name endings (before any compression suffix) of each table format.
 TABLE_SUFFIXES = {".parquet": "parquet", ".csv": "csv", ".jsonl": "jsonl",
                   ".ndjson": "jsonl", ".json": "jsonl"}
-COMPRESSION_SUFFIXES = (".gz", ".bz2", ".zst")
+# Compressed table files by suffix, with the codec that reads them.
+COMPRESSION_CODECS = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
+COMPRESSION_SUFFIXES = tuple(COMPRESSION_CODECS)
 
 
 def table_format_of(path: str) -> Optional[str]:

@@ -2,6 +2,7 @@
 of parts (with Spark's `_SUCCESS` marker) or a glob, for `score` and `train`.
 Read by pyarrow's own readers, on real IMDB reviews."""
 import gzip
+import io
 import json
 
 import pyarrow as pa
@@ -99,12 +100,89 @@ def test_rows_pyarrow_cannot_parse_are_dead_lettered_not_fatal(
   assert by_reason["undecodable_bytes"]["review_id"] == "latin1"
   assert by_reason["too_long"]["review_id"] == "long"
 
+  # "NA" in a numeric column carried along is a null, as pyarrow reads it.
+  (tmp_path / "rated.csv").write_text(
+      "review_id,text,rating\na,NA,7\nb,a fine film,NA\nc,null,\n")
+  result = _score(tmp_path / "rated", tmp_path / "rated.csv", tiny_model_dir,
+                  "--carry_columns=rating")
+  assert result.counts["scored"] == 3, result.counts
+  rated = pq.read_table(result.score_files)
+  assert dict(zip(rated["review_id"].to_pylist(),
+                  rated["rating"].to_pylist())) == {"a": 7, "b": None, "c": None}
+
   texts = pa.array([b"caf\xe9", b"a fine film"], pa.binary()).view(pa.string())
   pq.write_table(pa.table({"review_id": ["bad", "ok"], "text": texts}),
                  tmp_path / "odd.parquet")
   result = _score(tmp_path / "pq", tmp_path / "odd.parquet", tiny_model_dir)
   assert result.counts["scored"] == 1
   assert result.counts["dead_lettered_by_reason"] == {"undecodable_bytes": 1}
+
+
+def test_json_lines_are_read_a_line_at_a_time(reviews, tiny_model_dir,
+                                              tmp_path):
+  """pyarrow's reader failed the whole file on each of these: a line that
+  is not JSON, a JSON array, a text that is a number, an id that turns
+  from number to string, a carried value of another type than the first
+  lines had; now each is one record, scored or dead-lettered with its
+  reason, and carried values of mixed types keep their JSON text. Also: a
+  BOM before the first line (pyarrow took it), and an escaped lone
+  surrogate (no UTF-8 form: it would fail the Parquet write)."""
+  rows = reviews.slice(0, 3).to_pylist()
+  lines = [
+      {"review_id": 1, "text": rows[0]["text"], "rating": 7},
+      {"review_id": 2, "text": 42, "rating": 3},
+      "not json at all {",
+      [1, 2, 3],
+      {"review_id": "three", "text": rows[1]["text"], "rating": 9},
+      {"review_id": 4, "text": rows[2]["text"], "rating": "ten"},
+      {"text": "no id here, still a review", "rating": None},
+      {"review_id": 6, "text": "a carried value that does not fit",
+       "rating": 2.5},
+  ]
+  body = "\ufeff" + "\n".join(line if isinstance(line, str) else json.dumps(line)
+                              for line in lines) + "\n\n"
+  body += '{"review_id": "lone", "text": "a lone \\ud800 surrogate"}\n'
+  with gzip.open(tmp_path / "odd.jsonl.gz", "wt", encoding="utf-8") as f:
+    f.write(body)
+  result = _score(tmp_path / "j", tmp_path / "odd.jsonl.gz", tiny_model_dir,
+                  "--carry_columns=rating")
+  assert result.counts["read"] == 9, result.counts
+  assert result.counts["scored"] == 5
+  assert result.counts["dead_lettered_by_reason"] == {
+      "not_a_string": 1, "malformed_row": 2, "undecodable_bytes": 1}
+  scored = pq.read_table(result.score_files)
+  # Ratings of mixed types in the first lines: carried as their JSON text.
+  assert scored.schema.field("rating").type == pa.string()
+  assert dict(zip(scored["review_id"].to_pylist(),
+                  scored["rating"].to_pylist())) == {
+      "1": "7", "three": "9", "4": "ten", "odd.jsonl.gz:6": None, "6": "2.5"}
+  errors = {e["review_id"]: e for e in pq.read_table(result.error_files).to_pylist()}
+  assert errors["2"]["reason"] == "not_a_string"
+  assert errors["odd.jsonl.gz:2"]["detail"].startswith("line 3: not JSON")
+  assert errors["odd.jsonl.gz:3"]["detail"] == "line 4: a JSON list, not an object"
+
+
+def test_a_json_value_that_does_not_fit_its_planned_column_is_refused():
+  """Beyond the lines planning samples, a carried value of another type
+  than the column's is the record's problem (ReadJsonLines dead-letters
+  it), never a silently changed value."""
+  from pipeline.json_lines import carried_value
+  assert carried_value(7, pa.int64()) == 7
+  assert carried_value(7, pa.string()) == "7"
+  assert carried_value({"a": [1]}, pa.string()) == '{"a": [1]}'
+  assert carried_value(None, pa.int64()) is None
+  # Dates keep the type pyarrow's JSON reader gave them in earlier runs.
+  from pipeline.json_lines import sample_schema
+  sampled = sample_schema(io.BytesIO(
+      b'{"d": "2020-01-02", "n": 1, "s": "x"}\n{"d": "2020-01-03 10:00:00"}\n'),
+      max_review_bytes=1000)
+  assert sampled.field("d").type == pa.timestamp("s")
+  assert sampled.field("n").type == pa.int64()
+  assert sampled.field("s").type == pa.string()
+  assert str(carried_value("2020-01-02", pa.timestamp("s"))) == "2020-01-02 00:00:00"
+  for value in ("ten", 2.5, [1]):
+    with pytest.raises(ValueError, match="is not int64"):
+      carried_value(value, pa.int64())
 
 
 def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tmp_path):

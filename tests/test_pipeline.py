@@ -21,7 +21,7 @@ import tensorflow_text  # noqa: F401
 
 from pipeline import model_handler
 from pipeline.plan import InputError
-from pipeline.read import read_lines
+from pipeline.lines import read_lines
 from pipeline.run import PipelineFailed, run
 from reviewscore.cli import main
 from schemas import columns as c

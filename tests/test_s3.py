@@ -142,8 +142,9 @@ def test_cloud_paths_keep_their_scheme_and_gs_names_the_missing_extra(
 
 def test_a_folder_of_parts_on_a_bucket_is_planned_as_one_input(s3, imdb_dir):
   """Catches: a bucket folder (a key prefix, no wildcard) taken for a
-  missing file ("no such file or directory"), its `_SUCCESS` marker read as
-  input, and a bucket file named on its own taken for a folder."""
+  missing file ("no such file or directory"), its `_SUCCESS` marker or a
+  console's folder objects read as input, and a bucket file named on its
+  own taken for a folder."""
   from pipeline.plan import plan_input
   _, client = s3
   table = pq.read_table(imdb_dir / "test.parquet",
@@ -154,6 +155,9 @@ def test_a_folder_of_parts_on_a_bucket_is_planned_as_one_input(s3, imdb_dir):
     client.put_object(Bucket=BUCKET, Key=f"parts/day=1/part-{index}.parquet",
                       Body=buffer.getvalue())
   client.put_object(Bucket=BUCKET, Key="parts/day=1/_SUCCESS", Body=b"")
+  # A bucket console's empty "folder" objects.
+  client.put_object(Bucket=BUCKET, Key="parts/", Body=b"")
+  client.put_object(Bucket=BUCKET, Key="parts/day=1/", Body=b"")
   for folder in (f"s3://{BUCKET}/parts", f"s3://{BUCKET}/parts/"):
     plan = plan_input(folder)
     assert plan.format == "parquet"
@@ -237,10 +241,11 @@ def test_train_evaluate_and_report_read_from_s3(s3, tiny_encoder_dir, imdb_dir,
 
 
 def test_state_mirror_copies_changes_and_deletions_and_survives_an_outage(
-    s3, tmp_path):
+    s3, tmp_path, monkeypatch):
   """Catches: a mirror that copies files it already copied, keeps
   checkpoints the run deleted, lets a failing upload stop training, or
-  forgets a failed file (it must be copied by the next push)."""
+  forgets a file whose upload failed (the next push must copy it)."""
+  from runtime import state_mirror
   from runtime.state_mirror import StateMirror
   _, client = s3
   run = tmp_path / "run"
@@ -251,19 +256,27 @@ def test_state_mirror_copies_changes_and_deletions_and_survives_an_outage(
   (run / "saved_model").mkdir()
   (run / "saved_model" / "x").write_text("not state")  # never mirrored
   lines = []
-  missing = StateMirror(run, "s3://no-such-bucket/run", folders=("checkpoints",),
-                        state_file="train_state.json", progress=lines.append)
-  missing.push()
-  assert lines[-1].startswith("warning: could not copy the run's state to "
-                              "s3://no-such-bucket/run")
   client.create_bucket(Bucket="late-bucket")
   mirror = StateMirror(run, "s3://late-bucket/run", folders=("checkpoints",),
                        state_file="train_state.json", progress=lines.append)
+  real_upload, calls = state_mirror.upload_file, []
+
+  def flaky_upload(path, url):  # the network fails on the second file
+    calls.append(url)
+    if len(calls) == 2:
+      raise OSError("connection reset")
+    real_upload(path, url)
+  monkeypatch.setattr(state_mirror, "upload_file", flaky_upload)
+  mirror.push()
+  assert lines[-1].startswith("warning: could not copy the run's state to "
+                              "s3://late-bucket/run (OSError: connection reset)")
+  assert _keys_of(client, "late-bucket") == ["run/checkpoints/ckpt-5.index"]
   mirror.push()
   assert _keys_of(client, "late-bucket") == [
       "run/checkpoints/checkpoint", "run/checkpoints/ckpt-5.index",
       "run/train_state.json"]
-  assert lines[-1].startswith("state copied to s3://late-bucket/run: 3 files")
+  # The file copied before the failure is not copied again.
+  assert lines[-1].startswith("state copied to s3://late-bucket/run: 2 files")
   (run / "checkpoints" / "ckpt-10.index").write_bytes(b"b")
   (run / "checkpoints" / "ckpt-5.index").unlink()
   (run / "checkpoints" / "checkpoint").write_text('model_checkpoint_path: "ckpt-10"')
@@ -277,6 +290,47 @@ def test_state_mirror_copies_changes_and_deletions_and_survives_an_outage(
                            )["Body"].read() == b'model_checkpoint_path: "ckpt-10"'
   mirror.clear()
   assert _keys_of(client, "late-bucket") == ["run/train_state.json"]
+
+
+def test_a_resume_takes_the_further_copy_of_a_run(s3, tmp_path):
+  """Catches: a resume that rewinds this machine's run to an older copy in
+  the bucket (its uploads had failed), one that ignores a bucket copy
+  further on, and a finished run's state (checkpoints cleared) resumed as
+  if it were a run: training would start over and replace the model."""
+  from runtime.state_mirror import StateMirror, UnfinishedRunThere
+  _, client = s3
+  client.create_bucket(Bucket="runs")
+
+  def copy_at(folder, step):
+    (folder / "checkpoints").mkdir(parents=True, exist_ok=True)
+    (folder / "checkpoints" / f"ckpt-{step}.index").write_text(str(step))
+    (folder / "checkpoints" / "checkpoint").write_text(
+        f'model_checkpoint_path: "ckpt-{step}"\n')
+    (folder / "train_state.json").write_text(json.dumps({"at": step}))
+
+  def mirror(folder, lines):
+    return StateMirror(folder, "s3://runs/a", folders=("checkpoints",),
+                       state_file="train_state.json", progress=lines.append)
+  copy_at(tmp_path / "b", 20)
+  mirror(tmp_path / "b", []).push()  # the bucket: step 20
+  copy_at(tmp_path / "a", 30)
+  lines = []
+  mirror(tmp_path / "a", lines).start(resume=True)
+  assert lines == ["resuming from this machine's copy (step 30; s3://runs/a "
+                   "holds step 20)"]
+  assert json.loads((tmp_path / "a" / "train_state.json").read_text()) == {"at": 30}
+  copy_at(tmp_path / "c", 10)
+  (tmp_path / "c" / "checkpoints" / "ckpt-10.index").unlink()
+  mirror(tmp_path / "c", lines).start(resume=True)
+  assert lines[-1].startswith("took the run's state from s3://runs/a: 3 files")
+  assert sorted(p.name for p in (tmp_path / "c" / "checkpoints").iterdir()) == [
+      "checkpoint", "ckpt-20.index"]
+  assert json.loads((tmp_path / "c" / "train_state.json").read_text()) == {"at": 20}
+  with pytest.raises(UnfinishedRunThere, match="pass --resume"):
+    mirror(tmp_path / "d", lines).start(resume=False)
+  mirror(tmp_path / "b", lines).clear()  # finished: only the state stays
+  with pytest.raises(UnfinishedRunThere, match="checkpoints were cleared"):
+    mirror(tmp_path / "d", lines).start(resume=True)
 
 
 def _keys_of(client, bucket):

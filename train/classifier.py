@@ -15,10 +15,11 @@ from train.bert_backbone import BertBackbone
 from train.bert_config import BertConfig
 from train.encoders import EncoderSource
 from train.seeded_dropout import SeededDropout
+from train.settings import POOLINGS
 
 # TF Hub's BERT encoder inputs, which the classifier takes unchanged.
 INPUT_NAMES = ("input_word_ids", "input_mask", "input_type_ids")
-POOLINGS = ("cls", "mean")
+# Each precision setting's Keras mixed-precision policy.
 PRECISIONS = {"float32": "float32", "bfloat16": "mixed_bfloat16",
               "float16": "mixed_float16"}
 

@@ -8,7 +8,9 @@ import pathlib
 import click
 
 from train.presets import DEFAULT_PRESET, PRESETS
-from train.settings import PretrainSettings, TrainSettings
+from train.settings import (AUTO, IMPORT_SEQ_LENGTH, POOLINGS, PRECISIONS,
+                            PRETRAIN_PRECISIONS, TRUNCATIONS, PretrainSettings,
+                            TrainSettings)
 
 
 def _out_location(ctx, param, value):
@@ -39,7 +41,7 @@ def _refuse_finished_output(out, finished_file: str, resume: bool) -> None:
 
 @click.command("import-encoder")
 @click.argument("paths", nargs=-1, required=True, metavar="[SOURCE] OUT")
-@click.option("--seq-length", default=128, show_default=True,
+@click.option("--seq-length", default=IMPORT_SEQ_LENGTH, show_default=True,
               type=click.IntRange(8, 512),
               help="Sequence length of the preprocessor's default packing.")
 @click.option("--overwrite", is_flag=True, help="Replace OUT if it exists.")
@@ -294,17 +296,17 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
 @_loop_options(TrainSettings)
 @_setting("seq_length", "--seq-length", type=click.IntRange(16, 512),
           help="Wordpieces per review.")
-@_setting("truncation", "--truncation", type=click.Choice(["head", "head+tail"]),
+@_setting("truncation", "--truncation", type=click.Choice(TRUNCATIONS),
           help="Keep the first wordpieces, or the first --head-tokens and "
           "the last ones (Sun et al. 2019).")
 @_setting("head_tokens", "--head-tokens", type=click.IntRange(1, 510),
           help="Head length for head+tail [default: a quarter of "
           "--seq-length].")
 @_setting("precision", "--precision",
-          type=click.Choice(["auto", "float32", "bfloat16", "float16"]),
+          type=click.Choice((AUTO,) + PRECISIONS),
           help="Mixed precision. auto: bfloat16 where the CPU computes it "
           "natively (AVX-512 BF16, AMX), else float32; float16 needs a GPU.")
-@_setting("pooling", "--pooling", type=click.Choice(["auto", "cls", "mean"]),
+@_setting("pooling", "--pooling", type=click.Choice((AUTO,) + POOLINGS),
           help="Encoder pooled output ([CLS] + tanh) or masked mean. auto: "
           "what the encoder was trained for (mean for sentence-transformers "
           "checkpoints such as all-MiniLM-L6-v2, cls for TF Hub BERTs).")
@@ -398,6 +400,7 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
   from schemas.model_dir import MODEL_CARD_FILE
   from train.trainer import BEST_DIR, CHECKPOINT_DIR, STATE_FILE
   _refuse_finished_output(out, MODEL_CARD_FILE, resume)
+  mirror = None
   try:
     with output_location(out, skip=(CHECKPOINT_DIR, BEST_DIR),
                          last=(MODEL_CARD_FILE,)) as local_out:
@@ -413,10 +416,10 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
           pseudo_labels=pseudo_labels, max_test_examples=max_test_examples,
           progress=_echo_err, restore_best=restore_best,
           on_checkpoint=mirror and mirror.push)
-      if mirror:
-        mirror.clear()
   except _library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
+  if mirror:  # the model is in place: its checkpoints need not stay there
+    mirror.clear()
   summary = {split: round(m["accuracy"], 4)
              for split, m in card["metrics"].items() if m.get("accuracy") is not None}
   click.echo(f"model written to {out} (fingerprint {card['model_fingerprint'][:12]}); "
@@ -545,7 +548,7 @@ def predict(model_dir, texts):
                    help="Share of each chunk's wordpieces predicted, chosen "
                    "a whole word at a time.")
 @_pretrain_setting("precision", "--precision",
-                   type=click.Choice(["auto", "float32", "bfloat16"]),
+                   type=click.Choice((AUTO,) + PRETRAIN_PRECISIONS),
                    help="auto: bfloat16 where the CPU computes it natively.")
 @_pretrain_setting("validation_chunks", "--validation-chunks",
                    type=click.IntRange(1),
@@ -578,6 +581,7 @@ def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
   from train.pretrain import CHECKPOINT_DIR
   from train.pretrain import pretrain as run_pretraining
   _refuse_finished_output(out, INFO_FILE, resume)
+  mirror = None
   try:
     texts = read_texts(data_paths, text_column=text_column or columns.INPUT_TEXT)
     _echo_err(f"read {len(texts):,} texts from "
@@ -591,10 +595,10 @@ def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
                              settings=PretrainSettings(**setting_values),
                              resume=resume, progress=_echo_err,
                              on_checkpoint=mirror and mirror.push)
-      if mirror:
-        mirror.clear()
   except _library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
+  if mirror:  # the encoder is in place: its checkpoints need not stay there
+    mirror.clear()
   after = info["pretraining"]["held_out_after"]
   before = info["pretraining"]["held_out_before"]
   click.echo(f"encoder written to {out}: held-out masked-wordpiece loss "

@@ -19,6 +19,7 @@ from train.bert_backbone import BertBackbone, dummy_inputs
 from train.bert_config import BertConfig
 from train.bert_preprocessor import BertPreprocessor, read_vocabulary
 from train.hf_checkpoint import HfCheckpoint
+from train.settings import IMPORT_SEQ_LENGTH
 
 ENCODER_DIR = "encoder"
 PREPROCESSOR_DIR = "preprocessor"
@@ -138,7 +139,8 @@ def save_preprocessor(vocabulary, *, lower_case: bool, seq_length: int,
   tf.saved_model.save(preprocessor, str(path))
 
 
-def import_encoder(checkpoint: HfCheckpoint, out, *, seq_length: int = 128,
+def import_encoder(checkpoint: HfCheckpoint, out, *,
+                   seq_length: int = IMPORT_SEQ_LENGTH,
                    overwrite: bool = False) -> pathlib.Path:
   """Writes OUT/encoder, OUT/preprocessor and OUT/encoder_info.json."""
   out = pathlib.Path(out)

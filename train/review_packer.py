@@ -8,7 +8,7 @@ preprocessor through its `tokenize` and `bert_pack_inputs`.
 """
 import tensorflow as tf
 
-TRUNCATIONS = ("head", "head+tail")
+from train.settings import TRUNCATIONS
 # HTML line breaks, as scraped reviews (IMDB's among them) carry them: four
 # wordpieces each ("<", "br", "/", ">") that say nothing about the review and
 # that text from elsewhere lacks, so a model trained on them learns a quirk.

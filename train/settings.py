@@ -5,6 +5,17 @@ No TensorFlow here: `reviewscore train --help` stays fast.
 import dataclasses
 from typing import Optional, Tuple
 
+# The values of the choice settings ("auto" besides, where a setting has it).
+TRUNCATIONS = ("head", "head+tail")
+POOLINGS = ("cls", "mean")
+PRECISIONS = ("float32", "bfloat16", "float16")
+# `pretrain` offers the CPU's two (float16 is for GPUs).
+PRETRAIN_PRECISIONS = ("float32", "bfloat16")
+AUTO = "auto"
+# The packing length an imported preprocessor applies when a caller gives
+# none (`train` packs to its own --seq-length).
+IMPORT_SEQ_LENGTH = 128
+
 
 @dataclasses.dataclass
 class LoopSettings:
