@@ -35,12 +35,16 @@ def _is_dir(path: str) -> bool:
   return (not is_remote(path)) and os.path.isdir(path)
 
 
+def _has_wildcard(pattern: str) -> bool:
+  return bool(re.search(r"[*?[]", pattern))
+
+
 def _is_input_folder(pattern: str) -> bool:
   """A local folder, or on a bucket a name without wildcards that is no
   file but has files below it (a bucket's folders are key prefixes)."""
   if not is_remote(pattern):
     return os.path.isdir(pattern)
-  if re.search(r"[*?[]", pattern):
+  if _has_wildcard(pattern):
     return False
   folder = pattern.rstrip("/")
   if any(path == folder for path, _, _ in _match(folder)):
@@ -167,11 +171,11 @@ def plan_input(pattern: str, *, format: str = "auto",
   else:
     root = _pattern_root(pattern)
     files = _match(pattern)
-    if not files and not re.search(r"[*?[]", pattern):
+    if not files and not _has_wildcard(pattern):
       raise InputError(f"{pattern}: no such file or directory")
   modified = {p: t for p, _, t in files}
   # A file named on its own is read even if its name marks it hidden.
-  named = not is_dir and not re.search(r"[*?[]", pattern)
+  named = not is_dir and not _has_wildcard(pattern)
   # Keys ending in "/" are a bucket console's empty folder markers.
   files = [(p, size) for p, size, _ in files
            if (named or not _hidden(p, root)) and not _is_dir(p)
@@ -246,14 +250,14 @@ def open_csv_reader(path: str, stream, column_types=None, *,
 
 def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
   """(schema, row counts of its row groups; one unknown-size unit else)."""
+  if kind == "jsonl":
+    return _json_lines_schema(path), [0]
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
                         ) as f:
     if kind == "parquet":
       metadata = pq.ParquetFile(f).metadata
       return metadata.schema.to_arrow_schema(), [
           metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-    if kind == "jsonl":
-      return _json_lines_schema(path), [0]
     return open_csv_reader(path, f).schema, [0]
 
 

@@ -76,10 +76,9 @@ class ReadTable(_Reader):
         texts = _text_values(batch.column(self._text))
         data = {name: batch.column(name).to_pylist()
                 for name in set(columns) if name != self._text}
-        # A carried copy of the text is the text as a string.
-        data[self._text] = [v.decode("utf-8", "replace")
-                            if isinstance(v, bytes) else v for v in texts] \
-            if self._text in dict(self._carried) else texts
+        if self._text in dict(self._carried):  # a carried copy is a string
+          data[self._text] = [v.decode("utf-8", "replace")
+                              if isinstance(v, bytes) else v for v in texts]
         for i in range(batch.num_rows):
           review_id = data[self._id][i] if has_id else None
           review_id = (f"{relative}:{row}" if review_id in (None, "")
