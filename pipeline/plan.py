@@ -39,17 +39,25 @@ def _has_wildcard(pattern: str) -> bool:
   return bool(re.search(r"[*?[]", pattern))
 
 
-def _is_input_folder(pattern: str) -> bool:
-  """A local folder, or on a bucket a name without wildcards that is no
-  file but has files below it (a bucket's folders are key prefixes)."""
+def _folder_files(pattern: str
+                  ) -> Optional[List[Tuple[str, int, Optional[float]]]]:
+  """The files below `pattern` when it names a folder: a local folder, or
+  on a bucket a name without wildcards that is no file but has files below
+  it (a bucket's folders are key prefixes); None when it does not."""
   if not is_remote(pattern):
-    return os.path.isdir(pattern)
+    if not os.path.isdir(pattern):
+      return None
+    return _match(join_path(_folder_root(pattern), "**"))
   if _has_wildcard(pattern):
-    return False
-  folder = pattern.rstrip("/")
+    return None
+  folder = _folder_root(pattern)
   if any(path == folder for path, _, _ in _match(folder)):
-    return False
-  return bool(_match(join_path(folder, "**")))
+    return None
+  return _match(join_path(folder, "**")) or None
+
+
+def _folder_root(pattern: str) -> str:
+  return pattern.rstrip("/\\") or "/"
 
 
 def _hidden(path: str, root: str) -> bool:
@@ -164,10 +172,10 @@ def plan_input(pattern: str, *, format: str = "auto",
   unreachable = missing_filesystem(pattern)
   if unreachable:
     raise InputError(unreachable)
-  is_dir = _is_input_folder(pattern)
+  files = _folder_files(pattern)
+  is_dir = files is not None
   if is_dir:
-    root = pattern.rstrip("/\\") or "/"
-    files = _match(join_path(root, "**"))
+    root = _folder_root(pattern)
   else:
     root = _pattern_root(pattern)
     files = _match(pattern)

@@ -37,6 +37,11 @@ def _raw(review_id, source, value, carried=None, defect=None, detail=None):
           "carried": carried or {}, "defect": defect, "detail": detail}
 
 
+def _review_id(value, position: str) -> str:
+  """The id column's value as a string; FILE:ROW where it is missing."""
+  return position if value in (None, "") else str(value)
+
+
 class _Reader(beam.DoFn):
   """Counts every record it reads: the `read` that Commit reconciles with
   scored + dead-lettered."""
@@ -45,22 +50,29 @@ class _Reader(beam.DoFn):
     self._read = Metrics.counter("reviewscore", "read")
 
 
-class ReadTable(_Reader):
+class _ColumnReader(_Reader):
+  """A reader of files with named columns: the text, the id, the carried."""
+
+  def __init__(self, *, root: str, text_column: str, id_column: str,
+               carried: Sequence[Tuple[str, str]],
+               column_types: Optional[Dict[str, pa.DataType]] = None):
+    self._root = root
+    self._text = text_column
+    self._id = id_column
+    self._carried = list(carried)  # (input column, output column)
+    self._column_types = dict(column_types or {})
+
+
+class ReadTable(_ColumnReader):
   """(path, row group, first row, has id) → raw records, a batch at a time.
 
   Parquet is read a row group at a time; CSV (any Beam compression) a whole
   file per work item, streamed in pyarrow's blocks.
   """
 
-  def __init__(self, *, kind: str, root: str, text_column: str,
-               id_column: str, carried: Sequence[Tuple[str, str]],
-               column_types: Optional[Dict[str, pa.DataType]] = None):
+  def __init__(self, *, kind: str, **columns):
+    super().__init__(**columns)
     self._kind = kind
-    self._column_types = dict(column_types or {})
-    self._root = root
-    self._text = text_column
-    self._id = id_column
-    self._carried = list(carried)  # (input column, output column)
 
   def process(self, item):
     path, group, first_row, has_id = item
@@ -80,9 +92,8 @@ class ReadTable(_Reader):
           data[self._text] = [v.decode("utf-8", "replace")
                               if isinstance(v, bytes) else v for v in texts]
         for i in range(batch.num_rows):
-          review_id = data[self._id][i] if has_id else None
-          review_id = (f"{relative}:{row}" if review_id in (None, "")
-                       else str(review_id))
+          review_id = _review_id(data[self._id][i] if has_id else None,
+                                 f"{relative}:{row}")
           self._read.inc()
           yield _raw(review_id, path, texts[i],
                      {alias: data[n][i] for n, alias in self._carried})
@@ -127,19 +138,13 @@ def _text_values(column: pa.Array) -> list:
   return column.to_pylist()
 
 
-class ReadJsonLines(_Reader):
+class ReadJsonLines(_ColumnReader):
   """(path, 0, 0, has id) → raw records, a line at a time
   (`pipeline.json_lines`): a line that is no JSON object, or whose carried
   values do not fit the planned columns, is dead-lettered on its own."""
 
-  def __init__(self, *, root: str, text_column: str, id_column: str,
-               carried: Sequence[Tuple[str, str]],
-               column_types: Dict[str, pa.DataType], max_bytes: int):
-    self._root = root
-    self._text = text_column
-    self._id = id_column
-    self._carried = list(carried)
-    self._column_types = dict(column_types)
+  def __init__(self, *, max_bytes: int, **columns):
+    super().__init__(**columns)
     self._max_bytes = max_bytes
 
   def process(self, item):
@@ -156,8 +161,8 @@ class ReadJsonLines(_Reader):
           yield _raw(positional, path, line, defect=reason,
                      detail=f"line {number}: {detail}")
           continue
-        review_id = value.get(self._id) if has_id else None
-        review_id = positional if review_id is None else str(review_id)
+        review_id = _review_id(value.get(self._id) if has_id else None,
+                               positional)
         try:
           carried = {alias: json_lines.carried_value(
               value.get(name), self._column_types[name])
@@ -230,17 +235,14 @@ class ReadReviews(beam.PTransform):
 
   def expand(self, pbegin):
     plan = self._plan
+    columns = dict(root=plan.root, text_column=plan.text_column,
+                   id_column=plan.id_column, carried=plan.carried,
+                   column_types=plan.column_types)
     if plan.format == "jsonl":
       items, reader, label = plan.row_groups, ReadJsonLines(
-          root=plan.root, text_column=plan.text_column,
-          id_column=plan.id_column, carried=plan.carried,
-          column_types=plan.column_types,
-          max_bytes=self._max_bytes), "ReadJsonLines"
+          max_bytes=self._max_bytes, **columns), "ReadJsonLines"
     elif plan.format in TABLE_FORMATS:
-      items, reader = plan.row_groups, ReadTable(
-          kind=plan.format, root=plan.root, text_column=plan.text_column,
-          id_column=plan.id_column, carried=plan.carried,
-          column_types=plan.column_types)
+      items, reader = plan.row_groups, ReadTable(kind=plan.format, **columns)
       label = {"parquet": "ReadParquet", "csv": "ReadCsv"}[plan.format]
     elif plan.format == "text":
       items, reader, label = [p for p, _ in plan.files], ReadTextFile(

@@ -126,7 +126,8 @@ def test_json_lines_are_read_a_line_at_a_time(reviews, tiny_model_dir,
   lines had; now each is one record, scored or dead-lettered with its
   reason, and carried values of mixed types keep their JSON text. Also: a
   BOM before the first line (pyarrow took it), and an escaped lone
-  surrogate (no UTF-8 form: it would fail the Parquet write)."""
+  surrogate (no UTF-8 form: it would fail the Parquet write). An empty id
+  is FILE:ROW, as in CSV."""
   rows = reviews.slice(0, 3).to_pylist()
   lines = [
       {"review_id": 1, "text": rows[0]["text"], "rating": 7},
@@ -142,12 +143,13 @@ def test_json_lines_are_read_a_line_at_a_time(reviews, tiny_model_dir,
   body = "\ufeff" + "\n".join(line if isinstance(line, str) else json.dumps(line)
                               for line in lines) + "\n\n"
   body += '{"review_id": "lone", "text": "a lone \\ud800 surrogate"}\n'
+  body += '{"review_id": "", "text": "an empty id is no id"}\n'
   with gzip.open(tmp_path / "odd.jsonl.gz", "wt", encoding="utf-8") as f:
     f.write(body)
   result = _score(tmp_path / "j", tmp_path / "odd.jsonl.gz", tiny_model_dir,
                   "--carry_columns=rating")
-  assert result.counts["read"] == 9, result.counts
-  assert result.counts["scored"] == 5
+  assert result.counts["read"] == 10, result.counts
+  assert result.counts["scored"] == 6
   assert result.counts["dead_lettered_by_reason"] == {
       "not_a_string": 1, "malformed_row": 2, "undecodable_bytes": 1}
   scored = pq.read_table(result.score_files)
@@ -155,7 +157,8 @@ def test_json_lines_are_read_a_line_at_a_time(reviews, tiny_model_dir,
   assert scored.schema.field("rating").type == pa.string()
   assert dict(zip(scored["review_id"].to_pylist(),
                   scored["rating"].to_pylist())) == {
-      "1": "7", "three": "9", "4": "ten", "odd.jsonl.gz:6": None, "6": "2.5"}
+      "1": "7", "three": "9", "4": "ten", "odd.jsonl.gz:6": None, "6": "2.5",
+      "odd.jsonl.gz:9": None}
   errors = {e["review_id"]: e for e in pq.read_table(result.error_files).to_pylist()}
   assert errors["2"]["reason"] == "not_a_string"
   assert errors["odd.jsonl.gz:2"]["detail"].startswith("line 3: not JSON")
