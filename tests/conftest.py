@@ -15,6 +15,8 @@ Nothing here needs PyTorch: checkpoints are written with safetensors.numpy.
 import json
 import os
 import pathlib
+import sys
+from typing import List
 
 import numpy as np
 import pytest
@@ -278,6 +280,44 @@ def tiny_model_dir(tiny_encoder_dir, imdb_dir, tmp_path_factory) -> pathlib.Path
                              precision="float32", max_examples=200,
                              checkpoint_every_steps=1000),
       progress=lambda message: None)
+  return out
+
+
+@pytest.fixture(scope="session")
+def crash_test_reviews(imdb_dir, tmp_path_factory) -> pathlib.Path:
+  """120 IMDB training reviews, 60 of each class, as one Parquet file."""
+  import pyarrow.parquet as pq
+  table = pq.read_table(imdb_dir / "train.parquet",
+                        columns=["review_id", "text", "label"])
+  labels = table["label"].to_numpy()
+  rows = np.concatenate([np.flatnonzero(labels == c)[:60] for c in (0, 1)])
+  path = tmp_path_factory.mktemp("crash-data") / "reviews.parquet"
+  pq.write_table(table.take(np.sort(rows)), path)
+  return path
+
+
+def crash_test_command(data, encoder, out) -> List[str]:
+  """The `reviewscore train` the crash tests kill, resume and compare: two
+  epochs of 12 steps, a checkpoint every 5, dropout on, float32, seeded."""
+  return [sys.executable, "-m", "reviewscore.cli", "train",
+          "--data", str(data), "--encoder", str(encoder), "--dropout", "0.1",
+          "--out", str(out), "--epochs", "2", "--batch-size", "8",
+          "--seq-length", "32", "--checkpoint-every", "5", "--patience", "0",
+          "--truncation", "head", "--pooling", "cls", "--precision", "float32",
+          "--seed", "42"]
+
+
+@pytest.fixture(scope="session")
+def unbroken_crash_test_run(crash_test_reviews, tiny_encoder_dir,
+                            tmp_path_factory) -> pathlib.Path:
+  """The crash tests' command run once unbroken: the run every killed and
+  resumed one must end as (its model directory)."""
+  import subprocess
+  out = tmp_path_factory.mktemp("crash-reference") / "unbroken"
+  done = subprocess.run(crash_test_command(crash_test_reviews,
+                                           tiny_encoder_dir, out),
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
   return out
 
 

@@ -16,7 +16,6 @@ import pathlib
 import shutil
 import socket
 import subprocess
-import sys
 
 import boto3
 import numpy as np
@@ -25,6 +24,7 @@ import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
 
+from tests.conftest import crash_test_command
 from runtime.filesystems import join_path, missing_filesystem, split_path
 from reviewscore.cli import main
 
@@ -340,8 +340,8 @@ def _keys_of(client, bucket):
 
 @pytest.mark.slow
 def test_a_run_on_a_bucket_resumes_on_another_machine(
-    s3, tiny_encoder_dir, imdb_dir, tmp_path, monkeypatch, sigkill_when,
-    assert_same_training_state):
+    s3, tiny_encoder_dir, crash_test_reviews, tmp_path, monkeypatch,
+    sigkill_when, assert_same_training_state, unbroken_crash_test_run):
   """`reviewscore train --out s3://...` SIGKILLed in the middle of epoch 2,
   its machine then lost (its local working copy gone), resumes on another
   machine from the checkpoints kept on the bucket, and ends with the
@@ -353,19 +353,8 @@ def test_a_run_on_a_bucket_resumes_on_another_machine(
   bucket, and checkpoints left in the bucket beside the finished model.
   """
   _, client = s3
-  table = pq.read_table(imdb_dir / "train.parquet",
-                        columns=["review_id", "text", "label"])
-  labels = table["label"].to_numpy()
-  rows = np.concatenate([np.flatnonzero(labels == k)[:60] for k in (0, 1)])
-  data = tmp_path / "reviews.parquet"
-  pq.write_table(table.take(np.sort(rows)), data)
   url = f"s3://{BUCKET}/runs/cut"
-  command = [sys.executable, "-m", "reviewscore.cli", "train",
-             "--data", str(data), "--encoder", str(tiny_encoder_dir),
-             "--dropout", "0.1", "--out", url, "--epochs", "2",
-             "--batch-size", "8", "--seq-length", "32", "--checkpoint-every",
-             "5", "--patience", "0", "--truncation", "head", "--pooling", "cls",
-             "--precision", "float32", "--seed", "42"]
+  command = crash_test_command(crash_test_reviews, tiny_encoder_dir, url)
   steps_per_epoch = 12  # 96 training reviews (120 less the validation fifth)
 
   def bucket_checkpoint_step():
@@ -403,12 +392,7 @@ def test_a_run_on_a_bucket_resumes_on_another_machine(
   keys = _keys(client, "runs/cut/")
   assert not [k for k in keys if "/checkpoints/" in k or "/best/" in k]
 
-  reference = tmp_path / "unbroken"
-  unbroken = subprocess.run(
-      [*command[:command.index("--out") + 1], str(reference),
-       *command[command.index("--out") + 2:]],
-      capture_output=True, text=True, timeout=300)
-  assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+  reference = unbroken_crash_test_run
   # The finished run's own checkpoints stay in machine B's working copy.
   working_copies = list((tmp_path / "machine-b").glob("*/cut"))
   assert len(working_copies) == 1

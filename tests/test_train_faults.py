@@ -1,29 +1,16 @@
 """Training faults: a diverging loss, and a run killed with SIGKILL."""
 import json
 import subprocess
-import sys
 
 import pytest
 
+from tests.conftest import crash_test_command
 from train.run import train_and_export
 from train.trainer import TrainingDiverged, TrainSettings
 
 
-@pytest.fixture(scope="module")
-def labelled_parquet(imdb_dir, tmp_path_factory):
-  import numpy as np
-  import pyarrow.parquet as pq
-  table = pq.read_table(imdb_dir / "train.parquet",
-                        columns=["review_id", "text", "label"])
-  labels = table["label"].to_numpy()
-  rows = np.concatenate([np.flatnonzero(labels == c)[:60] for c in (0, 1)])
-  path = tmp_path_factory.mktemp("faults") / "reviews.parquet"
-  pq.write_table(table.take(np.sort(rows)), path)
-  return path
-
-
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
-    labelled_parquet, tiny_encoder_dir, tmp_path):
+    crash_test_reviews, tiny_encoder_dir, tmp_path):
   # A learning rate of 1e30 (no warm-up) overflows the weights in one step.
   settings = TrainSettings(batch_size=8, epochs=1, seq_length=32,
                            truncation="head", pooling="cls", precision="float32",
@@ -31,7 +18,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
                            checkpoint_every_steps=1)
   out = tmp_path / "diverged"
   with pytest.raises(TrainingDiverged) as raised:
-    train_and_export(data_path=labelled_parquet, encoder=str(tiny_encoder_dir),
+    train_and_export(data_path=crash_test_reviews, encoder=str(tiny_encoder_dir),
                      out=out, settings=settings, progress=lambda m: None)
   message = str(raised.value)
   assert "nan" in message.lower() or "inf" in message.lower()
@@ -58,8 +45,8 @@ def _latest_checkpoint_step(run_dir):
 
 @pytest.mark.slow
 def test_run_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
-    labelled_parquet, tiny_encoder_dir, tmp_path, sigkill_when,
-    assert_same_training_state):
+    crash_test_reviews, tiny_encoder_dir, tmp_path, sigkill_when,
+    assert_same_training_state, unbroken_crash_test_run):
   """`reviewscore train` SIGKILLed in the middle of epoch 2, then run again
   with --resume, ends with the steps, weights, optimizer state and metrics
   of the same command run unbroken (same --seed; float32; dropout on in the
@@ -70,13 +57,7 @@ def test_run_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
   masks, and a --seed that does not make the initial weights reproducible.
   """
   out = tmp_path / "killed"
-  command = [sys.executable, "-m", "reviewscore.cli", "train",
-             "--data", str(labelled_parquet),
-             "--encoder", str(tiny_encoder_dir), "--dropout", "0.1",
-             "--out", str(out), "--epochs", "2", "--batch-size", "8",
-             "--seq-length", "32", "--checkpoint-every", "5", "--patience", "0",
-             "--truncation", "head", "--pooling", "cls", "--precision", "float32",
-             "--seed", "42"]
+  command = crash_test_command(crash_test_reviews, tiny_encoder_dir, out)
   steps_per_epoch = 12  # 96 training reviews (120 less the validation fifth)
 
   def mid_epoch_2_checkpoint():  # step 15 or 20 of 24
@@ -96,12 +77,7 @@ def test_run_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
   assert card["training"]["steps"] == card["training"]["total_steps"] == 24
   assert card["training"]["epochs_run"] == 2
 
-  reference = tmp_path / "unbroken"
-  unbroken = subprocess.run(
-      [*command[:command.index("--out") + 1], str(reference),
-       *command[command.index("--out") + 2:]],
-      capture_output=True, text=True, timeout=300)
-  assert unbroken.returncode == 0, unbroken.stderr[-3000:]
+  reference = unbroken_crash_test_run
   expected = json.loads((reference / "model_card.json").read_text())
   assert expected["training"]["steps"] == 24
   assert card["data"] == expected["data"]
@@ -112,7 +88,7 @@ def test_run_killed_mid_epoch_resumes_to_the_weights_of_an_unbroken_run(
 
 
 def test_a_run_from_before_a_setting_existed_resumes_as_it_was_made(
-    labelled_parquet, tiny_encoder_dir, tmp_path):
+    crash_test_reviews, tiny_encoder_dir, tmp_path):
   """A run started before --keep-markup/--drop-markup existed kept HTML line
   breaks: resumed with today's default (drop) it would export a model whose
   tokenizer differs from its training. Catches a resume that fills a setting
@@ -130,7 +106,7 @@ def test_a_run_from_before_a_setting_existed_resumes_as_it_was_made(
     if message.startswith("epoch 1/1 step 10/"):
       raise Cut
   with pytest.raises(Cut):
-    train_and_export(data_path=labelled_parquet, encoder=str(tiny_encoder_dir),
+    train_and_export(data_path=crash_test_reviews, encoder=str(tiny_encoder_dir),
                      out=out, settings=settings, progress=cut,
                      log_every_steps=10)
   state_path = out / "train_state.json"
@@ -138,12 +114,12 @@ def test_a_run_from_before_a_setting_existed_resumes_as_it_was_made(
   del state["settings"]["keep_markup"]  # as written before the setting existed
   state_path.write_text(json.dumps(state))
   with pytest.raises(ResumeMismatch, match="keep_markup"):
-    train_and_export(data_path=labelled_parquet, encoder=str(tiny_encoder_dir),
+    train_and_export(data_path=crash_test_reviews, encoder=str(tiny_encoder_dir),
                      out=out, settings=settings, resume=True,
                      progress=lambda m: None)
   import dataclasses
   card = train_and_export(
-      data_path=labelled_parquet, encoder=str(tiny_encoder_dir), out=out,
+      data_path=crash_test_reviews, encoder=str(tiny_encoder_dir), out=out,
       settings=dataclasses.replace(settings, keep_markup=True), resume=True,
       progress=lambda m: None)
   assert card["truncation"]["markup"] == "kept"
