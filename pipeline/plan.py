@@ -266,7 +266,12 @@ def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
       metadata = pq.ParquetFile(f).metadata
       return metadata.schema.to_arrow_schema(), [
           metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-    return open_csv_reader(path, f).schema, [0]
+    schema = open_csv_reader(path, f).schema
+  # CSV has no binary type: pyarrow infers one for a column with a cell that
+  # is not UTF-8 in the first block. It is text; workers dead-letter the row.
+  return pa.schema([field.with_type(pa.string())
+                    if pa.types.is_binary(field.type) else field
+                    for field in schema]), [0]
 
 
 def _json_lines_schema(path: str) -> pa.Schema:

@@ -11,7 +11,7 @@ held: str, bytes, None, a number...), carried (dict of carried columns) and
 defect (a dead-letter reason found while reading, else None).
 """
 import itertools
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import apache_beam as beam
 import pyarrow as pa
@@ -86,19 +86,38 @@ class ReadTable(_ColumnReader):
       for batch in self._batches(path, f, group, columns, malformed.append):
         yield from self._malformed_rows(relative, path, malformed, numbered)
         texts = _text_values(batch.column(self._text))
-        data = {name: batch.column(name).to_pylist()
-                for name in set(columns) if name != self._text}
+        data, textual = {}, set()
+        for name in set(columns) - {self._text}:
+          column = batch.column(name)
+          data[name] = _text_values(column)
+          if self._is_text(name, column.type):
+            textual.add(name)
         if self._text in dict(self._carried):  # a carried copy is a string
           data[self._text] = [v.decode("utf-8", "replace")
                               if isinstance(v, bytes) else v for v in texts]
         for i in range(batch.num_rows):
-          review_id = _review_id(data[self._id][i] if has_id else None,
-                                 f"{relative}:{row}")
           self._read.inc()
-          yield _raw(review_id, path, texts[i],
-                     {alias: data[n][i] for n, alias in self._carried})
+          position = f"{relative}:{row}"
           row += 1
+          values, undecodable = _decoded(
+              {name: data[name][i] for name in data}, textual)
+          review_id = position if self._id in undecodable else _review_id(
+              values[self._id] if has_id else None, position)
+          if undecodable:
+            yield _raw(review_id, path, texts[i],
+                       defect=c.REASON_UNDECODABLE,
+                       detail=f"column {undecodable[0]!r} is not UTF-8")
+            continue
+          yield _raw(review_id, path, texts[i],
+                     {alias: values[n] for n, alias in self._carried})
       yield from self._malformed_rows(relative, path, malformed, numbered)
+
+  def _is_text(self, name: str, kind: pa.DataType) -> bool:
+    """Whether a column's cells are text, to be decoded from the bytes
+    they are read as: the id, and columns planned or stored as strings."""
+    return name == self._id or any(
+        pa.types.is_string(t) or pa.types.is_large_string(t)
+        for t in (self._column_types.get(name, kind), kind))
 
   def _malformed_rows(self, relative, path, found, numbered):
     """Dead-letter records for the CSV rows the parser skipped."""
@@ -116,11 +135,12 @@ class ReadTable(_ColumnReader):
           batch_size=_PARQUET_BATCH_ROWS, row_groups=[group], columns=columns)
       return
     # Carried columns keep the types the launcher planned with, so every
-    # file's rows agree; ids stay strings whatever they look like, and texts
-    # are bytes: a cell that is not UTF-8 is dead-lettered, not a parse error
-    # that fails the file.
-    types = {**self._column_types, self._text: pa.binary(),
-             self._id: pa.string()}
+    # file's rows agree; ids stay strings whatever they look like. Texts,
+    # ids and string columns are read as bytes: a cell that is not UTF-8 is
+    # dead-lettered with its row, not a parse error that fails the file.
+    types = {**{name: pa.binary() if self._is_text(name, kind) else kind
+                for name, kind in self._column_types.items()},
+             self._text: pa.binary(), self._id: pa.binary()}
     for batch in open_csv_reader(path, stream, types,
                                  on_malformed_row=on_malformed_row,
                                  block_size=CSV_READ_BLOCK_BYTES):
@@ -136,6 +156,21 @@ def _text_values(column: pa.Array) -> list:
   elif pa.types.is_large_string(column.type):
     column = column.cast(pa.large_binary())
   return column.to_pylist()
+
+
+def _decoded(values: Dict[str, Any], textual) -> Tuple[Dict[str, Any],
+                                                       List[str]]:
+  """A row's values with the bytes of its text columns decoded, and the
+  names of those that are not UTF-8."""
+  undecodable = []
+  for name in sorted(textual):
+    value = values[name]
+    if isinstance(value, bytes):
+      try:
+        values[name] = value.decode("utf-8")
+      except UnicodeDecodeError:
+        undecodable.append(name)
+  return values, undecodable
 
 
 class ReadJsonLines(_ColumnReader):

@@ -118,6 +118,46 @@ def test_rows_pyarrow_cannot_parse_are_dead_lettered_not_fatal(
   assert result.counts["dead_lettered_by_reason"] == {"undecodable_bytes": 1}
 
 
+def test_an_id_or_carried_cell_that_is_not_utf8_is_its_rows_problem(
+    tiny_model_dir, tmp_path):
+  """An id, or a carried string cell, that is not UTF-8 failed its whole
+  CSV file (pyarrow's string conversion) or Parquet batch; now only its
+  row is dead-lettered, with the column named, and the other rows keep
+  their ids and carried values. The planning sample (the first part) is
+  clean, so the column is planned as a string."""
+  parts = tmp_path / "parts"
+  parts.mkdir()
+  (parts / "part-0.csv").write_bytes(
+      b"review_id,text,source\na,a fine film,web\n")
+  (parts / "part-1.csv").write_bytes(
+      b"review_id,text,source\nb\xff,a fine film,web\n"
+      b"c,a fine film,caf\xe9\nd,a fine film,mail\n")
+  result = _score(tmp_path / "csv", parts, tiny_model_dir,
+                  "--carry_columns=source")
+  assert result.counts["read"] == 4 and result.counts["scored"] == 2, \
+      result.counts
+  errors = {e["review_id"]: (e["reason"], e["detail"])
+            for e in pq.read_table(result.error_files).to_pylist()}
+  assert errors == {
+      "part-1.csv:0": ("undecodable_bytes", "column 'review_id' is not UTF-8"),
+      "c": ("undecodable_bytes", "column 'source' is not UTF-8")}
+  scored = pq.read_table(result.score_files)
+  assert dict(zip(scored["review_id"].to_pylist(),
+                  scored["source"].to_pylist())) == {"a": "web", "d": "mail"}
+
+  as_string = lambda values: pa.array(values, pa.binary()).view(pa.string())
+  pq.write_table(pa.table({
+      "review_id": as_string([b"ok", b"bad\xff", b"fine"]),
+      "text": ["a fine film"] * 3,
+      "source": as_string([b"web", b"web", b"caf\xe9"])}),
+      tmp_path / "odd.parquet")
+  result = _score(tmp_path / "pq", tmp_path / "odd.parquet", tiny_model_dir,
+                  "--carry_columns=source")
+  assert result.counts["scored"] == 1, result.counts
+  assert result.counts["dead_lettered_by_reason"] == {"undecodable_bytes": 2}
+  assert pq.read_table(result.score_files)["source"].to_pylist() == ["web"]
+
+
 def test_json_lines_are_read_a_line_at_a_time(reviews, tiny_model_dir,
                                               tmp_path):
   """pyarrow's reader failed the whole file on each of these: a line that
