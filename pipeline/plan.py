@@ -231,9 +231,13 @@ def open_csv_reader(path: str, stream, column_types=None, *,
   Planning reads headers with it and workers read rows with it, so a file
   the launcher accepted parses the same way on the workers. A CSV row with
   the wrong number of fields is skipped, after `on_malformed_row(row)`
-  (pyarrow's InvalidRow) has seen it.
+  (pyarrow's InvalidRow) has seen it. Bytes that are not UTF-8 reach cells
+  and rows escaped (`pipeline.escaped_utf8.original` restores them), so no
+  such byte fails the file.
   """
   import pyarrow.csv as pcsv
+  from pipeline import escaped_utf8
+  escaped_utf8.register()
   codec = COMPRESSION_CODECS.get(os.path.splitext(path.lower())[1])
   stream = pa.PythonFile(stream, mode="r")
   if codec:
@@ -249,6 +253,7 @@ def open_csv_reader(path: str, stream, column_types=None, *,
   # numeric columns keep pyarrow's null markers.
   return pcsv.open_csv(
       stream, read_options=pcsv.ReadOptions(
+          encoding=escaped_utf8.ENCODING,
           **({"block_size": block_size} if block_size else {})),
       parse_options=pcsv.ParseOptions(newlines_in_values=True,
                                       invalid_row_handler=malformed),
@@ -266,12 +271,7 @@ def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
       metadata = pq.ParquetFile(f).metadata
       return metadata.schema.to_arrow_schema(), [
           metadata.row_group(g).num_rows for g in range(metadata.num_row_groups)]
-    schema = open_csv_reader(path, f).schema
-  # CSV has no binary type: pyarrow infers one for a column with a cell that
-  # is not UTF-8 in the first block. It is text; workers dead-letter the row.
-  return pa.schema([field.with_type(pa.string())
-                    if pa.types.is_binary(field.type) else field
-                    for field in schema]), [0]
+    return open_csv_reader(path, f).schema, [0]
 
 
 def _json_lines_schema(path: str) -> pa.Schema:

@@ -20,7 +20,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from pipeline import json_lines
+from pipeline import escaped_utf8, json_lines
 from pipeline.dead_letters import DEAD, dead_letter, error_detail
 from pipeline.lines import read_lines
 from runtime.filesystems import relative_path
@@ -85,13 +85,14 @@ class ReadTable(_ColumnReader):
       malformed, numbered = [], itertools.count(1)
       for batch in self._batches(path, f, group, columns, malformed.append):
         yield from self._malformed_rows(relative, path, malformed, numbered)
-        texts = _text_values(batch.column(self._text))
+        texts = self._file_bytes(_text_values(batch.column(self._text)))
         data, textual = {}, set()
         for name in set(columns) - {self._text}:
           column = batch.column(name)
           data[name] = _text_values(column)
           if self._is_text(name, column.type):
             textual.add(name)
+            data[name] = self._file_bytes(data[name])
         if self._text in dict(self._carried):  # a carried copy is a string
           data[self._text] = [v.decode("utf-8", "replace")
                               if isinstance(v, bytes) else v for v in texts]
@@ -112,6 +113,13 @@ class ReadTable(_ColumnReader):
                      {alias: values[n] for n, alias in self._carried})
       yield from self._malformed_rows(relative, path, malformed, numbered)
 
+  def _file_bytes(self, values: list) -> list:
+    """CSV cells as the bytes the file held (see open_csv_reader)."""
+    if self._kind != "csv":
+      return values
+    return [escaped_utf8.original(v) if isinstance(v, bytes) else v
+            for v in values]
+
   def _is_text(self, name: str, kind: pa.DataType) -> bool:
     """Whether a column's cells are text, to be decoded from the bytes
     they are read as: the id, and columns planned or stored as strings."""
@@ -123,7 +131,8 @@ class ReadTable(_ColumnReader):
     """Dead-letter records for the CSV rows the parser skipped."""
     for bad in found:
       self._read.inc()
-      yield _raw(f"{relative}:malformed-{next(numbered)}", path, bad.text,
+      yield _raw(f"{relative}:malformed-{next(numbered)}", path,
+                 escaped_utf8.original(bad.text),
                  defect=c.REASON_MALFORMED_ROW,
                  detail=f"{bad.actual_columns} fields where the header has "
                  f"{bad.expected_columns}")

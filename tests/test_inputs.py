@@ -75,7 +75,8 @@ def test_a_file_named_on_its_own_is_read_whatever_its_name(reviews, tmp_path):
 def test_rows_pyarrow_cannot_parse_are_dead_lettered_not_fatal(
     reviews, tiny_model_dir, tmp_path):
   """Each of these failed a whole CSV run (or a Parquet batch) before: a
-  row with too many fields, a text cell that is not UTF-8, a row longer
+  row with too many fields (and one with a byte that is not UTF-8 too), a
+  text cell that is not UTF-8, a row longer
   than pyarrow's 1 MiB block after the first block; and texts or ids that
   read "NA" or "null" were turned into nulls. Now every record is scored
   or dead-lettered with its reason, and the counts add up."""
@@ -85,18 +86,26 @@ def test_rows_pyarrow_cannot_parse_are_dead_lettered_not_fatal(
       ['"' + t.replace('"', '""') + '"' for t in reviews["text"].to_pylist()[:4]])]
   rows = [good[0], b"na-text,NA", b"null,a fine film", good[1],
           b"too-many,fields,here", b"latin1,caf\xe9 cr\xe8me", good[2],
-          b"long," + b"x" * (1_500_000), good[3]]
+          b"both,caf\xe9,too many", b"long," + b"x" * (1_500_000), good[3]]
   (tmp_path / "odd.csv").write_bytes(header + b"\n".join(rows) + b"\n")
   result = _score(tmp_path / "csv", tmp_path / "odd.csv", tiny_model_dir)
-  assert result.counts["read"] == 9 and result.counts["scored"] == 6, result.counts
+  assert result.counts["read"] == 10 and result.counts["scored"] == 6, result.counts
   assert result.counts["dead_lettered_by_reason"] == {
-      "malformed_row": 1, "undecodable_bytes": 1, "too_long": 1}
+      "malformed_row": 2, "undecodable_bytes": 1, "too_long": 1}
   scored = set(pq.read_table(result.score_files)["review_id"].to_pylist())
   assert {"na-text", "null"} <= scored
   errors = pq.read_table(result.error_files).to_pylist()
   by_reason = {e["reason"]: e for e in errors}
-  assert by_reason["malformed_row"]["review_id"] == "odd.csv:malformed-1"
-  assert by_reason["malformed_row"]["detail"] == "3 fields where the header has 2"
+  # A row with both the wrong field count and a byte that is not UTF-8
+  # failed the file (pyarrow decodes a bad row strictly); its preview keeps
+  # the file's bytes, the bad one replaced.
+  malformed = {e["review_id"]: (e["detail"], e["text_preview"])
+               for e in errors if e["reason"] == "malformed_row"}
+  assert malformed == {
+      "odd.csv:malformed-1": ("3 fields where the header has 2",
+                              "too-many,fields,here"),
+      "odd.csv:malformed-2": ("3 fields where the header has 2",
+                              "both,caf\ufffd,too many")}
   assert by_reason["undecodable_bytes"]["review_id"] == "latin1"
   assert by_reason["too_long"]["review_id"] == "long"
 
@@ -282,3 +291,21 @@ def test_split_named_parts_keep_test_out_of_training(reviews, tmp_path):
   (tmp_path / "test.csv.gz").unlink()
   with pytest.raises(data_lib.DataError, match="no 'test' split"):
     data_lib.read_evaluation_set(tmp_path, "test")
+
+
+def test_escaped_utf8_keeps_valid_text_and_gives_back_the_files_bytes():
+  """The CSV codec: valid UTF-8 split anywhere between chunks decodes as
+  itself (a character cut by a chunk boundary must not be escaped as bad
+  bytes), and `original` gives back exactly the file's bytes."""
+  import codecs
+  from pipeline import escaped_utf8
+  escaped_utf8.register()
+  data = "café ☕ 𝄞 fine".encode() + b" \xff\xe9 end \xc3"
+  decoder = codecs.getincrementaldecoder(escaped_utf8.ENCODING)()
+  text = "".join(decoder.decode(data[i:i + 1]) for i in range(len(data)))
+  text += decoder.decode(b"", final=True)
+  assert text.startswith("café ☕ 𝄞 fine ")
+  assert text == data.decode(escaped_utf8.ENCODING)
+  assert escaped_utf8.original(text) == data
+  assert escaped_utf8.original(text.encode()) == data
+  assert escaped_utf8.original("plain".encode()) == b"plain"
