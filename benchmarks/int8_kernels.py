@@ -102,7 +102,7 @@ def quantize_input(x):
   return quantized, x_scale
 
 
-def _best_ms(fn, args, reps):
+def _mean_ms(fn, args, reps):
   np.asarray(fn(*args))  # traces and warms up
   start = time.perf_counter()
   for _ in range(reps):
@@ -144,9 +144,9 @@ def measure(tokens: int, reps: int, rounds: int):
     quantized, x_scale = quantize_input(x)
     times = {"bf16": [], "int8_op": [], "int8_dynamic": []}
     for _ in range(rounds):  # alternating: drifts in speed hit all three
-      times["bf16"].append(_best_ms(bf16, (x,), reps))
-      times["int8_op"].append(_best_ms(int8_op, (quantized, x_scale), reps))
-      times["int8_dynamic"].append(_best_ms(int8_dynamic, (x,), reps))
+      times["bf16"].append(_mean_ms(bf16, (x,), reps))
+      times["int8_op"].append(_mean_ms(int8_op, (quantized, x_scale), reps))
+      times["int8_dynamic"].append(_mean_ms(int8_dynamic, (x,), reps))
     best = {key: min(value) for key, value in times.items()}
     reference = x32 @ weights + bias
     got = np.asarray(tf.cast(int8_dynamic(x), tf.float32))

@@ -105,9 +105,11 @@ class ReadTable(_ColumnReader):
           review_id = position if self._id in undecodable else _review_id(
               values[self._id] if has_id else None, position)
           if undecodable:
+            name = undecodable[0]
             yield _raw(review_id, path, texts[i],
                        defect=c.REASON_UNDECODABLE,
-                       detail=f"column {undecodable[0]!r} is not UTF-8")
+                       detail=f"column {name!r} is not UTF-8: "
+                       f"{values[name][:40]!r}")
             continue
           yield _raw(review_id, path, texts[i],
                      {alias: values[n] for n, alias in self._carried})

@@ -132,8 +132,7 @@ def test_an_id_or_carried_cell_that_is_not_utf8_is_its_rows_problem(
   """An id, or a carried string cell, that is not UTF-8 failed its whole
   CSV file (pyarrow's string conversion) or Parquet batch; now only its
   row is dead-lettered, with the column named, and the other rows keep
-  their ids and carried values. The planning sample (the first part) is
-  clean, so the column is planned as a string."""
+  their ids and carried values."""
   parts = tmp_path / "parts"
   parts.mkdir()
   (parts / "part-0.csv").write_bytes(
@@ -148,8 +147,9 @@ def test_an_id_or_carried_cell_that_is_not_utf8_is_its_rows_problem(
   errors = {e["review_id"]: (e["reason"], e["detail"])
             for e in pq.read_table(result.error_files).to_pylist()}
   assert errors == {
-      "part-1.csv:0": ("undecodable_bytes", "column 'review_id' is not UTF-8"),
-      "c": ("undecodable_bytes", "column 'source' is not UTF-8")}
+      "part-1.csv:0": ("undecodable_bytes",
+                       "column 'review_id' is not UTF-8: b'b\\xff'"),
+      "c": ("undecodable_bytes", "column 'source' is not UTF-8: b'caf\\xe9'")}
   scored = pq.read_table(result.score_files)
   assert dict(zip(scored["review_id"].to_pylist(),
                   scored["source"].to_pylist())) == {"a": "web", "d": "mail"}
@@ -296,11 +296,14 @@ def test_split_named_parts_keep_test_out_of_training(reviews, tmp_path):
 def test_escaped_utf8_keeps_valid_text_and_gives_back_the_files_bytes():
   """The CSV codec: valid UTF-8 split anywhere between chunks decodes as
   itself (a character cut by a chunk boundary must not be escaped as bad
-  bytes), and `original` gives back exactly the file's bytes."""
+  bytes), and `original` gives back exactly the file's bytes, also for
+  real characters in the private-use range the escapes use (icon fonts),
+  which must not be taken for escaped bytes."""
   import codecs
   from pipeline import escaped_utf8
   escaped_utf8.register()
-  data = "café ☕ 𝄞 fine".encode() + b" \xff\xe9 end \xc3"
+  icons = "\U000F0041 \U000F00E9 \U000F0100"
+  data = f"café ☕ 𝄞 fine {icons}".encode() + b" \xff\xe9 end \xc3"
   decoder = codecs.getincrementaldecoder(escaped_utf8.ENCODING)()
   text = "".join(decoder.decode(data[i:i + 1]) for i in range(len(data)))
   text += decoder.decode(b"", final=True)
@@ -308,4 +311,6 @@ def test_escaped_utf8_keeps_valid_text_and_gives_back_the_files_bytes():
   assert text == data.decode(escaped_utf8.ENCODING)
   assert escaped_utf8.original(text) == data
   assert escaped_utf8.original(text.encode()) == data
+  assert escaped_utf8.original(text.encode()).decode("utf-8", "replace") == (
+      f"café ☕ 𝄞 fine {icons} \ufffd\ufffd end \ufffd")
   assert escaped_utf8.original("plain".encode()) == b"plain"
