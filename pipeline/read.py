@@ -81,25 +81,14 @@ class ReadTable(_ColumnReader):
     columns += [n for n, _ in self._carried if n not in columns]
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
                           ) as f:
-      row = first_row
+      rows = itertools.count(first_row)
       malformed, numbered = [], itertools.count(1)
       for batch in self._batches(path, f, group, columns, malformed.append):
         yield from self._malformed_rows(relative, path, malformed, numbered)
-        texts = self._file_bytes(_text_values(batch.column(self._text)))
-        data, textual = {}, set()
-        for name in set(columns) - {self._text}:
-          column = batch.column(name)
-          data[name] = _text_values(column)
-          if self._is_text(name, column.type):
-            textual.add(name)
-            data[name] = self._file_bytes(data[name])
-        if self._text in dict(self._carried):  # a carried copy is a string
-          data[self._text] = [v.decode("utf-8", "replace")
-                              if isinstance(v, bytes) else v for v in texts]
+        texts, data, textual = self._columns(batch, columns)
         for i in range(batch.num_rows):
           self._read.inc()
-          position = f"{relative}:{row}"
-          row += 1
+          position = f"{relative}:{next(rows)}"
           values, undecodable = _decoded(
               {name: data[name][i] for name in data}, textual)
           review_id = position if self._id in undecodable else _review_id(
@@ -114,6 +103,22 @@ class ReadTable(_ColumnReader):
           yield _raw(review_id, path, texts[i],
                      {alias: values[n] for n, alias in self._carried})
       yield from self._malformed_rows(relative, path, malformed, numbered)
+
+  def _columns(self, batch: pa.RecordBatch, columns: Sequence[str]):
+    """(texts as bytes, {column: values}, names of the text columns whose
+    values are bytes still to decode) of one batch."""
+    texts = self._file_bytes(_python_values(batch.column(self._text)))
+    data, textual = {}, set()
+    for name in set(columns) - {self._text}:
+      column = batch.column(name)
+      data[name] = _python_values(column)
+      if self._is_text(name, column.type):
+        textual.add(name)
+        data[name] = self._file_bytes(data[name])
+    if self._text in dict(self._carried):  # a carried copy is a string
+      data[self._text] = [v.decode("utf-8", "replace")
+                          if isinstance(v, bytes) else v for v in texts]
+    return texts, data, textual
 
   def _file_bytes(self, values: list) -> list:
     """CSV cells as the bytes the file held (see open_csv_reader)."""
@@ -158,10 +163,10 @@ class ReadTable(_ColumnReader):
       yield batch.select([n for n in columns if n in batch.schema.names])
 
 
-def _text_values(column: pa.Array) -> list:
-  """The texts as Python values, strings as their bytes: one that is not
-  valid UTF-8 is then dead-lettered (`check_text` decodes) rather than
-  failing its whole batch."""
+def _python_values(column: pa.Array) -> list:
+  """A column's Python values, strings as their bytes: one that is not
+  valid UTF-8 is then its row's dead letter (`check_text`, `_decoded`)
+  rather than failing its whole batch."""
   if pa.types.is_string(column.type):
     column = column.cast(pa.binary())
   elif pa.types.is_large_string(column.type):
@@ -196,13 +201,11 @@ class ReadJsonLines(_ColumnReader):
   def process(self, item):
     path, _, _, has_id = item
     relative = relative_path(path, self._root)
-    row = 0
     with FileSystems.open(path) as f:  # AUTO: .gz, .bz2... decompressed
-      for number, value, line, reason, detail in json_lines.objects(
-          f, max_review_bytes=self._max_bytes):
+      for row, (number, value, line, reason, detail) in enumerate(
+          json_lines.objects(f, max_review_bytes=self._max_bytes)):
         self._read.inc()
         positional = f"{relative}:{row}"
-        row += 1
         if value is None:
           yield _raw(positional, path, line, defect=reason,
                      detail=f"line {number}: {detail}")
