@@ -345,10 +345,11 @@ def test_reload_check_refuses_a_model_that_scores_otherwise(tiny_model_dir,
                                                              imdb_dir, tmp_path):
   """Catches: a reload check that passes whatever the fresh process scores
   (the card is written only after it passes, so the card cannot show it),
-  and one that crashes instead of naming a SavedModel that does not load."""
+  one that crashes instead of naming a SavedModel that does not load, and
+  a fresh process left running when no check was asked of it."""
   import shutil
 
-  from train.export import ReloadMismatch, check_reload
+  from train.export import ReloadCheck, ReloadMismatch, check_reload
   texts = pq.read_table(imdb_dir / "test.parquet").slice(0, 4)["text"].to_pylist()
   saved_model = tiny_model_dir / "saved_model"
   model = tf.saved_model.load(str(saved_model))
@@ -362,6 +363,10 @@ def test_reload_check_refuses_a_model_that_scores_otherwise(tiny_model_dir,
   (broken / "saved_model.pb").write_bytes(b"not a graph")
   with pytest.raises(ReloadMismatch, match="does not load"):
     check_reload(broken, texts, in_memory)
+  # Started ahead of an export that then fails: leaving the block ends it.
+  with ReloadCheck() as never_asked:
+    process = never_asked._process
+  assert process.poll() is not None
 
 
 def test_train_writes_no_card_when_a_fresh_process_cannot_load_the_model(

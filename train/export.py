@@ -129,15 +129,21 @@ def write_json(path, payload) -> None:
 
 
 # Runs in a fresh interpreter with nothing but TensorFlow and tensorflow-text:
-# what a scoring worker has. Anything else the SavedModel needed would fail here.
+# what a scoring worker has. Anything else the SavedModel needed would fail
+# here. It imports them first and then waits for its one request on stdin,
+# so that the import (seconds) overlaps the export it is to check.
 _RELOAD_SCRIPT = """
 import json, sys
 import tensorflow as tf
 import tensorflow_text  # registers the WordPiece ops the SavedModel uses
-model = tf.saved_model.load(sys.argv[1])
-texts = json.load(open(sys.argv[2]))
-out = model.signatures[sys.argv[3]](**{sys.argv[4]: tf.constant(texts)})
-json.dump([float(p) for p in out[sys.argv[5]].numpy()], sys.stdout)
+request = sys.stdin.readline()
+if not request:
+  sys.exit(0)
+request = json.loads(request)
+model = tf.saved_model.load(request["model"])
+out = model.signatures[request["signature"]](
+    **{request["input"]: tf.constant(request["texts"])})
+json.dump([float(p) for p in out[request["output"]].numpy()], sys.stdout)
 """
 
 
@@ -145,30 +151,71 @@ class ReloadMismatch(Exception):
   """The saved model does not reproduce the in-memory model's scores."""
 
 
+class ReloadCheck:
+  """A fresh process that reloads one SavedModel and scores texts with it.
+
+  Started before the export (`with ReloadCheck() as reload_check:`), it
+  imports TensorFlow while the model is traced and saved; `check` then
+  hands it the saved directory. Leaving the block ends a process that was
+  never asked.
+  """
+
+  def __init__(self):
+    self._cwd = tempfile.TemporaryDirectory()
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    # Its own working directory: nothing of ours is importable from there.
+    self._process = subprocess.Popen(
+        [sys.executable, "-c", _RELOAD_SCRIPT], stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        cwd=self._cwd.name)
+
+  def check(self, saved_model_dir, texts: Sequence[str], expected: np.ndarray,
+            *, tolerance: float = 1e-6) -> float:
+    """Reloads the SavedModel; returns the max |difference| from `expected`."""
+    request = {"model": str(pathlib.Path(saved_model_dir).resolve()),
+               "texts": list(texts), "signature": contract.SERVING_SIGNATURE,
+               "input": contract.TEXT_INPUT,
+               "output": contract.OUTPUT_PROBABILITY}
+    try:
+      stdout, stderr = self._process.communicate(json.dumps(request) + "\n",
+                                                 timeout=600)
+    finally:
+      self.close()
+    if self._process.returncode != 0:
+      tail = stderr.strip().splitlines()[-1:] or ["(no output)"]
+      raise ReloadMismatch(
+          f"the SavedModel does not load in a fresh process: {tail[0]}")
+    reloaded = np.asarray(json.loads(stdout), np.float64)
+    difference = float(np.max(np.abs(reloaded - np.asarray(expected, np.float64))))
+    if not difference <= tolerance:
+      raise ReloadMismatch(
+          f"reloaded scores differ from in-memory ones by {difference:.3g} "
+          f"(> {tolerance:g})")
+    return difference
+
+  def close(self) -> None:
+    if self._process.poll() is None:
+      self._process.kill()
+    self._process.wait()
+    for stream in (self._process.stdin, self._process.stdout,
+                   self._process.stderr):
+      stream.close()
+    self._cwd.cleanup()
+
+  def __enter__(self) -> "ReloadCheck":
+    return self
+
+  def __exit__(self, *exc_info) -> None:
+    self.close()
+
+
 def check_reload(saved_model_dir, texts: Sequence[str], expected: np.ndarray,
                  *, tolerance: float = 1e-6) -> float:
   """Reloads the SavedModel in a fresh process; returns the max |difference|."""
-  saved_model_dir = pathlib.Path(saved_model_dir).resolve()
-  with tempfile.TemporaryDirectory() as tmp:
-    sample = pathlib.Path(tmp) / "texts.json"
-    sample.write_text(json.dumps(list(texts)))
-    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
-    done = subprocess.run(
-        [sys.executable, "-c", _RELOAD_SCRIPT, str(saved_model_dir), str(sample),
-         contract.SERVING_SIGNATURE, contract.TEXT_INPUT,
-         contract.OUTPUT_PROBABILITY],
-        capture_output=True, text=True, env=env, cwd=tmp, timeout=600)
-  if done.returncode != 0:
-    tail = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
-    raise ReloadMismatch(f"the SavedModel does not load in a fresh process: {tail[0]}")
-  reloaded = np.asarray(json.loads(done.stdout), np.float64)
-  difference = float(np.max(np.abs(reloaded - np.asarray(expected, np.float64))))
-  if not difference <= tolerance:
-    raise ReloadMismatch(
-        f"reloaded scores differ from in-memory ones by {difference:.3g} "
-        f"(> {tolerance:g})")
-  return difference
+  with ReloadCheck() as reload_check:
+    return reload_check.check(saved_model_dir, texts, expected,
+                              tolerance=tolerance)
 
 
 def replace_dir(staging: pathlib.Path, final: pathlib.Path) -> None:

@@ -21,7 +21,7 @@ from train import data as data_lib
 from train.classifier import (build_classifier, scoring_copies,
                               weights_fingerprint)
 from train.encoders import check_reachable, resolve_encoder
-from train.export import (ServingModule, check_reload, replace_dir,
+from train.export import (ReloadCheck, ServingModule, replace_dir,
                           save_serving_model, write_json)
 from train.hf_checkpoint import sha256_of
 from train.labels import LabelScheme
@@ -194,58 +194,61 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
     progress(f"nothing to resume in {out}: starting a new run")
   state = trainer.run()
 
-  # Evaluate with the exact function that will be exported.
-  logits_fn = make_logits_fn(model)
-  evaluation = {}
-  for name, split in tokenized.items():
-    if name == "train":
-      continue
-    probabilities = _probabilities(predict_logits(logits_fn, split))
-    evaluation[name] = (split.labels, probabilities)
-  if len(class_names) > 2:
-    threshold, threshold_source = None, "none: the likeliest class wins"
-  elif threshold is None:
-    threshold = round(metric_lib.best_threshold(*evaluation["validation"]), 4)
-    threshold_source = "highest validation accuracy"
-  else:
-    threshold_source = "given"
-  metrics = {name: metric_lib.classification_metrics(
-      labels, probabilities, class_names=class_names, threshold=threshold)
-             for name, (labels, probabilities) in evaluation.items()}
-  accuracies = ", ".join(f"{name} accuracy {m['accuracy']:.4f}"
-                         for name, m in metrics.items())
-  progress(f"threshold {threshold:g} ({threshold_source}); evaluation: "
-           f"{accuracies}" if threshold is not None else
-           f"evaluation: {accuracies}")
+  # Started before evaluation, so that the fresh process that checks the
+  # export imports TensorFlow while the model is evaluated and exported.
+  with ReloadCheck() as reload_check:
+    # Evaluate with the exact function that will be exported.
+    logits_fn = make_logits_fn(model)
+    evaluation = {}
+    for name, split in tokenized.items():
+      if name == "train":
+        continue
+      probabilities = _probabilities(predict_logits(logits_fn, split))
+      evaluation[name] = (split.labels, probabilities)
+    if len(class_names) > 2:
+      threshold, threshold_source = None, "none: the likeliest class wins"
+    elif threshold is None:
+      threshold = round(metric_lib.best_threshold(*evaluation["validation"]), 4)
+      threshold_source = "highest validation accuracy"
+    else:
+      threshold_source = "given"
+    metrics = {name: metric_lib.classification_metrics(
+        labels, probabilities, class_names=class_names, threshold=threshold)
+               for name, (labels, probabilities) in evaluation.items()}
+    accuracies = ", ".join(f"{name} accuracy {m['accuracy']:.4f}"
+                           for name, m in metrics.items())
+    progress(f"threshold {threshold:g} ({threshold_source}); evaluation: "
+             f"{accuracies}" if threshold is not None else
+             f"evaluation: {accuracies}")
 
-  classifiers = {settings.precision: model}
-  if not use_hub_layer and source.is_local:
-    # Copies so that scoring can choose its precision; a model trained in
-    # float32 is its own float32 copy, every bfloat16 one is rebuilt. The
-    # bfloat16 copy is exported even where this machine lacks native
-    # bfloat16: the workers that score with it may have it.
-    precisions = [p for p in ("float32", "bfloat16")
-                  if p != "float32" or settings.precision != "float32"]
-    classifiers.update(scoring_copies(model, source, precisions=precisions,
-                                      pooling=settings.pooling,
-                                      dropout=settings.dropout))
-  serving_precision = "float32" if settings.precision == "float16" else settings.precision
-  if serving_precision not in classifiers:
-    serving_precision = settings.precision
-  module = ServingModule(packer, classifiers, serving_precision=serving_precision,
-                         threshold=threshold)
+    classifiers = {settings.precision: model}
+    if not use_hub_layer and source.is_local:
+      # Copies so that scoring can choose its precision; a model trained in
+      # float32 is its own float32 copy, every bfloat16 one is rebuilt. The
+      # bfloat16 copy is exported even where this machine lacks native
+      # bfloat16: the workers that score with it may have it.
+      precisions = [p for p in ("float32", "bfloat16")
+                    if p != "float32" or settings.precision != "float32"]
+      classifiers.update(scoring_copies(model, source, precisions=precisions,
+                                        pooling=settings.pooling,
+                                        dropout=settings.dropout))
+    serving_precision = "float32" if settings.precision == "float16" else settings.precision
+    if serving_precision not in classifiers:
+      serving_precision = settings.precision
+    module = ServingModule(packer, classifiers, serving_precision=serving_precision,
+                           threshold=threshold)
 
-  staging = out / (contract.SAVED_MODEL_DIR + ".partial")
-  if staging.exists():
-    shutil.rmtree(staging)
-  save_serving_model(module, staging)
-  sample_texts = (test_set or validation_set).texts[:RELOAD_SAMPLE]
-  in_memory = module.serve(tf.constant(sample_texts))[
-      contract.OUTPUT_PROBABILITY].numpy()
-  reload_difference = check_reload(staging, sample_texts, in_memory)
-  progress(f"reload check: a fresh process reproduces the scores "
-           f"(max difference {reload_difference:.2g})")
-  replace_dir(staging, out / contract.SAVED_MODEL_DIR)
+    staging = out / (contract.SAVED_MODEL_DIR + ".partial")
+    if staging.exists():
+      shutil.rmtree(staging)
+    save_serving_model(module, staging)
+    sample_texts = (test_set or validation_set).texts[:RELOAD_SAMPLE]
+    in_memory = module.serve(tf.constant(sample_texts))[
+        contract.OUTPUT_PROBABILITY].numpy()
+    reload_difference = reload_check.check(staging, sample_texts, in_memory)
+    progress(f"reload check: a fresh process reproduces the scores "
+             f"(max difference {reload_difference:.2g})")
+    replace_dir(staging, out / contract.SAVED_MODEL_DIR)
   files_sha256 = {name: sha256_of(out / contract.SAVED_MODEL_DIR / name)
                   for name in contract.CHECKED_FILES}
 
