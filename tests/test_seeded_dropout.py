@@ -5,6 +5,7 @@ resumed run repeats an unbroken one with dropout on; this pins the key's
 parts, each of which a broken key could lose.
 """
 import numpy as np
+import tensorflow as tf
 
 import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
 from train.seeded_dropout import SeededDropout, keyed_by
@@ -35,3 +36,18 @@ def test_outside_a_keyed_step_it_is_keras_dropout():
   assert (layer(ones, training=False).numpy() == ones).all()
   dropped = layer(ones, training=True).numpy()
   assert (dropped == 0).any() and np.allclose(dropped[dropped != 0], 2.0)
+
+
+def test_the_rate_holds_in_bfloat16_and_kept_units_are_scaled():
+  """Catches: masks drawn as bfloat16 floats, whose 1/256 steps dropped
+  10.15% at rate 0.1; a mask broadcast wrongly over the units; kept
+  units not scaled by 1 / (1 - rate)."""
+  layer = SeededDropout(0.1, salt="transformer_layer_0/attention",
+                        dtype="mixed_bfloat16")
+  ones = tf.ones([16, 12, 64, 64], tf.bfloat16)
+  with keyed_by(42, 3):
+    dropped = layer(ones, training=True).numpy().astype(np.float32)
+  # 786,432 units: 4 standard deviations of the dropped fraction is 0.0014.
+  assert abs((dropped == 0).mean() - 0.1) < 0.0014
+  assert np.allclose(dropped[dropped != 0], np.float32(tf.cast(1 / 0.9, tf.bfloat16)))
+  assert len({tuple(np.flatnonzero(dropped[0, h, 0] == 0)) for h in range(12)}) == 12
