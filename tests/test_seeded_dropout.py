@@ -39,8 +39,8 @@ def test_outside_a_keyed_step_it_is_keras_dropout():
 
 
 def test_the_rate_holds_in_bfloat16_and_kept_units_are_scaled():
-  """Catches: masks drawn as bfloat16 floats, whose 1/256 steps dropped
-  10.15% at rate 0.1; a mask broadcast wrongly over the units; kept
+  """Catches: masks drawn as bfloat16 floats, whose 1/128 steps dropped
+  13/128 = 10.16% at rate 0.1; a mask broadcast wrongly over the units; kept
   units not scaled by 1 / (1 - rate)."""
   layer = SeededDropout(0.1, salt="transformer_layer_0/attention",
                         dtype="mixed_bfloat16")
