@@ -345,8 +345,9 @@ def test_reload_check_refuses_a_model_that_scores_otherwise(tiny_model_dir,
                                                              imdb_dir, tmp_path):
   """Catches: a reload check that passes whatever the fresh process scores
   (the card is written only after it passes, so the card cannot show it),
-  one that crashes instead of naming a SavedModel that does not load, and
-  a fresh process left running when no check was asked of it."""
+  one that crashes instead of naming a SavedModel that does not load, a
+  killed process reported without its cause, and a fresh process left
+  running when no check was asked of it."""
   import shutil
 
   from train.export import ReloadCheck, ReloadMismatch, check_reload
@@ -363,6 +364,11 @@ def test_reload_check_refuses_a_model_that_scores_otherwise(tiny_model_dir,
   (broken / "saved_model.pb").write_bytes(b"not a graph")
   with pytest.raises(ReloadMismatch, match="does not load"):
     check_reload(broken, texts, in_memory)
+  # Killed from outside (the OOM killer) while it waited: said as such.
+  killed = ReloadCheck()
+  killed._process.kill()
+  with pytest.raises(ReloadMismatch, match="does not load.*killed by signal 9"):
+    killed.check(saved_model, texts, in_memory)
   # Started ahead of an export that then fails: leaving the block ends it.
   with ReloadCheck() as never_asked:
     process = never_asked._process

@@ -147,6 +147,9 @@ json.dump([float(p) for p in out[request["output"]].numpy()], sys.stdout)
 """
 
 
+_RELOAD_TIMEOUT_S = 600
+
+
 class ReloadMismatch(Exception):
   """The saved model does not reproduce the in-memory model's scores."""
 
@@ -172,18 +175,25 @@ class ReloadCheck:
 
   def check(self, saved_model_dir, texts: Sequence[str], expected: np.ndarray,
             *, tolerance: float = 1e-6) -> float:
-    """Reloads the SavedModel; returns the max |difference| from `expected`."""
+    """Reloads the SavedModel; returns the max |difference| from `expected`.
+    One check per process: it ends when it has answered."""
     request = {"model": str(pathlib.Path(saved_model_dir).resolve()),
                "texts": list(texts), "signature": contract.SERVING_SIGNATURE,
                "input": contract.TEXT_INPUT,
                "output": contract.OUTPUT_PROBABILITY}
     try:
       stdout, stderr = self._process.communicate(json.dumps(request) + "\n",
-                                                 timeout=600)
+                                                 timeout=_RELOAD_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+      raise ReloadMismatch(f"the fresh process reloading the SavedModel gave "
+                           f"no answer in {_RELOAD_TIMEOUT_S} s") from None
     finally:
       self.close()
-    if self._process.returncode != 0:
-      tail = stderr.strip().splitlines()[-1:] or ["(no output)"]
+    code = self._process.returncode
+    if code != 0:
+      # An empty stderr is a process killed from outside (the OOM killer).
+      tail = stderr.strip().splitlines()[-1:] or [
+          f"killed by signal {-code}" if code < 0 else f"exit status {code}"]
       raise ReloadMismatch(
           f"the SavedModel does not load in a fresh process: {tail[0]}")
     reloaded = np.asarray(json.loads(stdout), np.float64)

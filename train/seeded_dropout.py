@@ -16,9 +16,11 @@ Philox draw of 32 bits decides two units), where TensorFlow's
 stateless_dropout draws a whole number per unit and converts it to a float
 of the input's type: half the random numbers, and the rate to 1/65,536
 rather than in the 1/128 steps of a bfloat16 uniform (rate 0.1 dropped
-13/128 = 10.16% of bfloat16 units). Attention dropout draws a decision for every score of every head,
-so this is the bulk of a training step's random numbers
-(benchmarks/results/code_choices.md).
+13/128 = 10.16% of bfloat16 units). Attention dropout draws a decision for
+every score of every head, so this is the bulk of a training step's random
+numbers (benchmarks/results/code_choices.md). Masks are the same for the
+same code: a run checkpointed before this scheme and resumed after it
+draws other masks from then on.
 """
 import contextlib
 import threading
