@@ -350,20 +350,20 @@ def test_reload_check_refuses_a_model_that_scores_otherwise(tiny_model_dir,
   running when no check was asked of it."""
   import shutil
 
-  from train.export import ReloadCheck, ReloadMismatch, check_reload
+  from train.export import ReloadCheck, ReloadMismatch
   texts = pq.read_table(imdb_dir / "test.parquet").slice(0, 4)["text"].to_pylist()
   saved_model = tiny_model_dir / "saved_model"
   model = tf.saved_model.load(str(saved_model))
   in_memory = model.signatures["serving_default"](
       text=tf.constant(texts))["probability"].numpy()
-  assert check_reload(saved_model, texts, in_memory) <= 1e-6
+  assert ReloadCheck().check(saved_model, texts, in_memory) <= 1e-6
   with pytest.raises(ReloadMismatch, match="differ"):
-    check_reload(saved_model, texts, in_memory + 1e-3)
+    ReloadCheck().check(saved_model, texts, in_memory + 1e-3)
   broken = tmp_path / "broken"
   shutil.copytree(saved_model, broken)
   (broken / "saved_model.pb").write_bytes(b"not a graph")
   with pytest.raises(ReloadMismatch, match="does not load"):
-    check_reload(broken, texts, in_memory)
+    ReloadCheck().check(broken, texts, in_memory)
   # Killed from outside (the OOM killer) while it waited: said as such.
   killed = ReloadCheck()
   killed._process.kill()

@@ -220,14 +220,6 @@ class ReloadCheck:
     self.close()
 
 
-def check_reload(saved_model_dir, texts: Sequence[str], expected: np.ndarray,
-                 *, tolerance: float = 1e-6) -> float:
-  """Reloads the SavedModel in a fresh process; returns the max |difference|."""
-  with ReloadCheck() as reload_check:
-    return reload_check.check(saved_model_dir, texts, expected,
-                              tolerance=tolerance)
-
-
 def replace_dir(staging: pathlib.Path, final: pathlib.Path) -> None:
   """Moves a finished directory into place, replacing an older one."""
   if final.exists():
