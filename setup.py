@@ -24,7 +24,7 @@ RUNTIME = [
 AWS = ["apache-beam[aws]>=2.77,<2.78"]
 # Tests read outputs the way analytics users do, and run the pipeline against
 # an S3-compatible server of their own (moto's) on 127.0.0.1.
-TEST = ["pytest>=8", "duckdb>=1.0", "pandas>=2.2", "ruff>=0.6",
+TEST = ["pytest>=8", "pytest-xdist>=3.6", "duckdb>=1.0", "pandas>=2.2", "ruff>=0.6",
         "moto[server]>=5.1,<6"] + AWS
 # Reference implementations compared against ours (never runtime deps):
 # torch 2.13.0's CPU wheel lies on this project's machines.

@@ -133,6 +133,13 @@ def test_export_has_every_artifact(trained_model):
   history = json.loads((trained_model / "history.json").read_text())
   assert [h["epoch"] for h in history] == [1, 2]
   assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
+  # The card's validation metrics are those of the exported epoch's weights
+  # (its logits are reused from that epoch's evaluation, not recomputed).
+  exported = card["training"]["exported_epoch"]
+  assert card["metrics"]["validation"]["log_loss"] == pytest.approx(
+      history[exported - 1]["val_loss"], rel=1e-6)
+  assert card["metrics"]["validation"]["log_loss"] != pytest.approx(
+      history[2 - exported]["val_loss"], rel=1e-6)
   png = (trained_model / "training_curves.png").read_bytes()
   assert png.startswith(b"\x89PNG") and len(png) > 5000
 

@@ -27,8 +27,7 @@ from train.hf_checkpoint import sha256_of
 from train.labels import LabelScheme
 from train.review_packer import ReviewPacker
 from train.settings import resolve_auto
-from train.trainer import (STATE_FILE, Trainer, TrainSettings,
-                           make_logits_fn, predict_logits, tokenize_reviews)
+from train.trainer import STATE_FILE, Trainer, TrainSettings, tokenize_reviews
 
 RELOAD_SAMPLE = 32
 
@@ -197,14 +196,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   # Started before evaluation, so that the fresh process that checks the
   # export imports TensorFlow while the model is evaluated and exported.
   with ReloadCheck() as reload_check:
-    # Evaluate with the exact function that will be exported.
-    logits_fn = make_logits_fn(model)
-    evaluation = {}
-    for name, split in tokenized.items():
-      if name == "train":
-        continue
-      probabilities = _probabilities(predict_logits(logits_fn, split))
-      evaluation[name] = (split.labels, probabilities)
+    evaluation = {name: (split.labels, _probabilities(trainer.logits(split)))
+                  for name, split in tokenized.items() if name != "train"}
     if len(class_names) > 2:
       threshold, threshold_source = None, "none: the likeliest class wins"
     elif threshold is None:

@@ -209,6 +209,9 @@ class Trainer:
                   "stopped_early": False}
     self._train_step = self._make_train_step()
     self._logits_fn = make_logits_fn(model)
+    # Epoch → the validation logits its evaluation computed in this process:
+    # after run(), the exported epoch's need not be computed again.
+    self._validation_logits = {}
 
   # -- state ---------------------------------------------------------------
   @property
@@ -288,8 +291,17 @@ class Trainer:
       return loss
     return train_step
 
-  def evaluate(self, data: TokenizedReviews) -> dict:
-    logits = predict_logits(self._logits_fn, data)
+  def logits(self, data: TokenizedReviews) -> np.ndarray:
+    """Logits for `data` from the weights the model holds now (after run(),
+    the exported epoch's), computed as the exported signatures compute them
+    (the model on token ids, training=False)."""
+    if data is self.validation_data and self.state["finished"]:
+      known = self._validation_logits.get(self.exported_epoch)
+      if known is not None:
+        return known
+    return predict_logits(self._logits_fn, data)
+
+  def _metrics(self, data: TokenizedReviews, logits: np.ndarray) -> dict:
     if self.num_classes == 2:
       return {"loss": log_loss_from_logits(data.labels, logits),
               "accuracy": float(np.mean((logits > 0) == (data.labels == 1)))}
@@ -353,7 +365,9 @@ class Trainer:
 
   def _end_epoch(self, epoch: int, seconds: float):
     seen = max(float(self.seen.numpy()), 1.0)
-    validation = self.evaluate(self.validation_data)
+    logits = predict_logits(self._logits_fn, self.validation_data)
+    self._validation_logits[epoch + 1] = logits
+    validation = self._metrics(self.validation_data, logits)
     record = {"epoch": epoch + 1, "loss": float(self.loss_sum.numpy() / seen),
               "accuracy": float(self.correct_sum.numpy() / seen),
               "val_loss": validation["loss"],
