@@ -17,8 +17,8 @@
 #   MODEL_DIR         model directory                              (models/$PRESET)
 #   INPUT             what to score: file, glob or folder  ($DATA/test.parquet)
 #   OUTPUT            output prefix                                (scores/local)
-#   NUM_SHARDS        output shards                                (4)
 # Arguments are passed to `reviewscore score` (and on to Beam), e.g.
+#   ./run_local.sh --num-shards 4
 #   ./run_local.sh --direct_running_mode=multi_processing --direct_num_workers=2
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -28,7 +28,6 @@ PRESET="${PRESET:-quick}"
 MODEL_DIR="${MODEL_DIR:-models/$PRESET}"
 read -r -a TRAIN_OPTIONS <<< "${TRAIN_OPTIONS:-}"
 OUTPUT="${OUTPUT:-scores/local}"
-NUM_SHARDS="${NUM_SHARDS:-4}"
 
 step() { printf '\n== %s (%ds)\n' "$1" "$(( $(date +%s) - start ))" >&2; }
 
@@ -68,8 +67,7 @@ fi
 
 step "scoring $INPUT on DirectRunner"
 score_start=$(date +%s)
-"$RS" score --input "$INPUT" --model "$MODEL_DIR" --output "$OUTPUT" \
-  --num-shards "$NUM_SHARDS" "$@"
+"$RS" score --input "$INPUT" --model "$MODEL_DIR" --output "$OUTPUT" "$@"
 score_secs=$(( $(date +%s) - score_start ))
 
 step "summary"

@@ -28,6 +28,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+
+from benchmarks.throughput import DATA_DIR  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -123,7 +125,7 @@ def main(argv=None):
   parser.add_argument("--train-steps", type=int, default=6,
                       help="alternating training steps (0: layer calls only)")
   parser.add_argument("--encoder", default=str(REPO / "encoders/minilm"))
-  parser.add_argument("--data-dir", default="/work/shared/data/imdb")
+  parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
   args = parser.parse_args(argv)
   import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
   layer_calls(args.seq_length, args.rounds)

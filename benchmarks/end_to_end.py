@@ -35,8 +35,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-
-DATA_DIR = REPO.parent / "shared" / "data" / "imdb"
+from benchmarks.throughput import DATA_DIR  # noqa: E402
 
 
 def export_hf_weights(model_dir: pathlib.Path, path: pathlib.Path) -> None:

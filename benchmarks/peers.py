@@ -549,7 +549,7 @@ def main(argv=None):
   parser.add_argument("--contenders", default=",".join(CONTENDERS))
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--data-dir", type=pathlib.Path, default=throughput.DATA_DIR)
-  parser.add_argument("--weights-from", default=str(REPO / "models/quick-mean"))
+  parser.add_argument("--weights-from", default=str(REPO / "models/quick"))
   parser.add_argument("--models-dir", default=str(REPO / "models"))
   parser.add_argument("--results-dir", type=pathlib.Path,
                       default=REPO / "benchmarks/results")

@@ -50,10 +50,9 @@ if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
 from benchmarks.peers import versions  # noqa: E402
-from benchmarks.throughput import _tree_rss, read_card  # noqa: E402
+from benchmarks.throughput import DATA_DIR, _tree_rss, read_card  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
-DATA_DIR = REPO.parent / "shared" / "data" / "imdb"
 RESULTS = REPO / "benchmarks" / "results"
 SPLITS = ("test", "train", "unsup")
 ROW_GROUP = 1024

@@ -36,7 +36,7 @@ softmax and the pooler are not counted. The matmul peak of each precision is
 the best of a few 4096x4096 tf.matmul (and torch.matmul) in the same run.
 
 The models: models/bench-<L> are exported from a trained model's weights
-(default models/quick-mean, `--weights-from`) at each length L with the
+(default models/quick, what run_local.sh trains; `--weights-from`) at each length L with the
 current train/ code (re-exported whenever train/bert_backbone.py or
 train/export.py change), so a change to the backbone is measured here.
 """
@@ -66,7 +66,19 @@ from schemas import model_dir as contract  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DATA_DIR = pathlib.Path("/work/shared/data/imdb")
+
+def default_data_dir() -> pathlib.Path:
+  """The IMDB Parquet files as run_local.sh and the tests find them:
+  $REVIEWSCORE_DATA, else ../shared/data/imdb beside the repository, else
+  data/imdb in it (where run_local.sh or `reviewscore download-imdb` puts
+  them). Every benchmark's `--data-dir` defaults to it."""
+  if os.environ.get("REVIEWSCORE_DATA"):
+    return pathlib.Path(os.environ["REVIEWSCORE_DATA"])
+  beside = REPO.parent / "shared" / "data" / "imdb"
+  return beside if beside.is_dir() else REPO / "data" / "imdb"
+
+
+DATA_DIR = default_data_dir()
 # The pipeline's earlier default edges; its default now is every 16 tokens
 # up to the model's length (pipeline.settings.default_bucket_boundaries).
 POWER_OF_TWO_BUCKETS = (16, 32, 64, 128, 256, 512)
@@ -1046,7 +1058,7 @@ def main(argv=None):
   parser.add_argument("--no-levers", action="store_true")
   parser.add_argument("--seed", type=int, default=0)
   parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
-  parser.add_argument("--weights-from", default=str(REPO / "models/quick-mean"),
+  parser.add_argument("--weights-from", default=str(REPO / "models/quick"),
                       help="a trained model directory whose weights to use")
   parser.add_argument("--models-dir", default=str(REPO / "models"))
   parser.add_argument("--results-dir", default=str(REPO / "benchmarks/results"))

@@ -28,6 +28,8 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
+
+from benchmarks.throughput import DATA_DIR  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 WARMUP = 2
@@ -149,7 +151,7 @@ def main(argv=None):
                       help="timed steps (after 2 untimed ones)")
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--encoder", default=str(REPO / "encoders/minilm"))
-  parser.add_argument("--data-dir", default="/work/shared/data/imdb")
+  parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
   parser.add_argument("--results-dir", default=str(REPO / "benchmarks/results"))
   args = parser.parse_args(argv)
   from train.bert_config import BertConfig

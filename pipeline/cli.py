@@ -47,7 +47,7 @@ def score(ctx, **values):
 
   \b
   Example:
-      reviewscore score --input ../shared/data/imdb/test.parquet \\
+      reviewscore score --input data/imdb/test.parquet \\
           --model models/quick --output scores/test --num-shards 4
       reviewscore score --input 'aclImdb/test' --format files \\
           --model models/quick --output scores/acl \\
@@ -97,7 +97,7 @@ def report(prefix, labels, labels_id_column, labels_column, out_dir):
 
   \b
   Example:
-      reviewscore report scores/test --labels ../shared/data/imdb/test.parquet \\
+      reviewscore report scores/test --labels data/imdb/test.parquet \\
           --out reports/test
   """
   from pipeline.report import (SUMMARY_FILE, ReportError, build_report,

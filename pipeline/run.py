@@ -412,7 +412,8 @@ def run(argv: Optional[List[str]] = None, save_main_session: bool = True, *,
   except Exception as e:
     raise PipelineFailed(f"the pipeline failed, nothing was committed "
                          f"(partial work is in {paths.staging_dir}; "
-                         f"--verbose shows Beam's log): "
+                         "REVIEWSCORE_VERBOSE=1 or 'reviewscore --verbose "
+                         "score ...' shows Beam's log): "
                          f"{type(e).__name__}: {_first_line(e)}") from e
   if state != PipelineState.DONE:
     raise PipelineFailed(f"the pipeline ended {state}; nothing was committed")

@@ -287,7 +287,7 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True,
               type=click.Choice(sorted(PRESETS)),
               help="best: the defaults below, the most accurate recipe "
-              "measured (about an hour per epoch on 2 cores); quick: "
+              "measured (30 to 60 minutes an epoch on 2 cores); quick: "
               + ", ".join(f"{k}={v}" for k, v in PRESETS["quick"].items())
               + " (minutes). Options given explicitly win.")
 @click.option("--preprocessor", default=None,
@@ -366,7 +366,7 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
   \b
   Example:
       reviewscore import-encoder encoders/minilm
-      reviewscore train --data ../shared/data/imdb --encoder encoders/minilm \\
+      reviewscore train --data data/imdb --encoder encoders/minilm \\
           --out models/quick --preset quick
   """
   from click.core import ParameterSource
@@ -456,7 +456,7 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
 
   \b
   Example:
-      reviewscore evaluate --model models/quick --data ../shared/data/imdb
+      reviewscore evaluate --model models/quick --data data/imdb
   """
   import contextlib
   from runtime.filesystems import UnreachableOutput, output_location
@@ -569,9 +569,9 @@ def pretrain(data_paths, encoder, out, text_column, resume, **setting_values):
 
   \b
   Example:
-      reviewscore pretrain --data ../shared/data/imdb --encoder encoders/minilm \\
+      reviewscore pretrain --data data/imdb --encoder encoders/minilm \\
           --out encoders/minilm-imdb
-      reviewscore train --data ../shared/data/imdb --encoder encoders/minilm-imdb \\
+      reviewscore train --data data/imdb --encoder encoders/minilm-imdb \\
           --out models/imdb-dapt
   """
   from runtime.filesystems import UnreachableOutput, output_location

@@ -7,8 +7,8 @@ Both layouts the tutorial world uses are accepted:
   ignored;
 - tables with a text and a label column, in Parquet, CSV or JSON Lines
   (read by pyarrow): a file, a glob or a folder of parts (`_*` and `.*` files
-  skipped), or a directory with `train.parquet` and `test.parquet` (as in
-  `../shared/data/imdb`; `.csv` or `.jsonl` too).
+  skipped), or a directory with `train.parquet` and `test.parquet` (as
+  `reviewscore download-imdb` writes it; `.csv` or `.jsonl` too).
 """
 import dataclasses
 import glob

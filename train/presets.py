@@ -1,8 +1,8 @@
 """Named bundles of training settings, applied under any option given.
 
-`TrainSettings`' own defaults are the best recipe measured here (about an
-hour per epoch on 2 CPU cores); `quick` trades accuracy for a run of a few
-minutes, for demonstrations and `run_local.sh` (docs/accuracy.md has both).
+`TrainSettings`' own defaults are the best recipe measured here (an epoch
+takes about 30 minutes on 2 CPU cores, an hour when the host runs at half
+speed); `quick` trades accuracy for a run of a few minutes, for demonstrations and `run_local.sh` (docs/accuracy.md has both).
 """
 from typing import Any, Dict
 
