@@ -4,6 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"
+if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
+  echo "reviewscore needs Python 3.10 or newer; python3 here is $(python3 --version 2>&1)" >&2
+  exit 1
+fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
 if [ -n "$extra" ]; then
