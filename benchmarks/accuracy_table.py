@@ -12,7 +12,7 @@ reviews for every row (raw strings in, scores out: `serving_default` for our
 models, `predict_proba` for the baseline), so the column compares like with
 like. Needs the benchmark extra (`pip install -e '.[benchmark]'`).
 
-  .venv/bin/python benchmarks/accuracy_table.py models/imdb-256-ht-mean models/quick-mean
+  .venv/bin/python benchmarks/accuracy_table.py models/imdb-256-ht-mean models/quick
 """
 import argparse
 import json
@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 import train  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 
+from benchmarks.throughput import DATA_DIR  # noqa: E402
 from evaluation.metrics import binary_metrics  # noqa: E402
 from train import data as data_lib  # noqa: E402
 
@@ -71,8 +72,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("models", nargs="*", type=pathlib.Path,
                       help="model directories written by `reviewscore train`")
-  parser.add_argument("--data", type=pathlib.Path,
-                      default=REPO.parent / "shared" / "data" / "imdb")
+  parser.add_argument("--data", type=pathlib.Path, default=DATA_DIR)
   parser.add_argument("--speed-reviews", type=int, default=1000)
   parser.add_argument("--out", type=pathlib.Path,
                       default=REPO / "benchmarks" / "results" / "accuracy.json")

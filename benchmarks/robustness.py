@@ -32,6 +32,7 @@ sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
+from benchmarks.throughput import DATA_DIR  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 from train import data as data_lib  # noqa: E402
 
@@ -89,8 +90,7 @@ def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("models", nargs="+", type=pathlib.Path,
                       help="model directories written by `reviewscore train`")
-  parser.add_argument("--data", type=pathlib.Path,
-                      default=REPO.parent / "shared" / "data" / "imdb")
+  parser.add_argument("--data", type=pathlib.Path, default=DATA_DIR)
   parser.add_argument("--batch-size", type=int, default=32)
   parser.add_argument("--max-line-break-reviews", type=int, default=500,
                       help="the <br /> probe's sample (the tokenizer is "

@@ -75,7 +75,7 @@ def default_data_dir() -> pathlib.Path:
   if os.environ.get("REVIEWSCORE_DATA"):
     return pathlib.Path(os.environ["REVIEWSCORE_DATA"])
   beside = REPO.parent / "shared" / "data" / "imdb"
-  return beside if beside.is_dir() else REPO / "data" / "imdb"
+  return beside if (beside / "test.parquet").is_file() else REPO / "data" / "imdb"
 
 
 DATA_DIR = default_data_dir()

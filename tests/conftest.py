@@ -241,30 +241,20 @@ def imdb_dir() -> pathlib.Path:
   root = os.environ.get("REVIEWSCORE_DATA")
   candidates = ([pathlib.Path(root)] if root else
                 [REPO.parent / "shared" / "data" / "imdb", REPO / "data" / "imdb"])
-
-  def found():
-    return next((path.resolve() for path in candidates
-                 if (path / "test.parquet").is_file()), None)
-
-  if found() is not None:
-    return found()
+  for path in candidates:
+    if all((path / f"{split}.parquet").is_file()
+           for split in ("train", "test", "unsup")):
+      return path.resolve()
   if root:
     pytest.fail(f"IMDB data not found in {root} ($REVIEWSCORE_DATA)")
-  import fcntl
-
   from train.imdb_download import DownloadError, download_imdb
-  target = candidates[-1]
-  target.mkdir(parents=True, exist_ok=True)
-  # Test workers (pytest -n) share the download: one fetches, the others
-  # wait on the lock and find its files (its partial files have fixed names).
-  with open(target / ".download.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    if not found():
-      try:
-        download_imdb(target)
-      except DownloadError as e:
-        pytest.fail(f"IMDB data not found beside the repository and {e}")
-  return target.resolve()
+  try:
+    # Test workers (pytest -n) that both find no data take turns there: the
+    # later one finds the earlier one's files.
+    download_imdb(candidates[-1])
+  except DownloadError as e:
+    pytest.fail(f"IMDB data not found beside the repository and {e}")
+  return candidates[-1].resolve()
 
 
 @pytest.fixture(scope="session")

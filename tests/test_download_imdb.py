@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import io
 import json
+import os
 import pathlib
 import re
 import shlex
@@ -48,7 +49,9 @@ def archive_bytes(imdb_dir):
 
 
 class _Server:
-  """Serves `routes` (path -> bytes, or (bytes, declared length)) locally."""
+  """Serves `routes` (path -> bytes, or (bytes, declared length)) locally;
+  a path under /slow/ is the same route answered after SLOW_S seconds."""
+  SLOW_S = 0.5
 
   def __init__(self, routes):
     self.routes, self.hits = routes, []
@@ -57,7 +60,11 @@ class _Server:
     class Handler(http.server.BaseHTTPRequestHandler):
       def do_GET(self):
         server.hits.append(self.path)
-        body = server.routes.get(self.path)
+        path = self.path
+        if path.startswith("/slow/"):
+          time.sleep(server.SLOW_S)
+          path = path[len("/slow"):]
+        body = server.routes.get(path)
         if body is None:
           self.send_error(404)
           return
@@ -111,10 +118,47 @@ def test_download_verifies_converts_and_reuses_the_archive(
                  if split != "unsup" else []))
     assert got.to_pylist() == expected
   assert server.hits.count("/aclImdb_v1.tar.gz") == 1
-  download_imdb(tmp_path, url=server.url + "/aclImdb_v1.tar.gz", sha256=sha,
-                progress=lines.append)
+  written = {p.name: p.stat().st_mtime_ns for p in tmp_path.glob("*.parquet")}
+  again = []
+  assert download_imdb(tmp_path, url=server.url + "/aclImdb_v1.tar.gz",
+                       sha256=sha, progress=again.append) == counts
   assert server.hits.count("/aclImdb_v1.tar.gz") == 1, "archive not reused"
+  assert not any("converting" in line for line in again), again
+  assert {p.name: p.stat().st_mtime_ns
+          for p in tmp_path.glob("*.parquet")} == written
   assert not list(tmp_path.glob("*.partial"))
+  # An archive newer than the Parquet files (replaced by hand) is converted.
+  archive = tmp_path / "aclImdb_v1.tar.gz"
+  later = max(written.values()) + 10**9
+  os.utime(archive, ns=(later, later))
+  third = []
+  download_imdb(tmp_path, url=server.url + "/aclImdb_v1.tar.gz", sha256=sha,
+                progress=third.append)
+  assert any("converting" in line for line in third), third
+
+
+def test_downloads_into_one_folder_take_turns(server, archive_bytes, tmp_path):
+  """Catches: two runs at once into one folder (two test workers, the tests
+  beside run_local.sh) both fetching into the same partial file, or the
+  later one converting again what the earlier one wrote."""
+  sha = hashlib.sha256(archive_bytes).hexdigest()
+  results, lines = [], []
+
+  def download():
+    results.append(download_imdb(
+        tmp_path, url=server.url + "/slow/aclImdb_v1.tar.gz", sha256=sha,
+        progress=lines.append))
+
+  threads = [threading.Thread(target=download) for _ in range(2)]
+  for thread in threads:
+    thread.start()
+  for thread in threads:
+    thread.join(timeout=60)
+  assert len(results) == 2 and results[0] == results[1], results
+  assert server.hits.count("/slow/aclImdb_v1.tar.gz") == 1, server.hits
+  assert sum("converting" in line for line in lines) == 1, lines
+  assert sorted(p.name for p in tmp_path.iterdir()) == [
+      "aclImdb_v1.tar.gz", "test.parquet", "train.parquet", "unsup.parquet"]
 
 
 def test_corrupted_archive_is_refused_and_removed(server, archive_bytes,

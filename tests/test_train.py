@@ -133,15 +133,39 @@ def test_export_has_every_artifact(trained_model):
   history = json.loads((trained_model / "history.json").read_text())
   assert [h["epoch"] for h in history] == [1, 2]
   assert {"loss", "accuracy", "val_loss", "val_accuracy"} <= set(history[0])
-  # The card's validation metrics are those of the exported epoch's weights
-  # (its logits are reused from that epoch's evaluation, not recomputed).
+  # The card's validation metrics are those of the exported epoch's weights:
+  # here the first epoch's, restored (its loss was the lower), so metrics of
+  # the last weights held in training would differ.
   exported = card["training"]["exported_epoch"]
+  assert exported == 1, "premise: the best epoch is not the last"
   assert card["metrics"]["validation"]["log_loss"] == pytest.approx(
-      history[exported - 1]["val_loss"], rel=1e-6)
+      history[0]["val_loss"], rel=1e-5)
   assert card["metrics"]["validation"]["log_loss"] != pytest.approx(
-      history[2 - exported]["val_loss"], rel=1e-6)
+      history[1]["val_loss"], rel=1e-5)
   png = (trained_model / "training_curves.png").read_bytes()
   assert png.startswith(b"\x89PNG") and len(png) > 5000
+
+
+def test_validation_is_scored_once_per_epoch_and_not_again_for_the_card(
+    small_imdb, tiny_encoder_dir, tmp_path, monkeypatch):
+  """Catches: the validation split scored again after training for the
+  card (a whole pass over it per run) instead of reusing the exported
+  epoch's logits."""
+  from train import trainer as trainer_lib
+  scored = []
+  real = trainer_lib.predict_logits
+
+  def counted(logits_fn, data, **kwargs):
+    scored.append(len(data))
+    return real(logits_fn, data, **kwargs)
+
+  monkeypatch.setattr(trainer_lib, "predict_logits", counted)
+  card = train_and_export(
+      data_path=small_imdb, encoder=str(tiny_encoder_dir), out=tmp_path / "m",
+      settings=TrainSettings(epochs=2, max_examples=120, patience=0, **TINY),
+      progress=lambda m: None, max_test_examples=10)
+  validation = card["metrics"]["validation"]["count"]
+  assert scored == [validation, validation, 10]  # two epochs, then the test
 
 
 def test_signatures_agree_and_truncate_head_plus_tail(trained_model):

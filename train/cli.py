@@ -106,7 +106,8 @@ def download_imdb_command(out_dir, url, sha256):
   Streams aclImdb_v1.tar.gz (84 MB) into DIR with progress, checks its size
   and sha256, and writes DIR/train.parquet, DIR/test.parquet (25,000 labelled
   reviews each) and DIR/unsup.parquet (50,000 unlabelled). A rerun reuses a
-  verified archive. Offline, pass --data a local copy to `train` instead.
+  verified archive and the Parquet files written from it; runs into one DIR
+  take turns. Offline, pass --data a local copy to `train` instead.
 
   \b
   Example:

@@ -7,8 +7,12 @@ checks its size and sha256, renames it into place, and writes
 project reads (review_id, text, label, rating; as in `../shared/data`).
 Every file appears under its final name only when complete, so an
 interrupted run leaves nothing that looks finished, and a rerun reuses a
-verified archive instead of downloading it again.
+verified archive instead of downloading it again (and the Parquet files
+when they were written from it). Runs into one folder take turns (a lock on
+the folder): two test workers, or tests beside `run_local.sh`, download once.
 """
+import contextlib
+import fcntl
 import http.client
 import os
 import pathlib
@@ -130,6 +134,34 @@ def _write_split(rows: List[tuple], path: pathlib.Path) -> None:
   partial.replace(path)
 
 
+@contextlib.contextmanager
+def _folder_lock(folder: pathlib.Path):
+  """An exclusive lock on the folder itself (no lock file to leave behind),
+  released when the process ends, however it ends."""
+  fd = os.open(folder, os.O_RDONLY)
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:  # a filesystem without locks (some network mounts)
+      pass
+    yield
+  finally:
+    os.close(fd)
+
+
+def _converted_counts(archive: pathlib.Path, out_dir: pathlib.Path
+                      ) -> Optional[Dict[str, int]]:
+  """Reviews per split when every Parquet file was written after `archive`
+  (from it: each appears only when complete); None otherwise."""
+  import pyarrow.parquet as pq
+  paths = {split: out_dir / name for split, name in SPLIT_FILES.items()}
+  if not all(path.is_file() and path.stat().st_mtime_ns >=
+             archive.stat().st_mtime_ns for path in paths.values()):
+    return None
+  return {split: pq.ParquetFile(path).metadata.num_rows
+          for split, path in paths.items()}
+
+
 def download_imdb(out_dir, *, url: Optional[str] = None,
                   sha256: Optional[str] = None,
                   timeout_s: float = 10.0,
@@ -138,11 +170,18 @@ def download_imdb(out_dir, *, url: Optional[str] = None,
 
   Returns the number of reviews per split.
   """
-  url = url or default_url()
-  sha256 = sha256 or default_sha256()
-  size = IMDB_SIZE if sha256 == IMDB_SHA256 else None
   out_dir = pathlib.Path(out_dir)
   out_dir.mkdir(parents=True, exist_ok=True)
+  with _folder_lock(out_dir):
+    return _download(out_dir, url=url or default_url(),
+                     sha256=sha256 or default_sha256(), timeout_s=timeout_s,
+                     progress=progress)
+
+
+def _download(out_dir: pathlib.Path, *, url: str, sha256: str,
+              timeout_s: float, progress: Callable[[str], None]
+              ) -> Dict[str, int]:
+  size = IMDB_SIZE if sha256 == IMDB_SHA256 else None
   archive = out_dir / ARCHIVE_NAME
   if archive.exists():
     progress(f"checking the archive already in {archive}")
@@ -151,6 +190,11 @@ def download_imdb(out_dir, *, url: Optional[str] = None,
     except DownloadError:
       archive.unlink()
       progress(f"{archive} is not the expected archive: downloading again")
+    else:
+      counts = _converted_counts(archive, out_dir)
+      if counts is not None:
+        progress(f"the Parquet files in {out_dir} are already written from it")
+        return counts
   if not archive.exists():
     _fetch(url, archive, timeout_s=timeout_s, progress=progress)
     try:
