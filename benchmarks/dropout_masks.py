@@ -16,11 +16,9 @@
    batches.
 Prints milliseconds and the ratio; nothing is written.
 """
-import argparse
 import os
 import pathlib
 import sys
-import tempfile
 import time
 
 import numpy as np
@@ -29,7 +27,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from benchmarks.throughput import DATA_DIR  # noqa: E402
+from benchmarks.train_throughput import side_by_side_options  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -84,49 +82,27 @@ def layer_calls(seq_length, rounds):
 
 
 def training_steps(seq_length, steps, encoder, data_dir):
-  from benchmarks.train_throughput import make_batches
+  import contextlib
+  from benchmarks.train_throughput import print_training_steps
   from train import seeded_dropout
-  from train.classifier import build_classifier
-  from train.encoders import resolve_encoder
-  from train.trainer import TokenizedReviews, Trainer, TrainSettings
-  batches = make_batches(seq_length, steps + 1, 32, encoder=encoder,
-                         data_dir=data_dir)
-  source = resolve_encoder(encoder)
-  settings = TrainSettings(batch_size=32, epochs=1, precision="bfloat16",
-                           pooling="mean")
-  dummy = TokenizedReviews(np.zeros((1, 8), np.int32), np.array([8]),
-                           np.array([0]))
-  ours_drop = seeded_dropout.SeededDropout._drop
-  step_fns = {}
-  with tempfile.TemporaryDirectory() as tmp:
-    for name, drop in (("stock", stock_drop), ("ours", ours_drop)):
-      seeded_dropout.SeededDropout._drop = drop  # read when the step traces
-      model = build_classifier(source, precision="bfloat16", pooling="mean")
-      trainer = Trainer(model, settings, dummy, dummy, f"{tmp}/{name}",
-                        run_identity={}, progress=lambda m: None)
-      step_fns[name] = trainer._train_step
-      float(step_fns[name](*batches[0]))  # traced here, with `drop`
-    seeded_dropout.SeededDropout._drop = ours_drop
-    times = {name: 0.0 for name in step_fns}
-    for batch in batches[1:]:
-      for name, step in step_fns.items():
-        start = time.perf_counter()
-        float(step(*batch))
-        times[name] += time.perf_counter() - start
-  print(f"training step, {steps} batches of 32 at up to {seq_length} tokens: "
-        f"stock {times['stock'] / steps:.2f} s  ours {times['ours'] / steps:.2f} s"
-        f"  ×{times['stock'] / times['ours']:.2f}")
+
+  @contextlib.contextmanager
+  def stock_draws():
+    ours_drop = seeded_dropout.SeededDropout._drop
+    seeded_dropout.SeededDropout._drop = stock_drop  # read when steps trace
+    try:
+      yield
+    finally:
+      seeded_dropout.SeededDropout._drop = ours_drop
+
+  print_training_steps(
+      {"stock": stock_draws, "ours": contextlib.nullcontext},
+      seq_length=seq_length, steps=steps, encoder=encoder, data_dir=data_dir)
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--seq-length", type=int, default=256)
-  parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--train-steps", type=int, default=6,
-                      help="alternating training steps (0: layer calls only)")
-  parser.add_argument("--encoder", default=str(REPO / "encoders/minilm"))
-  parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
-  args = parser.parse_args(argv)
+  args = side_by_side_options(__doc__.split("\n\n")[0],
+                              first_part="layer calls").parse_args(argv)
   import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
   layer_calls(args.seq_length, args.rounds)
   if args.train_steps:

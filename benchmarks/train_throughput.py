@@ -87,6 +87,65 @@ def ours(batches, precision, encoder):
   return seconds, loss
 
 
+def compare_training_steps(variants, *, seq_length, steps, encoder, data_dir):
+  """Seconds per mixed-bfloat16 training step of `reviewscore train`
+  (MiniLM, mean pooling, batches of 32 IMDB training reviews at up to
+  `seq_length` tokens) for each of `variants`, {name: a context manager
+  factory in force while that variant's model is built and its step
+  traced}: one model per variant in this process, steps alternating on the
+  same batches after one untimed step each. Returns {name: seconds}."""
+  import train  # noqa: F401
+  from train.classifier import build_classifier
+  from train.encoders import resolve_encoder
+  from train.trainer import TokenizedReviews, Trainer, TrainSettings
+  batches = make_batches(seq_length, steps + 1, 32, encoder=encoder,
+                         data_dir=data_dir)
+  source = resolve_encoder(encoder)
+  settings = TrainSettings(batch_size=32, epochs=1, precision="bfloat16",
+                           pooling="mean")
+  dummy = TokenizedReviews(np.zeros((1, 8), np.int32), np.array([8]),
+                           np.array([0]))
+  step_fns = {}
+  with tempfile.TemporaryDirectory() as tmp:
+    for name, variant in variants.items():
+      with variant():
+        model = build_classifier(source, precision="bfloat16", pooling="mean")
+        trainer = Trainer(model, settings, dummy, dummy, f"{tmp}/{name}",
+                          run_identity={}, progress=lambda m: None)
+        step_fns[name] = trainer._train_step
+        float(step_fns[name](*batches[0]))  # traced here
+    times = {name: 0.0 for name in step_fns}
+    for batch in batches[1:]:
+      for name, step in step_fns.items():
+        start = time.perf_counter()
+        float(step(*batch))
+        times[name] += time.perf_counter() - start
+  return {name: seconds / steps for name, seconds in times.items()}
+
+
+def print_training_steps(variants, *, seq_length, steps, encoder, data_dir):
+  """compare_training_steps for {"stock": ..., "ours": ...}, printed."""
+  seconds = compare_training_steps(variants, seq_length=seq_length,
+                                   steps=steps, encoder=encoder,
+                                   data_dir=data_dir)
+  print(f"training step, {steps} batches of 32 at up to {seq_length} tokens: "
+        f"stock {seconds['stock']:.2f} s  ours {seconds['ours']:.2f} s"
+        f"  ×{seconds['stock'] / seconds['ours']:.2f}")
+
+
+def side_by_side_options(description, *, first_part):
+  """The options of a stock-against-ours script: part one (`first_part`)
+  timed over `--rounds`, then `--train-steps` alternating training steps."""
+  parser = argparse.ArgumentParser(description=description)
+  parser.add_argument("--seq-length", type=int, default=256)
+  parser.add_argument("--rounds", type=int, default=5)
+  parser.add_argument("--train-steps", type=int, default=6,
+                      help=f"alternating training steps (0: {first_part} only)")
+  parser.add_argument("--encoder", default=str(REPO / "encoders/minilm"))
+  parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
+  return parser
+
+
 def peer(batches, precision, threads=2):
   import torch
   import transformers
