@@ -16,10 +16,12 @@
    batches.
 Prints milliseconds and the ratio; nothing is written.
 """
+import contextlib
 import os
 import pathlib
 import sys
 import time
+from unittest import mock
 
 import numpy as np
 
@@ -27,7 +29,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from benchmarks.train_throughput import side_by_side_options  # noqa: E402
+from benchmarks.train_throughput import run_side_by_side  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -81,33 +83,17 @@ def layer_calls(seq_length, rounds):
           f"ms (drops {dropped['ours']:.4f})  ×{seconds['stock'] / seconds['ours']:.2f}")
 
 
-def training_steps(seq_length, steps, encoder, data_dir):
-  import contextlib
-  from benchmarks.train_throughput import print_training_steps
+def training_variants():
   from train import seeded_dropout
-
-  @contextlib.contextmanager
-  def stock_draws():
-    ours_drop = seeded_dropout.SeededDropout._drop
-    seeded_dropout.SeededDropout._drop = stock_drop  # read when steps trace
-    try:
-      yield
-    finally:
-      seeded_dropout.SeededDropout._drop = ours_drop
-
-  print_training_steps(
-      {"stock": stock_draws, "ours": contextlib.nullcontext},
-      seq_length=seq_length, steps=steps, encoder=encoder, data_dir=data_dir)
+  # SeededDropout._drop is read when a step traces.
+  return {"stock": lambda: mock.patch.object(
+              seeded_dropout.SeededDropout, "_drop", stock_drop),
+          "ours": contextlib.nullcontext}
 
 
 def main(argv=None):
-  args = side_by_side_options(__doc__.split("\n\n")[0],
-                              first_part="layer calls").parse_args(argv)
-  import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
-  layer_calls(args.seq_length, args.rounds)
-  if args.train_steps:
-    training_steps(args.seq_length, args.train_steps, args.encoder,
-                   args.data_dir)
+  run_side_by_side(__doc__.split("\n\n")[0], argv, first_part="layer calls",
+                   calls=layer_calls, training_variants=training_variants)
 
 
 if __name__ == "__main__":

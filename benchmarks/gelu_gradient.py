@@ -17,13 +17,14 @@ import contextlib
 import os
 import pathlib
 import sys
+from unittest import mock
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
 from benchmarks.dropout_masks import time_calls  # noqa: E402
-from benchmarks.train_throughput import side_by_side_options  # noqa: E402
+from benchmarks.train_throughput import run_side_by_side  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
@@ -54,33 +55,17 @@ def gelu_calls(seq_length, rounds):
         f"difference {difference:.4f})")
 
 
-def training_steps(seq_length, steps, encoder, data_dir):
-  from benchmarks.train_throughput import print_training_steps
+def training_variants():
   from train import bert_backbone
-
-  @contextlib.contextmanager
-  def stock_gelu():
-    # Read when a block is built: its model differentiates tf.nn.gelu.
-    bert_backbone._TRAINING_ACTIVATIONS["gelu"] = bert_backbone._gelu
-    try:
-      yield
-    finally:
-      bert_backbone._TRAINING_ACTIVATIONS["gelu"] = \
-          bert_backbone._gelu_for_training
-
-  print_training_steps(
-      {"stock": stock_gelu, "ours": contextlib.nullcontext},
-      seq_length=seq_length, steps=steps, encoder=encoder, data_dir=data_dir)
+  # Read when a block is built: the stock model differentiates tf.nn.gelu.
+  return {"stock": lambda: mock.patch.dict(
+              bert_backbone._TRAINING_ACTIVATIONS, gelu=bert_backbone._gelu),
+          "ours": contextlib.nullcontext}
 
 
 def main(argv=None):
-  args = side_by_side_options(__doc__.split("\n\n")[0],
-                              first_part="GELU calls").parse_args(argv)
-  import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
-  gelu_calls(args.seq_length, args.rounds)
-  if args.train_steps:
-    training_steps(args.seq_length, args.train_steps, args.encoder,
-                   args.data_dir)
+  run_side_by_side(__doc__.split("\n\n")[0], argv, first_part="GELU calls",
+                   calls=gelu_calls, training_variants=training_variants)
 
 
 if __name__ == "__main__":

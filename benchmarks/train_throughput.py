@@ -133,9 +133,12 @@ def print_training_steps(variants, *, seq_length, steps, encoder, data_dir):
         f"  ×{seconds['stock'] / seconds['ours']:.2f}")
 
 
-def side_by_side_options(description, *, first_part):
-  """The options of a stock-against-ours script: part one (`first_part`)
-  timed over `--rounds`, then `--train-steps` alternating training steps."""
+def run_side_by_side(description, argv, *, first_part, calls,
+                     training_variants):
+  """A stock-against-ours script: `calls(seq_length, rounds)` (its part
+  one, `first_part`), then `--train-steps` alternating training steps of
+  the variants `training_variants()` returns ({"stock": ..., "ours": ...},
+  as compare_training_steps takes them), printed."""
   parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--seq-length", type=int, default=256)
   parser.add_argument("--rounds", type=int, default=5)
@@ -143,7 +146,13 @@ def side_by_side_options(description, *, first_part):
                       help=f"alternating training steps (0: {first_part} only)")
   parser.add_argument("--encoder", default=str(REPO / "encoders/minilm"))
   parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
-  return parser
+  args = parser.parse_args(argv)
+  import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
+  calls(args.seq_length, args.rounds)
+  if args.train_steps:
+    print_training_steps(training_variants(), seq_length=args.seq_length,
+                         steps=args.train_steps, encoder=args.encoder,
+                         data_dir=args.data_dir)
 
 
 def peer(batches, precision, threads=2):

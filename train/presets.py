@@ -2,7 +2,8 @@
 
 `TrainSettings`' own defaults are the best recipe measured here (an epoch
 takes about 30 minutes on 2 CPU cores, an hour when the host runs at half
-speed); `quick` trades accuracy for a run of a few minutes, for demonstrations and `run_local.sh` (docs/accuracy.md has both).
+speed); `quick` trades accuracy for a run of a few minutes, for
+demonstrations and `run_local.sh` (docs/accuracy.md has both).
 """
 from typing import Any, Dict
 
