@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.settings import DEFAULT_MAX_REVIEW_BYTES
 from runtime.filesystems import (is_remote, join_path, missing_filesystem,
                                   relative_path, split_path)
 from schemas import arrow as schema_lib
@@ -160,12 +161,14 @@ def _check_local_entries(pattern: str, root: str, is_dir: bool) -> None:
 
 def plan_input(pattern: str, *, format: str = "auto",
                text_column: str = c.INPUT_TEXT, id_column: str = c.INPUT_ID,
-               carry: Sequence[str] = (), positional_ids: bool = False
-               ) -> InputPlan:
+               carry: Sequence[str] = (), positional_ids: bool = False,
+               max_review_bytes: int = DEFAULT_MAX_REVIEW_BYTES) -> InputPlan:
   """Matches the input and checks it can be read; raises InputError.
 
   `carry` names Parquet columns to copy to the output, `NAME` or
   `NAME:OUTPUT_NAME` (e.g. `label:true_label`, as `label` is an output column).
+  `max_review_bytes`: the run's limit, which also bounds the JSON Lines
+  read to sample their columns.
   """
   if format not in FORMATS + ("auto",):
     raise InputError(f"unknown format {format!r}")
@@ -205,7 +208,8 @@ def plan_input(pattern: str, *, format: str = "auto",
                    text_column=text_column, id_column=id_column,
                    modified={p: modified[p] for p, _ in files})
   if format in TABLE_FORMATS:
-    _plan_table(plan, carry, positional_ids=positional_ids)
+    _plan_table(plan, carry, positional_ids=positional_ids,
+                max_review_bytes=max_review_bytes)
   else:
     if carry:
       raise InputError("--carry-columns applies to Parquet, CSV and JSON "
@@ -261,10 +265,11 @@ def open_csv_reader(path: str, stream, column_types=None, *,
                                           strings_can_be_null=False))
 
 
-def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
+def _table_schema(path: str, kind: str, max_review_bytes: int
+                  ) -> Tuple[pa.Schema, List[int]]:
   """(schema, row counts of its row groups; one unknown-size unit else)."""
   if kind == "jsonl":
-    return _json_lines_schema(path), [0]
+    return _json_lines_schema(path, max_review_bytes), [0]
   with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED
                         ) as f:
     if kind == "parquet":
@@ -274,18 +279,18 @@ def _table_schema(path: str, kind: str) -> Tuple[pa.Schema, List[int]]:
     return open_csv_reader(path, f).schema, [0]
 
 
-def _json_lines_schema(path: str) -> pa.Schema:
+def _json_lines_schema(path: str, max_review_bytes: int) -> pa.Schema:
   from pipeline.json_lines import sample_schema
-  from pipeline.settings import DEFAULT_MAX_REVIEW_BYTES
   with FileSystems.open(path) as f:  # AUTO: .gz, .bz2... decompressed
-    schema = sample_schema(f, max_review_bytes=DEFAULT_MAX_REVIEW_BYTES)
+    schema = sample_schema(f, max_review_bytes=max_review_bytes)
   if not schema.names:
     raise ValueError("no JSON object in its first lines")
   return schema
 
 
 def _plan_table(plan: InputPlan, carry: Sequence[str], *,
-                positional_ids: bool = False) -> None:
+                positional_ids: bool = False,
+                max_review_bytes: int = DEFAULT_MAX_REVIEW_BYTES) -> None:
   """Reads every footer or header: a damaged file fails the run here, not
   on a worker."""
   carried: Dict[str, pa.Field] = {}
@@ -294,7 +299,7 @@ def _plan_table(plan: InputPlan, carry: Sequence[str], *,
       plan.format]
   for path, _ in plan.files:
     try:
-      schema, group_rows = _table_schema(path, plan.format)
+      schema, group_rows = _table_schema(path, plan.format, max_review_bytes)
     except Exception as e:  # pyarrow raises ArrowInvalid, OSError...
       raise InputError(f"{path}: not a readable {describe} file ({e})") from None
     names = set(schema.names)

@@ -333,7 +333,8 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
   plan = plan_input(opts.input, format=opts.format,
                     text_column=opts.text_column, id_column=opts.id_column,
                     positional_ids=opts.positional_ids,
-                    carry=parse_names(opts.carry_columns))
+                    carry=parse_names(opts.carry_columns),
+                    max_review_bytes=opts.max_review_bytes)
   _show_worker_lines()
   echo(f"scoring {plan.describe()} with {card.model_name} "
        f"(precision {opts.precision}, fingerprint "

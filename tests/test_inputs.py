@@ -237,6 +237,25 @@ def test_a_json_value_that_does_not_fit_its_planned_column_is_refused():
       carried_value(value, pa.int64())
 
 
+def test_json_lines_columns_are_sampled_within_the_runs_review_limit(tmp_path):
+  """Catches: planning sampling JSON Lines with the default limit, so that
+  a file whose reviews all exceed it fails to plan although the run was
+  given a limit that admits them."""
+  from pipeline.json_lines import line_limit
+  from pipeline.settings import DEFAULT_MAX_REVIEW_BYTES
+  path = tmp_path / "long.jsonl"
+  text = "word " * (line_limit(DEFAULT_MAX_REVIEW_BYTES) // 5 + 1)
+  with path.open("w") as f:
+    for review_id in ("r1", "r2"):
+      f.write(json.dumps({"review_id": review_id, "text": text, "stars": 4})
+              + "\n")
+  with pytest.raises(InputError, match="no JSON object"):
+    plan_input(str(path), carry=["stars"])
+  plan = plan_input(str(path), carry=["stars"],
+                    max_review_bytes=2 * DEFAULT_MAX_REVIEW_BYTES)
+  assert plan.carried_fields == [pa.field("stars", pa.int64())]
+
+
 def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tmp_path):
   """Catches: auto-detection silently taking table files for one-review
   files (every part dead-lettered as one "review")."""
