@@ -101,8 +101,9 @@ class Commit(beam.DoFn):
   def __init__(self, paths: OutputPaths, manifest: Dict[str, Any], *,
                increment=None):
     """`increment` (pipeline.incremental.Increment): a rerun's earlier
-    shards, from which the rows of changed files are removed before the
-    manifest vouches for the union."""
+    shards, from which the rows of changed and vanished files are removed
+    before this run's shards are moved in and the manifest vouches for the
+    union."""
     self._paths = paths
     self._manifest = manifest
     self._increment = increment
@@ -119,6 +120,15 @@ class Commit(beam.DoFn):
     finals = [paths.final_name(p) for p in staged]
     # An older manifest must not vouch for a mix of old and new shards.
     _delete([paths.manifest])
+    earlier = self._increment
+    replaced = 0
+    if earlier is not None:
+      # Before this run's shards appear: cut here, the union lacks the
+      # replaced files' rows (the same rerun, run again, finds them still
+      # changed) rather than holding them twice.
+      from pipeline.incremental import drop_rows_of
+      replaced = drop_rows_of(earlier.earlier_scores + earlier.earlier_errors,
+                              earlier.replaced)
     stale = []
     for pattern in paths.final_globs():
       stale += [m.path for m in FileSystems.match([pattern])[0].metadata_list
@@ -133,11 +143,8 @@ class Commit(beam.DoFn):
     manifest["model"]["precision"]["used"] = sorted(precisions)
     scores = [paths.final_name(p) for p in sorted(score_files)]
     errors = [paths.final_name(p) for p in sorted(error_files)]
-    earlier = self._increment
     if earlier is not None:
-      from pipeline.incremental import drop_rows_of
-      manifest["increment"]["earlier_rows_replaced"] = drop_rows_of(
-          earlier.earlier_scores + earlier.earlier_errors, earlier.changed)
+      manifest["increment"]["earlier_rows_replaced"] = replaced
     manifest.update({
         "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),

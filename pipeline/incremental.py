@@ -3,17 +3,19 @@
 An archive that grows is scored in full once; each later run names the
 latest earlier output and scores only the input files that are new or
 changed since (a file's size or modification time differs from the state
-the earlier runs recorded), for the same model. Its shards go to its own
---output prefix beside the earlier ones; the rows the earlier runs wrote
-for files that have since changed are removed from their shards (each such
-shard is rewritten whole, then renamed over the old), so the union of all
-the runs' shards holds every current review once. Each manifest records
-the file states it covers and the runs it extends, so the next rerun needs
-only the latest manifest.
+the earlier runs recorded), for the same model, read the same way. Its
+shards go to its own --output prefix beside the earlier ones; the rows the
+earlier runs wrote for files that have since changed or left the input are
+removed from their shards (each such shard is rewritten whole, then renamed
+over the old), so the union of all the runs' shards holds every current
+review once: what one full run over today's input would hold. Each
+manifest records the file states it covers, how it read them and the runs
+it extends, so the next rerun needs only the latest manifest.
 """
 import dataclasses
 import io
 import json
+import os
 from typing import Any, Dict, List, Optional
 
 import pyarrow as pa
@@ -23,7 +25,9 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline.plan import InputError, InputPlan
-from runtime.filesystems import write_atomically
+from pipeline.settings import OptionsError
+from runtime.filesystems import (is_remote, join_path, split_path,
+                                  write_atomically)
 from schemas import columns as c
 from schemas import outputs
 
@@ -37,9 +41,14 @@ class Increment:
   to_score: List[str]  # paths new or changed since
   changed: List[str]  # of those, the ones an earlier run scored
   unchanged: int
-  vanished: List[str]  # scored earlier, no longer matched (rows kept)
+  vanished: List[str]  # scored earlier, no longer matched (rows removed)
   earlier_scores: List[str]
   earlier_errors: List[str]
+
+  @property
+  def replaced(self) -> List[str]:
+    """The files whose earlier rows leave the union."""
+    return self.changed + self.vanished
 
   def describe(self) -> str:
     new = len(self.to_score) - len(self.changed)
@@ -47,7 +56,7 @@ class Increment:
             f"{self.unchanged} unchanged file(s)")
     if self.vanished:
       text += (f"; {len(self.vanished)} file(s) scored earlier are no longer "
-               "in the input (their rows stay)")
+               "in the input (their rows leave the union)")
     return text
 
   def record(self) -> dict:
@@ -61,38 +70,138 @@ def read_earlier_manifest(prefix: str) -> dict:
   if not FileSystems.exists(path):
     raise InputError(f"--since {prefix}: no complete scored output there "
                      f"({path} is missing)")
-  with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    return json.loads(f.read().decode())
+  return _read_manifest_file(path, f"--since {prefix}")
 
 
-def plan_increment(plan: InputPlan, since: str, *, fingerprint: str
-                   ) -> Optional[Increment]:
-  """The rerun's share of `plan`; None when the earlier run used another
-  model (a different model means scoring everything)."""
-  earlier = read_earlier_manifest(since)
-  if earlier.get("model", {}).get("fingerprint") != fingerprint:
-    return None
+def _read_manifest_file(path: str, what: str) -> dict:
+  try:
+    with FileSystems.open(path,
+                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      manifest = json.loads(f.read().decode("utf-8"))
+  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is one
+    raise InputError(f"{what}: {path} is not a readable manifest ({e})") from None
+  if not isinstance(manifest, dict) or not isinstance(
+      manifest.get("input_files", {}), dict):
+    raise InputError(f"{what}: {path} is not a scoring manifest")
+  return manifest
+
+
+def another_model(earlier: dict, model: dict) -> Optional[str]:
+  """Why the earlier runs' scores cannot stand beside this run's (None when
+  they can): another model fingerprint, or the same weights served with
+  another decision threshold or tokenization, which change labels and
+  scores as much. `model` is this run's manifest entry."""
+  before = earlier.get("model") or {}
+  if before.get("fingerprint") != model["fingerprint"]:
+    return "scored with another model"
+  for key, what in (("threshold", "decision threshold"),
+                    ("tokenization", "tokenization")):
+    if key in before and before[key] != model.get(key):
+      return f"scored with another {what} ({before[key]} then, {model.get(key)} now)"
+  return None
+
+
+def same_prefix(a: str, b: str) -> bool:
+  if is_remote(a) or is_remote(b):
+    return a.rstrip("/") == b.rstrip("/")
+  return os.path.abspath(a) == os.path.abspath(b)
+
+
+def plan_increment(plan: InputPlan, since: str, earlier: dict, *,
+                   output: str, reading: Dict[str, Any]) -> Increment:
+  """The rerun's share of `plan`, given the earlier run's manifest (for the
+  same model: `another_model` found none). `reading`: how this run reads
+  its input (the manifest's entry), which must be how the earlier runs did.
+  Raises OptionsError or InputError when the rerun cannot extend them."""
+  chain = list(earlier.get("extends", [])) + [since]
+  for prefix in chain:
+    if same_prefix(output, prefix):
+      raise OptionsError(
+          f"--output {output} is one of the runs this one extends: give this "
+          "run a new --output prefix beside them")
   if earlier.get("input") != plan.pattern:
     raise InputError(f"--since {since}: that run read {earlier.get('input')!r}, "
                      f"this one reads {plan.pattern!r}; a rerun reads the same "
                      "input pattern")
+  _check_same_reading(since, earlier, reading)
   before = earlier.get("input_files")
   if before is None:
     raise InputError(f"--since {since}: its manifest does not record its "
                      "input files (written by an older version); score in "
                      "full once")
+  _check_latest(since, output)
+  earlier_scores = list(earlier.get("all_scores", earlier.get("scores", [])))
+  earlier_errors = list(earlier.get("all_errors", earlier.get("errors", [])))
+  _check_shards_exist(since, earlier_scores + earlier_errors)
   states = plan.file_states()
   to_score = [path for path, state in states.items() if before.get(path) != state]
+  vanished = sorted(set(before) - set(states))
   return Increment(
       since=since,
-      extends=list(earlier.get("extends", [])) + [since],
-      covered={**before, **{path: states[path] for path in to_score}},
+      extends=chain,
+      covered={**{path: before[path] for path in before if path in states},
+               **{path: states[path] for path in to_score}},
       to_score=to_score,
       changed=[path for path in to_score if path in before],
       unchanged=len(states) - len(to_score),
-      vanished=sorted(set(before) - set(states)),
-      earlier_scores=list(earlier.get("all_scores", earlier.get("scores", []))),
-      earlier_errors=list(earlier.get("all_errors", earlier.get("errors", []))))
+      vanished=vanished,
+      earlier_scores=earlier_scores,
+      earlier_errors=earlier_errors)
+
+
+def _check_same_reading(since: str, earlier: dict, reading: Dict[str, Any]
+                        ) -> None:
+  """The union is one table: its columns, ids and limits are the earlier
+  runs'. Manifests of older versions record only the text and id columns."""
+  before = dict(earlier.get("reading") or {})
+  before.setdefault("columns", earlier.get("columns"))
+  differ = [f"{key}: {before[key]} then, {reading[key]} now"
+            for key in reading if key in before and before[key] is not None
+            and before[key] != reading[key]]
+  if differ:
+    raise InputError(
+        f"--since {since}: that run read its input otherwise ({'; '.join(differ)}); "
+        "a rerun reads it as the runs it extends did, or scores in full into "
+        "a folder of its own")
+
+
+def _check_latest(since: str, output: str) -> None:
+  """Refuses to extend a run that a later rerun already extends: the files
+  that one scored would be scored again, and show twice in the union."""
+  since_manifest = outputs.manifest_path(since)
+  folder = split_path(since)[0] or "."
+  pattern = join_path(folder, "*" + outputs.MANIFEST_SUFFIX)
+  found = FileSystems.match([since_manifest, pattern])
+  listed = found[0].metadata_list
+  written_at = listed[0].last_updated_in_seconds if listed else 0
+  for entry in found[1].metadata_list:
+    path = entry.path
+    if same_prefix(path, since_manifest) or same_prefix(
+        path, outputs.manifest_path(output)):
+      continue
+    if written_at and entry.last_updated_in_seconds and \
+        entry.last_updated_in_seconds < written_at:
+      continue  # written before the earlier run finished: cannot extend it
+    try:
+      other = _read_manifest_file(path, "")
+    except InputError:
+      continue  # not ours to judge
+    if any(same_prefix(since, p) for p in other.get("extends", [])):
+      later = path[:-len(outputs.MANIFEST_SUFFIX)]
+      raise InputError(f"--since {since}: {later} already extends it; a rerun "
+                       f"names the latest run (--since {later})")
+
+
+def _check_shards_exist(since: str, shards: List[str]) -> None:
+  if not shards:
+    return
+  missing = [shard for shard, result in zip(
+      shards, FileSystems.match(shards), strict=True)
+             if not result.metadata_list]
+  if missing:
+    raise InputError(f"--since {since}: {len(missing)} shard(s) of the runs it "
+                     f"extends are gone (first {missing[0]}), so their union "
+                     "is incomplete; score in full into a folder of its own")
 
 
 def drop_rows_of(shards: List[str], sources: List[str]) -> int:

@@ -22,7 +22,8 @@ from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
 from apache_beam.runners.runner import PipelineState
 
 from pipeline.commit import Commit, OutputPaths, read_manifest, write_shards
-from pipeline.incremental import plan_increment
+from pipeline.incremental import (another_model, plan_increment,
+                                  read_earlier_manifest, same_prefix)
 from pipeline.length_sort import SortByLengthInWaves
 from pipeline.dead_letters import (DEAD, FormatDeadLetter, dead_letter,
                                    error_detail)
@@ -344,17 +345,31 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
   if unreachable:
     raise OptionsError(unreachable)
   paths = OutputPaths(opts.output, run_id)
+  model = {"dir": opts.model, "name": card.model_name,
+           "fingerprint": card.model_fingerprint,
+           "precision": {"requested": opts.precision},
+           "threshold": card.threshold,
+           # Same weights, other packing: other scores (reruns compare it).
+           "tokenization": card.truncation or {"seq_length": card.seq_length}}
+  # How the input was read: what a rerun must repeat for its rows to be
+  # the same table as the earlier runs'.
+  reading = {"format": plan.format,
+             "columns": {"text": opts.text_column, "id": opts.id_column},
+             "carried": [list(pair) for pair in plan.carried],
+             "positional_ids": bool(opts.positional_ids),
+             "max_review_bytes": opts.max_review_bytes}
   increment = None
   if opts.since:
-    if opts.since.rstrip("/") == opts.output.rstrip("/"):
+    if same_prefix(opts.since, opts.output):
       raise OptionsError("--since names the earlier run's output: give this "
                          "run a new --output prefix beside it")
-    increment = plan_increment(plan, opts.since,
-                               fingerprint=card.model_fingerprint)
-    if increment is None:
-      echo(f"--since {opts.since}: scored with another model; scoring "
-           "everything")
+    earlier = read_earlier_manifest(opts.since)
+    full_run_because = another_model(earlier, model)
+    if full_run_because:
+      echo(f"--since {opts.since}: {full_run_because}; scoring everything")
     else:
+      increment = plan_increment(plan, opts.since, earlier,
+                                 output=opts.output, reading=reading)
       echo(increment.describe())
       plan = plan.restricted_to(increment.to_score)
   batching = _batching(opts, checked["buckets"], options=options,
@@ -371,11 +386,9 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
   manifest = {"run_id": run_id, "input": opts.input, "format": plan.format,
               # Self-training reads the texts back by id where the scores
               # did not carry them.
-              "columns": {"text": opts.text_column, "id": opts.id_column},
-              "model": {"dir": opts.model, "name": card.model_name,
-                        "fingerprint": card.model_fingerprint,
-                        "precision": {"requested": opts.precision},
-                        "threshold": card.threshold},
+              "columns": reading["columns"],
+              "reading": reading,
+              "model": model,
               "batching": {"min_batch_size": checked["min_batch_size"],
                            "max_batch_size": opts.max_batch_size,
                            "sort_wave_size": batching["sort_wave_size"],

@@ -11,9 +11,10 @@ import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 from click.testing import CliRunner
 
-from pipeline.run import run
+from pipeline.run import PipelineFailed, run
 from reviewscore.cli import main
 from schemas import columns as c
 
@@ -144,3 +145,127 @@ def test_the_readmes_rerun_example_runs_as_written(tiny_model_dir, imdb_dir,
   assert "1 new, 0 changed and 1 unchanged file(s)" in result.output
   reviews, distinct = duckdb.sql(query).fetchall()[0][:2]
   assert reviews == distinct == 17
+
+
+def test_files_that_leave_the_input_leave_the_union(tiny_model_dir, imdb_dir,
+                                                    tmp_path):
+  """Catches: a renamed file's reviews showing twice in the union (under
+  both names), and a deleted file's rows staying in it."""
+  archive = tmp_path / "archive"
+  archive.mkdir()
+  for name, start in (("a", 0), ("b", 8), ("c", 16)):
+    _write(archive / f"{name}.parquet", _reviews(imdb_dir, start, 8))
+  pattern = str(archive / "*.parquet")
+  out = tmp_path / "scores"
+  _score(f"--input={pattern}", f"--model={tiny_model_dir}", f"--output={out}/run1")
+  (archive / "a.parquet").rename(archive / "a2.parquet")
+  (archive / "c.parquet").unlink()
+  rerun = _score(f"--input={pattern}", f"--model={tiny_model_dir}",
+                 f"--output={out}/run2", f"--since={out}/run1")
+  assert rerun.counts["read"] == 8  # a2, as a new file
+  manifest = json.loads(pathlib.Path(rerun.manifest_path).read_text())
+  assert manifest["increment"]["vanished_files"] == 2
+  assert manifest["increment"]["earlier_rows_replaced"] == 16
+  assert sorted(manifest["input_files"]) == [str(archive / "a2.parquet"),
+                                             str(archive / "b.parquet")]
+  union = _union(out)
+  assert sorted(union[c.REVIEW_ID].to_pylist()) == sorted(
+      _reviews(imdb_dir, 0, 16)["review_id"].to_pylist())
+  assert set(union[c.SOURCE_FILE].to_pylist()) == {
+      str(archive / "a2.parquet"), str(archive / "b.parquet")}
+
+
+def test_a_rerun_that_cannot_extend_its_runs_is_refused_before_scoring(
+    tiny_model_dir, imdb_dir, tmp_path):
+  """Catches, each of which silently doubled or lost rows: an --output that
+  is one of the runs extended (its shards were deleted as stale), --since
+  naming a run a later rerun already extends, reading the input otherwise
+  (other carried columns: the union's shards no longer one table), an
+  earlier shard gone, and a damaged manifest (a traceback)."""
+  archive = tmp_path / "archive"
+  archive.mkdir()
+  _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6))
+  pattern = str(archive / "*.parquet")
+  out = tmp_path / "scores"
+  _score(f"--input={pattern}", f"--model={tiny_model_dir}", f"--output={out}/run1")
+  _write(archive / "b.parquet", _reviews(imdb_dir, 6, 6))
+  _score(f"--input={pattern}", f"--model={tiny_model_dir}",
+         f"--output={out}/run2", f"--since={out}/run1")
+  _write(archive / "c.parquet", _reviews(imdb_dir, 12, 6))
+  before = sorted(p.name for p in out.iterdir())
+
+  def rerun(*extra):
+    return CliRunner().invoke(main, [
+        "score", "--input", pattern, "--model", str(tiny_model_dir), *extra])
+
+  into_chain = rerun("--output", f"{out}/run1", "--since", f"{out}/run2")
+  assert into_chain.exit_code == 2, into_chain.output
+  assert "one of the runs this one extends" in into_chain.output
+  not_latest = rerun("--output", f"{out}/run3", "--since", f"{out}/run1")
+  assert not_latest.exit_code == 1, not_latest.output
+  assert f"{out}/run2 already extends it" in not_latest.output
+  other_columns = rerun("--output", f"{out}/run3", "--since", f"{out}/run2",
+                        "--carry-columns", "text")
+  assert other_columns.exit_code == 1, other_columns.output
+  assert "read its input otherwise (carried: [] then" in other_columns.output
+  assert sorted(p.name for p in out.iterdir()) == before
+
+  shard = json.loads((out / "run1-manifest.json").read_text())["scores"][0]
+  os.rename(shard, shard + ".away")
+  gone = rerun("--output", f"{out}/run3", "--since", f"{out}/run2")
+  assert gone.exit_code == 1 and "are gone (first " in gone.output, gone.output
+  os.rename(shard + ".away", shard)
+
+  (out / "run2-manifest.json").write_text('{"input": ')
+  damaged = rerun("--output", f"{out}/run3", "--since", f"{out}/run2")
+  assert damaged.exit_code == 1, damaged.output
+  assert "is not a readable manifest" in damaged.output
+  assert "Traceback" not in damaged.output
+  assert sorted(p.name for p in out.iterdir()) == before
+
+
+def test_the_same_weights_served_otherwise_mean_a_full_run():
+  """Catches: a rerun keeping scores and labels a model with the same
+  weights gave under another decision threshold or tokenization."""
+  from pipeline.incremental import another_model
+  model = {"fingerprint": "f1", "threshold": 0.5,
+           "tokenization": {"seq_length": 256, "truncation": "head+tail"}}
+  assert another_model({"model": dict(model)}, model) is None
+  # Manifests of older versions record neither: the fingerprint decides.
+  assert another_model({"model": {"fingerprint": "f1"}}, model) is None
+  assert "another model" in another_model(
+      {"model": {**model, "fingerprint": "f0"}}, model)
+  assert "decision threshold (0.9 then, 0.5 now)" in another_model(
+      {"model": {**model, "threshold": 0.9}}, model)
+  assert "tokenization" in another_model(
+      {"model": {**model, "tokenization": {"seq_length": 128,
+                                           "truncation": "head"}}}, model)
+
+
+def test_a_rerun_cut_while_committing_never_shows_a_review_twice(
+    tiny_model_dir, imdb_dir, tmp_path, monkeypatch):
+  """Catches: the rerun's shards moved in before the earlier rows of the
+  files it rescored were removed, so a rerun cut between the two left
+  the changed file's reviews in the union twice."""
+  from pipeline import incremental
+  archive = tmp_path / "archive"
+  archive.mkdir()
+  _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6))
+  pattern = str(archive / "*.parquet")
+  out = tmp_path / "scores"
+  _score(f"--input={pattern}", f"--model={tiny_model_dir}", f"--output={out}/run1")
+  _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6), bump_s=60)
+
+  def cut(shards, sources):
+    raise OSError("cut while committing")
+  monkeypatch.setattr(incremental, "drop_rows_of", cut)
+  with pytest.raises(PipelineFailed, match="cut while committing"):
+    _score(f"--input={pattern}", f"--model={tiny_model_dir}",
+           f"--output={out}/run2", f"--since={out}/run1")
+  assert _union(out).num_rows == 6
+  monkeypatch.undo()
+  again = _score(f"--input={pattern}", f"--model={tiny_model_dir}",
+                 f"--output={out}/run2", f"--since={out}/run1")
+  assert again.counts["read"] == 6
+  union = _union(out)
+  assert union.num_rows == 6 and len(set(union[c.REVIEW_ID].to_pylist())) == 6
