@@ -42,10 +42,13 @@ class _RaisingParser(_BeamArgumentParser):
 
 
 def unknown_flags(argv: Sequence[str]) -> List[str]:
-  """Flags in argv that neither these options nor any of Beam's take.
+  """Arguments in argv that neither these options nor any of Beam's take:
+  flags, and words that are no option's value.
 
   Beam drops unparseable arguments with a log line; a typo of ours
-  (`--num_shard`) must fail instead. Every registered PipelineOptions
+  (`--num_shard`) must fail instead, and so must the second file of an
+  unquoted glob the shell expanded (`--input parts/*.parquet`), which
+  would leave every file but the first unscored. Every registered PipelineOptions
   subclass adds its arguments to a parser of Beam's own kind, as
   PipelineOptions itself does when it parses.
   """
@@ -61,4 +64,4 @@ def unknown_flags(argv: Sequence[str]) -> List[str]:
     if "_add_argparse_args" in cls.__dict__:
       cls._add_argparse_args(parser)  # the documented hook for subclasses
   _, unknown = parser.parse_known_args(list(argv))
-  return [a for a in unknown if a.startswith("-")]
+  return unknown

@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, List, Optional
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import RunInference
-from apache_beam.options.pipeline_options import (PipelineOptions, SetupOptions,
+from apache_beam.options.pipeline_options import (DirectOptions,
+                                                  PipelineOptions, SetupOptions,
                                                   StandardOptions, WorkerOptions)
 from apache_beam.runners.runner import PipelineState
 
@@ -311,9 +312,14 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
     unknown = unknown_flags(flags)
   except BadOptionValue as e:
     raise OptionsError(str(e)) from None
-  if unknown:
-    raise OptionsError(f"no such option: {unknown[0]} (neither "
+  flag = next((a for a in unknown if a.startswith("-")), None)
+  if flag:
+    raise OptionsError(f"no such option: {flag} (neither "
                        "reviewscore's nor Beam's)")
+  if unknown:
+    raise OptionsError(f"unexpected argument {unknown[0]!r}: options take one "
+                       "value each (quote a pattern, --input 'parts/*.parquet', "
+                       "or the shell expands it into several)")
   strangers = sorted(set(values) - set(DEFAULTS))
   if strangers:
     raise TypeError(f"unknown options {strangers}")
@@ -328,6 +334,10 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
   options.view_as(SetupOptions).save_main_session = save_main_session
   opts = options.view_as(ScoreOptions)
   check_values({name: getattr(opts, name) for name in DEFAULTS})
+  # Beam takes any integer and fails on a worker later (0: one per core).
+  if options.view_as(DirectOptions).direct_num_workers < 0:
+    raise OptionsError("--direct_num_workers must be at least 0 (0: one "
+                       "worker per core)")
   # Model first, then the input: both before any record is read.
   card = load_model_card(opts.model)
   checked = _check_options(opts, card)

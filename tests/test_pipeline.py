@@ -280,7 +280,10 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
            # not argparse's hundred-line usage of every Beam option.
            ["--num_shards=-1"], ["--direct_num_workers=abc"],
            ["--direct_running_mode=sideways"],
-           ["--runner=apache_beam.runners.DirectRuner"], ["--runner=no.such.Runner"]]
+           ["--runner=apache_beam.runners.DirectRuner"], ["--runner=no.such.Runner"],
+           ["--direct_num_workers=-3"],
+           # An unquoted glob's second file: only the first would be read.
+           [str(good) + ".second"]]
   for extra in usage:
     result = _invoke("--input", good, "--model", model, "--output", out,
                      *extra)
