@@ -341,6 +341,44 @@ def test_missing_files_are_named(tiny_checkpoint_dir, tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_damaged_checkpoints_fail_in_one_line_and_leave_nothing(
+    tiny_checkpoint_dir, tmp_path):
+  """Catches: KeyError, JSONDecodeError or SafetensorError tracebacks from
+  a damaged checkpoint, and the half-written OUT.partial they left."""
+  out = tmp_path / "out"
+  config = tiny_checkpoint_dir / "config.json"
+  good_config = config.read_text()
+
+  def convert():
+    result = CliRunner().invoke(main, ["import-encoder",
+                                       str(tiny_checkpoint_dir), str(out)])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.output
+    assert result.output.strip().splitlines()[-1].startswith("Error: ")
+    assert not out.exists() and not out.with_name("out.partial").exists()
+    return result.output
+
+  config.write_text("{}")
+  assert "config.json: no vocab_size, hidden_size" in convert()
+  config.write_text("{bad")
+  assert "config.json: not readable JSON" in convert()
+  config.write_text(good_config)
+  (tiny_checkpoint_dir / "model.safetensors").write_bytes(b"\xff" * 64)
+  assert "model.safetensors: not readable safetensors" in convert()
+
+
+def test_an_out_that_holds_the_checkpoint_is_refused(tiny_checkpoint_dir):
+  """Catches: `import-encoder SRC SRC --overwrite` deleting the checkpoint
+  it was about to read (OUT was removed before the conversion)."""
+  before = sorted(p.name for p in tiny_checkpoint_dir.iterdir())
+  for out in (tiny_checkpoint_dir, tiny_checkpoint_dir.parent):
+    result = CliRunner().invoke(main, [
+        "import-encoder", str(tiny_checkpoint_dir), str(out), "--overwrite"])
+    assert result.exit_code == 1, result.output
+    assert "holds the checkpoint being converted" in result.output
+    assert sorted(p.name for p in tiny_checkpoint_dir.iterdir()) == before
+
+
 def test_cli_bad_source_is_a_usage_error(tmp_path):
   result = CliRunner().invoke(main, ["import-encoder", str(tmp_path / "nowhere"),
                                      str(tmp_path / "out")])

@@ -55,8 +55,13 @@ class HfCheckpoint:
 
   def load_weights(self) -> Dict[str, np.ndarray]:
     """Tensors by name, with any `bert.` prefix of task checkpoints removed."""
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
-    tensors = load_file(str(self.weights_path))
+    try:
+      tensors = load_file(str(self.weights_path))
+    except SafetensorError as e:
+      raise CheckpointError(f"{self.weights_path}: not readable safetensors "
+                            f"({e})") from None
     return {name[len("bert."):] if name.startswith("bert.") else name: value
             for name, value in tensors.items()}
 
@@ -108,6 +113,11 @@ def _read_pooling(directory: pathlib.Path) -> str:
   return "cls"
 
 
+# What a BERT's shape needs from config.json (the rest has defaults).
+_REQUIRED_CONFIG = ("vocab_size", "hidden_size", "num_hidden_layers",
+                    "num_attention_heads", "intermediate_size")
+
+
 def open_checkpoint(directory, *, expected_weights_sha256: Optional[str] = None,
                     expected_vocab_sha256: Optional[str] = None,
                     source: Optional[str] = None) -> HfCheckpoint:
@@ -120,7 +130,17 @@ def open_checkpoint(directory, *, expected_weights_sha256: Optional[str] = None,
   if missing:
     raise CheckpointError(
         f"{directory}: not a BERT checkpoint, missing {', '.join(missing)}")
-  config = json.loads((directory / CONFIG_FILE).read_text())
+  try:
+    config = json.loads((directory / CONFIG_FILE).read_text())
+  except (ValueError, UnicodeDecodeError) as e:
+    raise CheckpointError(f"{directory / CONFIG_FILE}: not readable JSON ({e})"
+                          ) from None
+  if not isinstance(config, dict):
+    raise CheckpointError(f"{directory / CONFIG_FILE}: not a model configuration")
+  lacking = [key for key in _REQUIRED_CONFIG if key not in config]
+  if lacking:
+    raise CheckpointError(f"{directory / CONFIG_FILE}: no {', '.join(lacking)}; "
+                          "not a BERT configuration")
   weights_sha = sha256_of(directory / WEIGHTS_FILE)
   vocab_sha = sha256_of(directory / VOCAB_FILE)
   for what, expected, actual in (("weights", expected_weights_sha256, weights_sha),

@@ -142,18 +142,38 @@ def save_preprocessor(vocabulary, *, lower_case: bool, seq_length: int,
 def import_encoder(checkpoint: HfCheckpoint, out, *,
                    seq_length: int = IMPORT_SEQ_LENGTH,
                    overwrite: bool = False) -> pathlib.Path:
-  """Writes OUT/encoder, OUT/preprocessor and OUT/encoder_info.json."""
+  """Writes OUT/encoder, OUT/preprocessor and OUT/encoder_info.json.
+
+  The old OUT (with `overwrite`) is replaced only once the new one is
+  complete; an OUT that holds the checkpoint is refused.
+  """
   out = pathlib.Path(out)
-  if out.exists() and any(out.iterdir()):
-    if not overwrite:
-      raise FileExistsError(f"{out} exists and is not empty (use --overwrite)")
-    shutil.rmtree(out)
+  source = checkpoint.directory.resolve()
+  if source == out.resolve() or out.resolve() in source.parents:
+    raise ValueError(f"{out} holds the checkpoint being converted "
+                     f"({checkpoint.directory}): write the encoder elsewhere")
+  if out.exists() and not out.is_dir():
+    raise FileExistsError(f"{out} is a file, not a folder")
+  if out.exists() and any(out.iterdir()) and not overwrite:
+    raise FileExistsError(f"{out} exists and is not empty (use --overwrite)")
   # Written under a temporary name and renamed at the end, so that a crash
   # never leaves a directory that looks like a finished import.
   staging = out.with_name(out.name + ".partial")
   if staging.exists():
     shutil.rmtree(staging)
   staging.mkdir(parents=True)
+  try:
+    _write_encoder(checkpoint, staging, seq_length=seq_length)
+  except BaseException:
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  from train.export import replace_dir  # train.export imports this module
+  replace_dir(staging, out)
+  return out
+
+
+def _write_encoder(checkpoint: HfCheckpoint, staging: pathlib.Path, *,
+                   seq_length: int) -> None:
   backbone = backbone_from_checkpoint(checkpoint)
   save_hub_encoder(backbone, staging / ENCODER_DIR)
   save_preprocessor(read_vocabulary(checkpoint.vocab_path),
@@ -171,10 +191,6 @@ def import_encoder(checkpoint: HfCheckpoint, out, *,
       "tensorflow": tf.__version__,
   }
   (staging / INFO_FILE).write_text(json.dumps(info, indent=2, sort_keys=True))
-  if out.exists():
-    out.rmdir()
-  staging.rename(out)
-  return out
 
 
 def read_encoder_info(directory) -> Optional[dict]:
