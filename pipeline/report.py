@@ -40,8 +40,14 @@ def _manifest(prefix: str) -> dict:
     raise ReportError(
         f"{prefix}: no complete scored output here ({path.rsplit('/', 1)[-1]} "
         "is missing: the run has not finished, failed, or PREFIX is wrong)")
-  with FileSystems.open(path) as f:
-    return json.loads(f.read())
+  try:
+    with FileSystems.open(path) as f:
+      manifest = json.loads(f.read())
+  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is one
+    raise ReportError(f"{path}: not a readable manifest ({e})") from None
+  if not isinstance(manifest, dict):
+    raise ReportError(f"{path}: not a scoring manifest")
+  return manifest
 
 
 def _open(path: str):
@@ -68,6 +74,8 @@ def _label_ids(column, class_names) -> np.ndarray:
   are refused (a label map used in training, e.g. stars to neg/pos, is
   not applied here)."""
   index = {name: i for i, name in enumerate(class_names)}
+  if pa.types.is_dictionary(column.type):  # pandas' categoricals, saved
+    column = column.cast(column.type.value_type)
   if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
     return np.asarray([index.get(v, -1) if v is not None else -1
                        for v in column.to_pylist()], np.int64)
@@ -106,6 +114,11 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
   shards = manifest.get("scores", [])
   if not shards:
     raise ReportError(f"{prefix}: the manifest lists no score shards")
+  gone = [shard for shard, found in zip(shards, FileSystems.match(shards),
+                                        strict=True) if not found.metadata_list]
+  if gone:
+    raise ReportError(f"{prefix}: {len(gone)} score shard(s) the manifest "
+                      f"lists are gone (first {gone[0]})")
   with _open(shards[0]) as f:
     schema = pq.read_schema(f)
   metadata = schema.metadata or {}
@@ -116,6 +129,10 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
   names = schema.names
   label_column, label_map = None, None
   if labels:
+    if labels in c.SCORED_FIELDS + (c.CLASS_SCORES,):
+      raise ReportError(f"--labels {labels!r} is a column the model wrote, "
+                        "not true labels: name a carried label column or a "
+                        "labels file")
     if labels in names:
       label_column = labels
     elif not missing_filesystem(labels) and FileSystems.exists(labels):

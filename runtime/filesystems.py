@@ -226,7 +226,8 @@ def upload_directory(local: pathlib.Path, url: str, *,
 
 
 class UnreachableOutput(ValueError):
-  """An output URL on a filesystem this environment cannot write."""
+  """An output location this environment cannot write: a URL on a
+  filesystem it lacks, or a local path that is a file."""
 
 
 @contextlib.contextmanager
@@ -241,6 +242,8 @@ def output_location(location, *, skip: Sequence[str] = (),
   """
   text = str(location)
   if not is_remote(text):
+    if os.path.exists(text) and not os.path.isdir(text):
+      raise UnreachableOutput(f"{text} is a file, not a folder to write in")
     yield pathlib.Path(text)
     return
   unreachable = missing_filesystem(text)

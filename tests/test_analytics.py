@@ -181,6 +181,50 @@ def test_report_without_labels_and_on_a_missing_output(scored, tmp_path):
   assert not (tmp_path / "r").exists()
 
 
+def test_report_on_damaged_outputs_and_odd_labels_is_one_line(scored,
+                                                               tmp_path):
+  """Catches: tracebacks from a damaged manifest, a shard gone, an --out
+  that is a file and a labels file saved from a pandas categorical, and
+  the model's own label column taken as true labels (accuracy 1.0)."""
+  runner = CliRunner()
+
+  def refused(*args):
+    result = runner.invoke(main, ["report", *args])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    return result.output
+
+  assert "is a column the model wrote" in refused(
+      scored["prefix"], "--labels", "label", "--out", str(tmp_path / "own"))
+  (tmp_path / "afile").write_text("x")
+  assert "is a file, not a folder" in refused(
+      scored["prefix"], "--out", str(tmp_path / "afile"))
+  (tmp_path / "bad-manifest.json").write_text("{bad")
+  assert "not a readable manifest" in refused(
+      str(tmp_path / "bad"), "--out", str(tmp_path / "r1"))
+  (tmp_path / "gone-manifest.json").write_text(json.dumps(
+      {"scores": [str(tmp_path / "gone-00000-of-00001.parquet")]}))
+  assert "are gone (first " in refused(
+      str(tmp_path / "gone"), "--out", str(tmp_path / "r2"))
+
+  source = pq.read_table(scored["input"], columns=["review_id", "label"])
+  names = pa.array(["neg" if v == 0 else "pos"
+                    for v in source["label"].to_pylist()]).dictionary_encode()
+  categorical = tmp_path / "categorical.parquet"
+  pq.write_table(pa.table({"review_id": source["review_id"], "label": names}),
+                 categorical)
+  result = runner.invoke(main, ["report", scored["prefix"], "--labels",
+                                str(categorical), "--out", str(tmp_path / "c")])
+  assert result.exit_code == 0, result.output
+  summary = json.loads((tmp_path / "c" / "summary.json").read_text())
+  assert summary["labelled"]["labelled_rows"] == 298
+  frame = pd.concat(pd.read_parquet(p) for p in
+                    sorted((scored["root"] / "scores").glob("test-*.parquet")))
+  assert summary["labelled"]["accuracy"] == pytest.approx(
+      float(np.mean(frame["label_id"] == frame["true_label"])))
+
+
 def test_report_refuses_labels_it_cannot_read_as_this_models_classes(
     scored, tmp_path):
   """Catches: star ratings read as class ids (a 1-star review counted as

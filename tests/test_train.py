@@ -226,6 +226,11 @@ def test_evaluate_and_predict_commands(trained_model, small_imdb, tmp_path):
     score, label, echoed = line.split("\t", 2)
     assert 0.0 <= float(score) <= 1.0 and label in ("neg", "pos")
     assert echoed == text
+  undecodable = runner.invoke(main, ["predict", "--model", str(trained_model)],
+                              input=b"fine\n\xff\xfe not text\n")
+  assert undecodable.exit_code == 1, undecodable.output
+  assert "stdin line 2 is not UTF-8 text" in undecodable.output
+  assert isinstance(undecodable.exception, SystemExit)
 
 
 @pytest.mark.slow

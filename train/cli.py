@@ -506,8 +506,15 @@ def predict(model_dir, texts):
   """
   from train.evaluate import ModelDirError, predict_texts
   if not texts:
-    texts = [line.rstrip("\n") for line in click.open_file("-")]
-    texts = [t for t in texts if t.strip()]
+    texts = []
+    for number, line in enumerate(click.get_binary_stream("stdin"), 1):
+      try:
+        text = line.rstrip(b"\r\n").decode("utf-8")
+      except UnicodeDecodeError:
+        raise click.ClickException(f"stdin line {number} is not UTF-8 text"
+                                   ) from None
+      if text.strip():
+        texts.append(text)
   if not texts:
     raise click.UsageError("give TEXT arguments or lines on stdin")
   try:
