@@ -204,6 +204,10 @@ def plan_input(pattern: str, *, format: str = "auto",
                        "kind, or name it with --format")
     else:
       format = "files" if is_dir else "text"
+  if format in ("csv", "jsonl"):
+    # An empty part holds no records and no header to plan from (Spark and
+    # Hive write one for each empty partition).
+    files = [(p, size) for p, size in files if size != 0] or _all_empty(pattern)
   plan = InputPlan(pattern=pattern, format=format, root=root, files=files,
                    text_column=text_column, id_column=id_column,
                    modified={p: modified[p] for p, _ in files})
@@ -263,6 +267,10 @@ def open_csv_reader(path: str, stream, column_types=None, *,
                                       invalid_row_handler=malformed),
       convert_options=pcsv.ConvertOptions(column_types=column_types or {},
                                           strings_can_be_null=False))
+
+
+def _all_empty(pattern: str):
+  raise InputError(f"{pattern}: every file it matches is empty")
 
 
 def _table_schema(path: str, kind: str, max_review_bytes: int

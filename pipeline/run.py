@@ -218,6 +218,10 @@ def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
 def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
   """What the options mean for this model: bucket edges, the smallest
   batch, and the signature of each precision the workers may use."""
+  if opts.text_column == opts.id_column and not opts.positional_ids:
+    raise OptionsError(f"--text-column and --id-column both name "
+                       f"{opts.text_column!r}: ids come from another column "
+                       "(or --positional-ids)")
   min_batch_size = opts.min_batch_size
   if min_batch_size is None:  # fixed batches of --max_batch_size
     min_batch_size = opts.max_batch_size
@@ -255,6 +259,11 @@ def _batching(opts: ScoreOptions, buckets: List[int], *,
   pending at the end; so no buffering limit there (a batch job has all its
   input: a batch waits for its bucket to fill or the input to end).
   """
+  named = (options.view_as(StandardOptions).runner or "").lower()
+  if opts.length_bucketing and named.rsplit(".", 1)[-1] == "bundlebaseddirectrunner":
+    raise OptionsError("--length-bucketing cannot run on BundleBasedDirectRunner "
+                       "(it drops the batches its end-of-window timer flushes): "
+                       "use DirectRunner, which runs it on FnApiRunner")
   runner = _fn_api_runner(options) if direct else None
   if not opts.length_bucketing:
     return {"runner": runner, "sort_wave_size": opts.sort_wave_size,

@@ -25,10 +25,12 @@ CASES = [
     ("evaluate: missing model", ["evaluate", "--model", "{root}/nope", "--data", "{root}/data.parquet"]),
     ("evaluate: bad split", ["evaluate", "--model", "{root}/model", "--data", "{root}/data.parquet", "--split", "dev"]),
     ("evaluate: max examples 0", ["evaluate", "--model", "{root}/model", "--data", "{root}/data.parquet", "--max-examples", "0"]),
+    ("evaluate: label map without rules", ["evaluate", "--model", "{root}/model", "--data", "{root}/data.parquet", "--label-map", "garbage"]),
     ("predict: no model", ["predict", "some text"]),
     ("predict: no texts", ["predict", "--model", "{root}/model"]),
     ("score: no --model", ["score", "--input", "x", "--output", "y"]),
     ("score: bad format", ["score", "--input", "x", "--model", "{root}/model", "--output", "y", "--format", "xml"]),
+    ("download-imdb: not a sha256 digest", ["download-imdb", "{root}/d", "--sha256", "nothex"]),
     ("report: no --out", ["report", "scores/x"]),
     ("report: no prefix", ["report", "--out", "r"]),
 ]

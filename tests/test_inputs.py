@@ -4,6 +4,7 @@ Read by pyarrow's own readers, on real IMDB reviews."""
 import gzip
 import io
 import json
+import pathlib
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
@@ -254,6 +255,25 @@ def test_json_lines_columns_are_sampled_within_the_runs_review_limit(tmp_path):
   plan = plan_input(str(path), carry=["stars"],
                     max_review_bytes=2 * DEFAULT_MAX_REVIEW_BYTES)
   assert plan.carried_fields == [pa.field("stars", pa.int64())]
+
+
+def test_empty_parts_of_a_folder_hold_no_records(reviews, tmp_path):
+  """Catches: one empty CSV or JSON Lines part (what Spark writes for an
+  empty partition) failing the whole run at planning."""
+  for kind in ("csv", "jsonl"):
+    folder = tmp_path / kind
+    folder.mkdir()
+    if kind == "csv":
+      pcsv.write_csv(reviews, folder / "part-0.csv")
+    else:
+      (folder / "part-0.jsonl").write_text("".join(
+          json.dumps(row) + "\n" for row in reviews.to_pylist()))
+    (folder / f"part-1.{kind}").write_bytes(b"")
+    plan = plan_input(str(folder))
+    assert [pathlib.Path(p).name for p, _ in plan.files] == [f"part-0.{kind}"]
+    (folder / f"part-0.{kind}").write_bytes(b"")
+    with pytest.raises(InputError, match="every file it matches is empty"):
+      plan_input(str(folder))
 
 
 def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tmp_path):

@@ -282,6 +282,8 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
            ["--direct_running_mode=sideways"],
            ["--runner=apache_beam.runners.DirectRuner"], ["--runner=no.such.Runner"],
            ["--direct_num_workers=-3"],
+           ["--runner=BundleBasedDirectRunner", "--length-bucketing"],
+           ["--id-column=text"],
            # An unquoted glob's second file: only the first would be read.
            [str(good) + ".second"]]
   for extra in usage:

@@ -4,6 +4,7 @@ Thin by design: each command parses options and calls a library function that
 tests call directly; library errors become one-line `click.ClickException`s.
 """
 import pathlib
+import re
 
 import click
 
@@ -91,12 +92,19 @@ def import_encoder_command(paths, seq_length, overwrite):
              f"{out}/encoder_info.json (weights sha256 {checkpoint.weights_sha256})")
 
 
+def _sha256_digest(value):
+  if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
+    raise click.BadParameter(f"{value!r} is not a sha256 digest (64 hex digits)")
+  return value.lower() if value else value
+
+
 @click.command("download-imdb")
 @click.argument("out_dir", metavar="DIR", callback=_out_location)
 @click.option("--url", default=None,
               help="Where to fetch aclImdb_v1.tar.gz [default: "
               "$REVIEWSCORE_IMDB_URL, else the dataset's Stanford address].")
-@click.option("--sha256", default=None,
+@click.option("--sha256", default=None, callback=lambda ctx, param, value:
+              _sha256_digest(value),
               help="Expected sha256 of the archive, for a mirror that "
               "repacked it [default: $REVIEWSCORE_IMDB_SHA256, else the "
               "original's].")
@@ -463,6 +471,8 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
   from runtime.filesystems import UnreachableOutput, output_location
   from train.data import DataError
   from train.evaluate import METRICS_FILE, ModelDirError, evaluate_model
+  if label_map:  # its syntax is the option's, checked as train checks it
+    _labels_from_options(None, label_map)
   try:
     with (output_location(out_dir, last=(METRICS_FILE,)) if out_dir
           else contextlib.nullcontext(None)) as local_out:

@@ -61,8 +61,8 @@ def _fetch(url: str, target: pathlib.Path, *, timeout_s: float,
   except (urllib.error.URLError, OSError) as e:
     reason = getattr(e, "reason", e)
     raise DownloadError(
-        f"cannot download {url} ({reason}); offline, pass --data with a local "
-        f"copy of the data (train.parquet/test.parquet or an aclImdb tree), "
+        f"cannot download {url} ({reason}); offline, give `reviewscore train "
+        f"--data` a local copy of the data (train.parquet/test.parquet or an aclImdb tree), "
         f"or set {URL_ENV} to a mirror") from None
   total = int(response.headers.get("Content-Length") or 0)
   done, last = 0, 0.0
