@@ -316,6 +316,26 @@ def test_training_data_from_csv_a_glob_and_a_folder_of_parts(reviews,
   assert numbered.ids == [f"a.csv:{i}" for i in range(8)]
 
 
+def test_training_reads_bytes_text_and_names_a_missing_label(reviews,
+                                                             tmp_path):
+  """Catches: texts stored as bytes read as "null or empty text", and a
+  file whose labels are all null reported as "0 reviews are too few"."""
+  as_bytes = reviews.set_column(
+      1, "text", pa.array([t.encode() for t in reviews["text"].to_pylist()],
+                          pa.binary()))
+  pq.write_table(as_bytes, tmp_path / "bytes.parquet")
+  read = data_lib.read_labelled(tmp_path / "bytes.parquet")
+  assert read.texts == reviews["text"].to_pylist()
+  broken = as_bytes.set_column(1, "text", pa.array([b"\xff\xfe"] * len(reviews)))
+  pq.write_table(broken, tmp_path / "broken.parquet")
+  with pytest.raises(data_lib.DataError, match="bytes that are not UTF-8"):
+    data_lib.read_labelled(tmp_path / "broken.parquet")
+  unlabelled = reviews.set_column(2, "label", pa.nulls(len(reviews), pa.int64()))
+  pq.write_table(unlabelled, tmp_path / "unlabelled.parquet")
+  with pytest.raises(data_lib.DataError, match="all 24 rows have a null 'label'"):
+    data_lib.read_labelled(tmp_path / "unlabelled.parquet")
+
+
 def test_split_named_parts_keep_test_out_of_training(reviews, tmp_path):
   """Catches: a folder with train.csv.gz and test.csv.gz read as one set of
   parts (test reviews trained on), and evaluate scoring train as test."""

@@ -150,6 +150,20 @@ def _split_parts(path: pathlib.Path, split: str) -> Optional[List[pathlib.Path]]
   return parts if split == "train" and parts else None
 
 
+def _text_column(column: pa.ChunkedArray, part) -> pa.ChunkedArray:
+  """Texts as strings: bytes columns (what some writers store text as) are
+  decoded as UTF-8, as scoring reads them; categoricals decoded."""
+  if pa.types.is_dictionary(column.type):
+    column = column.cast(column.type.value_type)
+  if pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type):
+    try:
+      column = column.cast(pa.string())
+    except pa.ArrowInvalid as e:
+      raise DataError(f"{part}: the text column holds bytes that are not "
+                      f"UTF-8 text ({e})") from None
+  return column
+
+
 def _read_tables(paths, *, text_column: str, label_column: str,
                  id_column: str, labels: LabelScheme,
                  positional_ids: bool = False) -> LabelledReviews:
@@ -172,14 +186,20 @@ def _read_tables(paths, *, text_column: str, label_column: str,
                       "pass --positional-ids to number rows FILE:ROW")
     ids = (pc.cast(table[id_column], pa.string()) if has_id else
            pa.array([f"{part.name}:{i}" for i in range(table.num_rows)]))
-    tables.append(pa.table({"id": ids, "text": table[text_column],
+    tables.append(pa.table({"id": ids,
+                            "text": _text_column(table[text_column], part),
                             "label": table[label_column]}))
   try:
     table = pa.concat_tables(tables, promote_options="permissive")
   except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
     raise DataError(f"{path}: parts whose columns do not agree ({e})") from None
+  named_label = label_column
   text_column, label_column, id_column = "text", "label", "id"
+  rows = table.num_rows
   table = table.filter(pc.is_valid(table[label_column]))  # unlabelled rows
+  if rows and not table.num_rows:
+    raise DataError(f"{path}: all {rows:,} rows have a null {named_label!r}: "
+                    "no labelled review (name the label with --label-column)")
   try:
     class_ids, class_names = labels.apply(table[label_column], str(path))
   except LabelError as e:
