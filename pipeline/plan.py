@@ -303,6 +303,12 @@ def _plan_table(plan: InputPlan, carry: Sequence[str], *,
   on a worker."""
   carried: Dict[str, pa.Field] = {}
   pairs = [tuple(n.split(":", 1)) if ":" in n else (n, n) for n in carry]
+  for position, what in ((0, "column"), (1, "output name")):
+    names = [pair[position] for pair in pairs]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+      raise InputError(f"--carry-columns: the {what} {twice[0]!r} is named "
+                       "twice")
   describe = {"parquet": "Parquet", "csv": "CSV", "jsonl": "JSON Lines"}[
       plan.format]
   for path, _ in plan.files:

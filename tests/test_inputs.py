@@ -276,6 +276,16 @@ def test_empty_parts_of_a_folder_hold_no_records(reviews, tmp_path):
       plan_input(str(folder))
 
 
+def test_a_column_carried_twice_is_named(reviews, tmp_path):
+  """Catches: `--carry-columns rating,rating` or `rating:r,label:r`
+  reported as a clash with an output column."""
+  pq.write_table(reviews, tmp_path / "r.parquet")
+  for carry, message in ((["rating", "rating"], "column 'rating' is named twice"),
+                         (["rating:r", "label:r"], "output name 'r' is named twice")):
+    with pytest.raises(InputError, match=message):
+      plan_input(str(tmp_path / "r.parquet"), carry=carry)
+
+
 def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tmp_path):
   """Catches: auto-detection silently taking table files for one-review
   files (every part dead-lettered as one "review")."""
