@@ -226,6 +226,9 @@ def _existing_or_glob(ctx, param, value):
     if unreachable:
       raise click.BadParameter(unreachable)
     return value
+  if value is not None and glob.has_magic(value) and not glob.glob(
+      value, recursive=True):
+    raise click.BadParameter(f"'{value}' matches no file.")
   if value is None or glob.has_magic(value) or pathlib.Path(value).exists():
     return value if value is None else pathlib.Path(value)
   raise click.BadParameter(f"Path '{value}' does not exist.")
@@ -525,6 +528,8 @@ def predict(model_dir, texts):
                                    ) from None
       if text.strip():
         texts.append(text)
+  elif not all(t.strip() for t in texts):  # as scoring dead-letters them
+    raise click.UsageError("a TEXT argument is empty: there is nothing to score")
   if not texts:
     raise click.UsageError("give TEXT arguments or lines on stdin")
   try:
