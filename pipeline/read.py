@@ -10,6 +10,7 @@ A raw record is a dict: id, source (the file), value (whatever the input
 held: str, bytes, None, a number...), carried (dict of carried columns) and
 defect (a dead-letter reason found while reading, else None).
 """
+import contextlib
 import itertools
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
@@ -30,6 +31,22 @@ from schemas.inputs import TABLE_FORMATS
 
 # Batches pyarrow decodes at a time: bounds a worker's memory per row group.
 _PARQUET_BATCH_ROWS = 1024
+
+
+class UnreadableFile(IOError):
+  """An input file that fails part-way: a damaged or falsely named archive."""
+
+
+@contextlib.contextmanager
+def _naming(path: str):
+  """Errors from reading `path` (a decompressor's among them, which name
+  no file) fail the run naming it: its remaining records are unknown, so
+  they cannot be dead-lettered one by one."""
+  try:
+    yield
+  except Exception as e:
+    raise UnreadableFile(f"{path}: cannot be read to its end "
+                         f"({type(e).__name__}: {e})") from e
 
 
 def _raw(review_id, source, value, carried=None, defect=None, detail=None):
@@ -201,7 +218,8 @@ class ReadJsonLines(_ColumnReader):
   def process(self, item):
     path, _, _, has_id = item
     relative = relative_path(path, self._root)
-    with FileSystems.open(path) as f:  # AUTO: .gz, .bz2... decompressed
+    # AUTO: .gz, .bz2... decompressed
+    with _naming(path), FileSystems.open(path) as f:
       for row, (number, value, line, reason, detail) in enumerate(
           json_lines.objects(f, max_review_bytes=self._max_bytes)):
         self._read.inc()
@@ -238,7 +256,7 @@ class ReadTextFile(_FileReader):
   def process(self, path: str):
     relative = relative_path(path, self._root)
     # AUTO: .gz/.bz2/... archives are decompressed as they stream.
-    with FileSystems.open(path) as f:
+    with _naming(path), FileSystems.open(path) as f:
       for number, line, length in read_lines(f, self._max_bytes):
         self._read.inc()
         if line is None:

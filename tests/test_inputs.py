@@ -276,6 +276,21 @@ def test_empty_parts_of_a_folder_hold_no_records(reviews, tmp_path):
       plan_input(str(folder))
 
 
+def test_a_damaged_archive_fails_the_run_naming_it(tiny_model_dir, tmp_path):
+  """Catches: a file named .gz that is not gzip failing the run with the
+  decompressor's words only ("incorrect header check"), naming no file."""
+  from pipeline.run import PipelineFailed
+  folder = tmp_path / "texts"
+  folder.mkdir()
+  with gzip.open(folder / "good.txt.gz", "wt") as f:
+    f.write("a fine film\n")
+  (folder / "damaged.txt.gz").write_text("not gzip at all\n")
+  with pytest.raises(PipelineFailed) as failed:
+    _score(tmp_path, str(folder / "*.txt.gz"), tiny_model_dir, "--format=text")
+  assert "damaged.txt.gz: cannot be read to its end" in str(failed.value)
+  assert not (tmp_path / "out" / "s-manifest.json").exists()
+
+
 def test_a_column_carried_twice_is_named(reviews, tmp_path):
   """Catches: `--carry-columns rating,rating` or `rating:r,label:r`
   reported as a clash with an output column."""
