@@ -332,6 +332,11 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
   strangers = sorted(set(values) - set(DEFAULTS))
   if strangers:
     raise TypeError(f"unknown options {strangers}")
+  for name in values:  # --max-batch-size 8 --max_batch_size=64: which one?
+    spelled = f"--{name}"
+    if any(flag == spelled or flag.startswith(spelled + "=") for flag in flags):
+      raise OptionsError(f"--{name.replace('_', '-')} is given twice (also as "
+                         f"{spelled})")
   options = PipelineOptions(flags, **values)
   harness = options.view_as(WorkerOptions)
   if harness.default_sdk_harness_log_level is None and not quiet.is_verbose():

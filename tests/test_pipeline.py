@@ -284,6 +284,7 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
            ["--direct_num_workers=-3"],
            ["--runner=BundleBasedDirectRunner", "--length-bucketing"],
            ["--id-column=text"],
+           ["--max-batch-size", "8", "--max_batch_size=64"],
            # An unquoted glob's second file: only the first would be read.
            [str(good) + ".second"]]
   for extra in usage:
