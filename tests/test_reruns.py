@@ -38,6 +38,18 @@ def _score(*args):
              echo=lambda m: None)
 
 
+def _first_run(tmp_path, imdb_dir, model):
+  """An archive of one file (a.parquet, 6 reviews) scored in full as run1:
+  (archive folder, input pattern, scores folder)."""
+  archive = tmp_path / "archive"
+  archive.mkdir()
+  _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6))
+  pattern = str(archive / "*.parquet")
+  out = tmp_path / "scores"
+  _score(f"--input={pattern}", f"--model={model}", f"--output={out}/run1")
+  return archive, pattern, out
+
+
 def _union(folder):
   return pq.read_table(sorted(glob.glob(f"{folder}/*-?????-of-?????.parquet")))
 
@@ -182,12 +194,7 @@ def test_a_rerun_that_cannot_extend_its_runs_is_refused_before_scoring(
   naming a run a later rerun already extends, reading the input otherwise
   (other carried columns: the union's shards no longer one table), an
   earlier shard gone, and a damaged manifest (a traceback)."""
-  archive = tmp_path / "archive"
-  archive.mkdir()
-  _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6))
-  pattern = str(archive / "*.parquet")
-  out = tmp_path / "scores"
-  _score(f"--input={pattern}", f"--model={tiny_model_dir}", f"--output={out}/run1")
+  archive, pattern, out = _first_run(tmp_path, imdb_dir, tiny_model_dir)
   _write(archive / "b.parquet", _reviews(imdb_dir, 6, 6))
   _score(f"--input={pattern}", f"--model={tiny_model_dir}",
          f"--output={out}/run2", f"--since={out}/run1")
@@ -248,12 +255,7 @@ def test_a_rerun_cut_while_committing_never_shows_a_review_twice(
   files it rescored were removed, so a rerun cut between the two left
   the changed file's reviews in the union twice."""
   from pipeline import incremental
-  archive = tmp_path / "archive"
-  archive.mkdir()
-  _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6))
-  pattern = str(archive / "*.parquet")
-  out = tmp_path / "scores"
-  _score(f"--input={pattern}", f"--model={tiny_model_dir}", f"--output={out}/run1")
+  archive, pattern, out = _first_run(tmp_path, imdb_dir, tiny_model_dir)
   _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6), bump_s=60)
 
   def cut(shards, sources):
