@@ -319,6 +319,56 @@ def test_resume_after_interruption_ends_like_an_unbroken_run(
                      resume=True, progress=lambda m: None)
 
 
+def test_a_model_or_the_inputs_are_never_trained_over(trained_model,
+                                                      small_imdb,
+                                                      tiny_encoder_dir,
+                                                      tmp_path):
+  """Catches: a finished model whose checkpoints and state were deleted (to
+  save space) replaced without a word, and an --out in the data folder or
+  the encoder (its .json files then read as data parts)."""
+  from train.run import OutOverlapsInputs
+  kept = tmp_path / "kept"
+  kept.mkdir()
+  card = (trained_model / "model_card.json").read_text()
+  (kept / "model_card.json").write_text(card)
+  run = dict(data_path=small_imdb, encoder=str(tiny_encoder_dir),
+             settings=TrainSettings(**TINY), progress=lambda m: None)
+  with pytest.raises(RunExists, match="already holds a training run or model"):
+    train_and_export(out=kept, **run)
+  assert (kept / "model_card.json").read_text() == card
+  for out in (small_imdb, small_imdb / "model", tiny_encoder_dir / "m",
+              small_imdb.parent):
+    with pytest.raises(OutOverlapsInputs, match="write the model to a folder"):
+      train_and_export(out=out, **run)
+  assert not (small_imdb / "model").exists()
+
+
+def test_a_reexport_cut_midway_leaves_no_card_over_new_weights(
+    trained_model, small_tree, tiny_encoder_dir, tmp_path, monkeypatch):
+  """Catches: `--resume` of a finished run re-exporting (here the last
+  epoch's weights, --keep-last) and cut after the new SavedModel was moved
+  in but before its card: the old card vouched for other weights."""
+  import shutil
+  from train import run as run_lib
+  out = tmp_path / "tiny"
+  shutil.copytree(trained_model, out)
+
+  def cut(staging, final):
+    shutil.rmtree(final)
+    staging.rename(final)
+    raise KeyboardInterrupt
+  monkeypatch.setattr(run_lib, "replace_dir", cut)
+  result = CliRunner().invoke(main, [
+      "train", "--data", str(small_tree), "--encoder", str(tiny_encoder_dir),
+      "--out", str(out), "--epochs", "2", "--batch-size", "8",
+      "--seq-length", "64", "--truncation", "head+tail", "--head-tokens", "16",
+      "--patience", "0", "--pooling", "cls", "--precision", "float32",
+      "--resume", "--keep-last"])
+  assert result.exit_code != 0
+  assert (out / "saved_model").exists()
+  assert not (out / "model_card.json").exists()
+
+
 def test_hub_keras_layer_path_trains_and_exports(small_imdb, tiny_encoder_dir,
                                                  tmp_path):
   """The path TF Hub handles take: hub.KerasLayer(trainable=True), float32."""

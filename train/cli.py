@@ -154,12 +154,12 @@ def _library_errors():
   from train.encoders import EncoderUnavailable
   from train.export import ReloadMismatch
   from train.hf_checkpoint import CheckpointError
-  from train.run import RunExists
   from train.pretrain import PretrainError
+  from train.run import OutOverlapsInputs, RunExists
   from train.trainer import ResumeMismatch, TrainingDiverged
   return (DataError, EncoderUnavailable, ReloadMismatch, CheckpointError,
           RunExists, ResumeMismatch, TrainingDiverged, FileExistsError,
-          PretrainError, UnfinishedRunThere)
+          PretrainError, UnfinishedRunThere, OutOverlapsInputs)
 
 
 def _echo_err(message: str) -> None:

@@ -3,6 +3,8 @@
 `train_and_export` is what `reviewscore train` calls and what tests call.
 """
 import datetime
+import glob
+import os
 import pathlib
 import platform
 import shutil
@@ -97,6 +99,35 @@ def _with_targets_as(targets: np.ndarray, tokenized):
                              labels=tokenized.labels.astype(targets.dtype))
 
 
+class OutOverlapsInputs(Exception):
+  """`--out` is, holds or lies in the data or the encoder it reads."""
+
+
+def _refuse_out_among_inputs(out: pathlib.Path, data_path, encoder: str
+                             ) -> None:
+  """An --out that is, holds or lies in a data folder or the encoder (or
+  holds a data file) would mix the model's files into what later runs read:
+  its .json files read as JSON Lines parts of the data."""
+  target = out.resolve()
+  paths = data_path if isinstance(data_path, (list, tuple)) else [data_path]
+  for what, given in [("--data", p) for p in paths] + [("--encoder", encoder)]:
+    text = str(given)
+    if "://" in text:
+      continue
+    pattern = glob.has_magic(text)
+    if pattern:  # the folder it matches in
+      text = text[:min(text.index(c) for c in "*?[" if c in text)]
+      text = text if text.endswith(os.sep) else os.path.dirname(text)
+    source = pathlib.Path(text or ".").resolve()
+    if not source.exists():
+      continue
+    # A folder read whole (not a pattern's, which names its files).
+    inside = source.is_dir() and not pattern and source in target.parents
+    if target == source or target in source.parents or inside:
+      raise OutOverlapsInputs(f"--out {out} overlaps {what} {given}: write "
+                              "the model to a folder of its own")
+
+
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
                      text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
@@ -128,9 +159,13 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       settings, encoder_pooling=source.default_pooling,
       has_gpu=bool(tf.config.list_physical_devices("GPU")))
   progress(f"settings: {resolved}")
-  if (out / STATE_FILE).exists() and not resume:
-    raise RunExists(f"{out} already holds a training run: pass --resume to "
-                    "continue it or choose another --out")
+  if not resume and ((out / STATE_FILE).exists() or
+                     (out / contract.MODEL_CARD_FILE).exists()):
+    # A finished model whose checkpoints were deleted to save space is
+    # still a model: never replaced silently.
+    raise RunExists(f"{out} already holds a training run or model: pass "
+                    "--resume to continue it or choose another --out")
+  _refuse_out_among_inputs(out, data_path, encoder)
   out.mkdir(parents=True, exist_ok=True)
 
   columns = dict(text_column=text_column, label_column=label_column,
@@ -241,6 +276,10 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
     reload_difference = reload_check.check(staging, sample_texts, in_memory)
     progress(f"reload check: a fresh process reproduces the scores "
              f"(max difference {reload_difference:.2g})")
+    # The card vouches for the SavedModel (its files' sha256): gone before
+    # the SavedModel is replaced, so a run cut in between leaves a model
+    # directory that says it is unfinished, never an old card over new weights.
+    (out / contract.MODEL_CARD_FILE).unlink(missing_ok=True)
     replace_dir(staging, out / contract.SAVED_MODEL_DIR)
   files_sha256 = {name: sha256_of(out / contract.SAVED_MODEL_DIR / name)
                   for name in contract.CHECKED_FILES}
