@@ -132,9 +132,9 @@ def test_star_ratings_train_score_and_evaluate_through_a_label_map(
              zip(table["label"].to_pylist(), table["score"].to_pylist(),
                  strict=True))
 
+  # The card's columns: `stars` through the map, not a `label` column.
   evaluated = CliRunner().invoke(main, [
       "evaluate", "--model", str(out), "--data", str(star_reviews / "test.csv"),
-      "--text-column", "body", "--label-column", "stars",
       "--positional-ids", "--out", str(tmp_path / "eval")])
   assert evaluated.exit_code == 0, evaluated.output
   metrics = json.loads((tmp_path / "eval" / "metrics.json").read_text())

@@ -464,7 +464,8 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
 
   Prints and writes (metrics.json) accuracy, precision, recall, F1, ROC AUC,
   log loss and the confusion matrix, with reliability.png (calibration),
-  score_histogram.png, roc.png and confusion.png beside them.
+  score_histogram.png, roc.png and confusion.png beside them. Labels are read
+  as in training (its label map, and its columns unless given here).
 
   \b
   Example:
@@ -476,6 +477,14 @@ def evaluate(model_dir, data_path, split, out_dir, max_examples, text_column,
   from train.evaluate import METRICS_FILE, ModelDirError, evaluate_model
   if label_map:  # its syntax is the option's, checked as train checks it
     _labels_from_options(None, label_map)
+  # Columns not given are the ones the model was trained on (its card).
+  ctx = click.get_current_context()
+  text_column, label_column, id_column = (
+      None if ctx.get_parameter_source(name) is
+      click.core.ParameterSource.DEFAULT else value
+      for name, value in (("text_column", text_column),
+                          ("label_column", label_column),
+                          ("id_column", id_column)))
   try:
     with (output_location(out_dir, last=(METRICS_FILE,)) if out_dir
           else contextlib.nullcontext(None)) as local_out:

@@ -81,16 +81,23 @@ def serve_texts(model, texts: Sequence[str], outputs: Sequence[str], *,
 
 def evaluate_model(model_dir, data_path, *, split: str = "test",
                    out_dir=None, max_examples: Optional[int] = None,
-                   text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
-                   id_column: str = columns.INPUT_ID,
+                   text_column: Optional[str] = None,
+                   label_column: Optional[str] = None,
+                   id_column: Optional[str] = None,
                    label_map: Optional[str] = None,
                    positional_ids: bool = False, seed: int = 42) -> dict:
   """Scores a labelled split, writes metrics JSON and plots; returns metrics.
 
   Labels are read as the model's card says they were in training (its class
-  names and label map) unless `label_map` is given.
+  names, label map and columns) unless `label_map` or the columns are given:
+  a model trained on star ratings mapped to neg/pos reads its `rating`
+  column again, not the 0/1 `label` beside it.
   """
   model, card = load_model_dir(model_dir)
+  trained = (card.data or {}).get("columns") or {}
+  text_column = text_column or trained.get("text") or columns.INPUT_TEXT
+  label_column = label_column or trained.get("label") or columns.INPUT_LABEL
+  id_column = id_column or trained.get("id") or columns.INPUT_ID
   class_names = card.class_names
   label_map = label_map or card.label_map
   try:
