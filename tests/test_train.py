@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 from click.testing import CliRunner
@@ -341,6 +342,28 @@ def test_a_model_or_the_inputs_are_never_trained_over(trained_model,
     with pytest.raises(OutOverlapsInputs, match="write the model to a folder"):
       train_and_export(out=out, **run)
   assert not (small_imdb / "model").exists()
+
+
+def test_a_class_without_training_reviews_is_refused(small_imdb,
+                                                     tiny_encoder_dir,
+                                                     tmp_path):
+  """Catches: 0/1 labels that are all 1 training a "neg/pos" model that
+  never saw a negative review (validation accuracy 1.0), and --class-names
+  naming a class the data lacks."""
+  from train.data import DataError
+  from train.labels import LabelScheme
+  table = pq.read_table(small_imdb / "train.parquet")
+  positive = table.filter(pc.equal(table["label"], 1))
+  pq.write_table(positive, tmp_path / "positive.parquet")
+  run = dict(encoder=str(tiny_encoder_dir), settings=TrainSettings(**TINY),
+             progress=lambda m: None)
+  with pytest.raises(DataError, match="no training review of class 'neg'"):
+    train_and_export(data_path=tmp_path / "positive.parquet",
+                     out=tmp_path / "m1", **run)
+  with pytest.raises(DataError, match="of class 'mid'"):
+    train_and_export(data_path=small_imdb / "train.parquet", out=tmp_path / "m2",
+                     label_scheme=LabelScheme.from_options(
+                         class_names="neg,pos,mid"), **run)
 
 
 def test_a_reexport_cut_midway_leaves_no_card_over_new_weights(

@@ -173,6 +173,13 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   labelled = data_lib.read_labelled(data_path, "train", labels=label_scheme,
                                     **columns)
   class_names = labelled.class_names
+  unseen = [name for name, count in zip(class_names, np.bincount(
+      labelled.labels, minlength=len(class_names)), strict=True) if not count]
+  if unseen:
+    raise data_lib.DataError(
+        f"{data_path}: no training review of class {', '.join(map(repr, unseen))} "
+        f"(classes {list(class_names)}): a classifier learns only the classes "
+        "it sees")
   label_scheme = label_scheme.with_class_names(class_names)
   labelled = data_lib.sample(labelled, settings.max_examples, seed=settings.seed)
   train_set, validation_set = data_lib.split_train_validation(
