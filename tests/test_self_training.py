@@ -179,7 +179,16 @@ def test_pseudo_labels_need_the_text_and_the_same_classes(
   assert fewer.summary["kept"] == len(fewer) == 20
   assert fewer.summary["kept_per_class"] == np.bincount(
       [label_of[i] for i in fewer.ids], minlength=2).tolist()
-  # ...unless that input is gone.
+  # ...unless that input changed since (same ids, other texts: rotated)...
+  from train.data import DataError
+  original = pq.read_table(unsup)
+  rotated = original.set_column(1, "text", pa.array(
+      original["text"].to_pylist()[1:] + original["text"].to_pylist()[:1]))
+  pq.write_table(rotated, unsup)
+  with pytest.raises(DataError, match="changed since it was scored"):
+    read_pseudo_labels(prefix, class_names=["neg", "pos"], min_confidence=0.0,
+                       soft=True)
+  # ...or is gone.
   unsup.unlink()
   result = _train(data, tiny_encoder_dir, tmp_path / "m", "--pseudo-labels",
                   prefix, "--pseudo-label-confidence", "0")

@@ -452,6 +452,26 @@ def _read_manifest(prefix: str) -> dict:
   return json.loads(path.read_text())
 
 
+def _check_unchanged(prefix: str, recorded: dict, parts, text_column: str
+                     ) -> None:
+  """The texts read back must be the ones scored: a file whose size or
+  modification time differs from the scoring run's record (its manifest's
+  `input_files`) may hold other texts under the same ids."""
+  from apache_beam.io.filesystems import FileSystems
+  for part in parts:
+    state = recorded.get(str(part))
+    if state is None:  # a manifest of an older version
+      continue
+    found = FileSystems.match([str(part)])[0].metadata_list
+    now = found[0] if found else None
+    if now is None or now.size_in_bytes != state.get("size") or (
+        state.get("modified") is not None and
+        now.last_updated_in_seconds != state["modified"]):
+      raise DataError(f"{prefix}: {part} changed since it was scored, so its "
+                      "texts may not be the scored ones; score it again, or "
+                      f"score with --carry-columns {text_column}")
+
+
 def _texts_by_id(prefix: str, manifest: dict, wanted: List[str]) -> List[str]:
   """The texts of `wanted` ids, read back from the scoring run's own input
   (a table input: Parquet, CSV or JSON Lines), for scores that did not
@@ -466,6 +486,8 @@ def _texts_by_id(prefix: str, manifest: dict, wanted: List[str]) -> List[str]:
                     f"score with --carry-columns {text_column}")
   path = as_path(source)
   parts = [path] if path.is_file() else _table_parts(path)
+  _check_unchanged(prefix, manifest.get("input_files") or {}, parts,
+                   text_column)
   by_id = {}
   needed = set(wanted)
   for part in parts:
