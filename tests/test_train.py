@@ -3,6 +3,7 @@ import dataclasses
 import json
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
@@ -119,6 +120,7 @@ def test_export_has_every_artifact(trained_model):
       if "classify_tokens" in f.signature.name
       and "signature_wrapper" not in f.signature.name]
   assert len(classify_graphs) == len(card["precisions"]), classify_graphs
+  assert card["data"]["test_reviews_in_training"] == 0  # IMDB's are disjoint
   for key in ("encoder", "seq_length", "truncation", "class_names", "threshold",
               "hyperparameters", "metrics", "data", "versions", "created_at",
               "model_fingerprint"):
@@ -364,6 +366,27 @@ def test_a_class_without_training_reviews_is_refused(small_imdb,
     train_and_export(data_path=small_imdb / "train.parquet", out=tmp_path / "m2",
                      label_scheme=LabelScheme.from_options(
                          class_names="neg,pos,mid"), **run)
+
+
+def test_test_reviews_that_are_training_reviews_are_counted(
+    small_imdb, tiny_encoder_dir, tmp_path):
+  """Catches: a test split sharing reviews with training (a copy under new
+  ids) reported as held-out metrics without a word."""
+  data = tmp_path / "data"
+  data.mkdir()
+  train = _balanced_rows(small_imdb / "train.parquet", 20)
+  pq.write_table(train, data / "train.parquet")
+  copied = train.slice(0, 6).set_column(
+      0, "review_id", pa.array([f"copy{i}" for i in range(6)]))
+  test = pa.concat_tables([copied, _balanced_rows(small_imdb / "test.parquet", 5)])
+  pq.write_table(test, data / "test.parquet")
+  said = []
+  card = train_and_export(data_path=data, encoder=str(tiny_encoder_dir),
+                          out=tmp_path / "m", progress=said.append,
+                          settings=TrainSettings(epochs=1, **TINY))
+  assert card["data"]["test_reviews_in_training"] == 6
+  assert any(m.startswith("warning: 6 test reviews are also training")
+             for m in said)
 
 
 def test_a_reexport_cut_midway_leaves_no_card_over_new_weights(

@@ -190,6 +190,14 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   if test_set is not None:
     test_set = data_lib.sample(test_set, max_test_examples, seed=settings.seed)
   dropped = labelled.dropped + (test_set.dropped if test_set else 0)
+  # The same review in both makes the test metrics a training score.
+  seen = set(train_set.texts) | set(validation_set.texts)
+  test_in_training = sum(t in seen for t in test_set.texts) if test_set else 0
+  del seen
+  if test_in_training:
+    progress(f"warning: {test_in_training:,} test reviews are also training or "
+             "validation reviews (the same text): the test metrics overstate "
+             "the model")
   progress(f"data: {len(train_set):,} training, {len(validation_set):,} "
            f"validation, {len(test_set) if test_set else 0:,} test reviews; "
            + (f"classes {class_names[0]} (negative), {class_names[1]} "
@@ -342,6 +350,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
             "columns": {"text": text_column, "label": label_column,
                         "id": id_column},
             "dropped_by_label_map": dropped,
+            "test_reviews_in_training": test_in_training,
             "pseudo_labels": pseudo.summary if pseudo is not None else None},
       reload_check_max_difference=reload_difference,
       versions=_versions(),
