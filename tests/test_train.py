@@ -163,12 +163,18 @@ def test_validation_is_scored_once_per_epoch_and_not_again_for_the_card(
     return real(logits_fn, data, **kwargs)
 
   monkeypatch.setattr(trainer_lib, "predict_logits", counted)
+  # Progress after every batch, as a long split shows it every 30 s.
+  monkeypatch.setattr(trainer_lib, "PREDICT_PROGRESS_EVERY_S", 0.0)
+  said = []
   card = train_and_export(
       data_path=small_imdb, encoder=str(tiny_encoder_dir), out=tmp_path / "m",
       settings=TrainSettings(epochs=2, max_examples=120, patience=0, **TINY),
-      progress=lambda m: None, max_test_examples=10)
+      progress=said.append, max_test_examples=80)
   validation = card["metrics"]["validation"]["count"]
-  assert scored == [validation, validation, 10]  # two epochs, then the test
+  assert scored == [validation, validation, 80]  # two epochs, then the test
+  assert any(m.startswith("scoring the test split: 64/80 reviews, ") for m in said)
+  assert any(m.startswith("epoch 2 validation: ") for m in said) == (
+      validation > 64)
 
 
 def test_signatures_agree_and_truncate_head_plus_tail(trained_model):

@@ -246,7 +246,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   # Started before evaluation, so that the fresh process that checks the
   # export imports TensorFlow while the model is evaluated and exported.
   with ReloadCheck() as reload_check:
-    evaluation = {name: (split.labels, _probabilities(trainer.logits(split)))
+    evaluation = {name: (split.labels,
+                         _probabilities(trainer.logits(split, f"the {name} split")))
                   for name, split in tokenized.items() if name != "train"}
     if len(class_names) > 2:
       threshold, threshold_source = None, "none: the likeliest class wins"

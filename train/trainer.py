@@ -143,11 +143,20 @@ def make_logits_fn(model):
   return logits_fn
 
 
-def predict_logits(logits_fn, data: TokenizedReviews, *, batch_size: int = 64
+PREDICT_PROGRESS_EVERY_S = 30.0
+
+
+def predict_logits(logits_fn, data: TokenizedReviews, *, batch_size: int = 64,
+                   progress: Optional[Callable[[str], None]] = None,
+                   what: str = "scoring", every_s: Optional[float] = None
                    ) -> np.ndarray:
-  """Logits in input order; rows are batched by length to cut padding."""
+  """Logits in input order; rows are batched by length to cut padding.
+  With `progress`, a line every `every_s` seconds (a test split of 25,000
+  long reviews takes minutes)."""
+  every_s = PREDICT_PROGRESS_EVERY_S if every_s is None else every_s
   order = np.argsort(data.lengths, kind="stable")
   logits = None  # [n] for two classes, [n, classes] for more
+  start_time = last = time.monotonic()
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     word_ids, mask = _batch_inputs(data, rows)
@@ -155,6 +164,15 @@ def predict_logits(logits_fn, data: TokenizedReviews, *, batch_size: int = 64
     if logits is None:
       logits = np.empty((len(data),) + batch.shape[1:], np.float32)
     logits[rows] = batch
+    now = time.monotonic()
+    done = start + len(rows)
+    if progress is not None and now - last >= every_s and done < len(order):
+      last = now
+      # Shortest reviews first: the rate falls as they lengthen, so the
+      # estimate is a lower bound.
+      rate = done / max(now - start_time, 1e-9)
+      progress(f"{what}: {done:,}/{len(order):,} reviews, {rate:.1f} reviews/s, "
+               f"at least {format_seconds((len(order) - done) / rate)} to go")
   return logits
 
 
@@ -291,15 +309,17 @@ class Trainer:
       return loss
     return train_step
 
-  def logits(self, data: TokenizedReviews) -> np.ndarray:
-    """Logits for `data` from the weights the model holds now (after run(),
-    the exported epoch's), computed as the exported signatures compute them
-    (the model on token ids, training=False)."""
+  def logits(self, data: TokenizedReviews, what: str = "reviews") -> np.ndarray:
+    """Logits for `data` (named `what` in progress lines) from the weights
+    the model holds now (after run(), the exported epoch's), computed as the
+    exported signatures compute them (the model on token ids,
+    training=False)."""
     if data is self.validation_data and self.state["finished"]:
       known = self._validation_logits.get(self.exported_epoch)
       if known is not None:
         return known
-    return predict_logits(self._logits_fn, data)
+    return predict_logits(self._logits_fn, data, progress=self.progress,
+                          what=f"scoring {what}")
 
   def _metrics(self, data: TokenizedReviews, logits: np.ndarray) -> dict:
     if self.num_classes == 2:
@@ -365,7 +385,9 @@ class Trainer:
 
   def _end_epoch(self, epoch: int, seconds: float):
     seen = max(float(self.seen.numpy()), 1.0)
-    logits = predict_logits(self._logits_fn, self.validation_data)
+    logits = predict_logits(self._logits_fn, self.validation_data,
+                            progress=self.progress,
+                            what=f"epoch {epoch + 1} validation")
     self._validation_logits[epoch + 1] = logits
     validation = self._metrics(self.validation_data, logits)
     record = {"epoch": epoch + 1, "loss": float(self.loss_sum.numpy() / seen),
