@@ -368,6 +368,7 @@ def test_a_class_without_training_reviews_is_refused(small_imdb,
   with pytest.raises(DataError, match="no training review of class 'neg'"):
     train_and_export(data_path=tmp_path / "positive.parquet",
                      out=tmp_path / "m1", **run)
+  assert not (tmp_path / "m1").exists()  # a refused run leaves no folder
   with pytest.raises(DataError, match="of class 'mid'"):
     train_and_export(data_path=small_imdb / "train.parquet", out=tmp_path / "m2",
                      label_scheme=LabelScheme.from_options(

@@ -166,7 +166,6 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
     raise RunExists(f"{out} already holds a training run or model: pass "
                     "--resume to continue it or choose another --out")
   _refuse_out_among_inputs(out, data_path, encoder)
-  out.mkdir(parents=True, exist_ok=True)
 
   columns = dict(text_column=text_column, label_column=label_column,
                  id_column=id_column, positional_ids=positional_ids)
@@ -235,6 +234,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
               "validation_sha256": validation_set.fingerprint()}
   if pseudo is not None:
     identity["pseudo_labels_sha256"] = pseudo.fingerprint()
+  # Only now that the data is read and checked: a refused run leaves no
+  # empty --out behind.
+  out.mkdir(parents=True, exist_ok=True)
   trainer = Trainer(model, settings, tokenized["train"], tokenized["validation"],
                     out, run_identity=identity, progress=progress,
                     log_every_steps=log_every_steps,
