@@ -17,6 +17,8 @@ CASES = [
     ("unknown command", ["retrain"]),
     ("import-encoder: too many paths", ["import-encoder", "a", "b", "c"]),
     ("import-encoder: seq length out of range", ["import-encoder", "--seq-length", "4", "x"]),
+    ("pretrain: no --encoder", ["pretrain", "--data", "{root}/data.parquet", "--out", "o"]),
+    ("pretrain: steps 0", ["pretrain", "--data", "{root}/data.parquet", "--encoder", "e", "--out", "o", "--steps", "0"]),
     ("train: missing --data path", ["train", "--data", "{root}/nope", "--encoder", "e", "--out", "o"]),
     ("train: no --encoder", ["train", "--data", "{root}/data.parquet", "--out", "o"]),
     ("train: epochs 0", ["train", "--data", "{root}/data.parquet", "--encoder", "e", "--out", "o", "--epochs", "0"]),
@@ -51,9 +53,8 @@ def test_bad_options_are_usage_errors(name, args, paths):
 def test_every_command_is_listed_with_a_summary():
   result = CliRunner().invoke(main, ["--help"])
   assert result.exit_code == 0
-  for command in ("download-imdb", "import-encoder", "train", "evaluate",
-                  "predict", "score",
-                  "report"):
+  for command in ("download-imdb", "import-encoder", "pretrain", "train",
+                  "evaluate", "predict", "score", "report"):
     line = next(l for l in result.output.splitlines()
                 if l.strip().startswith(command + " "))
     assert len(line.split(None, 1)[1]) > 10

@@ -294,8 +294,8 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               help="Directory from `import-encoder`, a tutorial name such as "
               "small_bert/bert_en_uncased_L-4_H-512_A-8, or a TF Hub URL.")
 @click.option("--out", required=True, callback=_out_location,
-              help="Run directory (local): checkpoints, saved_model/, "
-              "model_card.json.")
+              help="Run directory, local or a bucket URL (gs://, s3://): "
+              "checkpoints, saved_model/, model_card.json.")
 @click.option("--preset", default=DEFAULT_PRESET, show_default=True,
               type=click.Choice(sorted(PRESETS)),
               help="best: the defaults below, the most accurate recipe "
@@ -560,8 +560,8 @@ def predict(model_dir, texts):
 @click.option("--encoder", required=True,
               help="Encoder directory from `import-encoder` (or `pretrain`).")
 @click.option("--out", required=True, callback=_out_location,
-              help="Encoder directory to write (local); it holds the run's "
-              "checkpoints until it ends.")
+              help="Encoder directory to write, local or a bucket URL; it "
+              "holds the run's checkpoints until it ends.")
 @click.option("--text-column", default=None,
               help="Column with the text in table files [default: the "
               "schema's review text column].")
