@@ -207,7 +207,9 @@ def plan_input(pattern: str, *, format: str = "auto",
   if format in ("csv", "jsonl"):
     # An empty part holds no records and no header to plan from (Spark and
     # Hive write one for each empty partition).
-    files = [(p, size) for p, size in files if size != 0] or _all_empty(pattern)
+    files = [(p, size) for p, size in files if size != 0]
+    if not files:
+      raise InputError(f"{pattern}: every file it matches is empty")
   plan = InputPlan(pattern=pattern, format=format, root=root, files=files,
                    text_column=text_column, id_column=id_column,
                    modified={p: modified[p] for p, _ in files})
@@ -269,10 +271,6 @@ def open_csv_reader(path: str, stream, column_types=None, *,
                                           strings_can_be_null=False))
 
 
-def _all_empty(pattern: str):
-  raise InputError(f"{pattern}: every file it matches is empty")
-
-
 def _table_schema(path: str, kind: str, max_review_bytes: int
                   ) -> Tuple[pa.Schema, List[int]]:
   """(schema, row counts of its row groups; one unknown-size unit else)."""
@@ -297,8 +295,7 @@ def _json_lines_schema(path: str, max_review_bytes: int) -> pa.Schema:
 
 
 def _plan_table(plan: InputPlan, carry: Sequence[str], *,
-                positional_ids: bool = False,
-                max_review_bytes: int = DEFAULT_MAX_REVIEW_BYTES) -> None:
+                positional_ids: bool, max_review_bytes: int) -> None:
   """Reads every footer or header: a damaged file fails the run here, not
   on a worker."""
   carried: Dict[str, pa.Field] = {}
