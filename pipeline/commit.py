@@ -165,9 +165,24 @@ class Commit(beam.DoFn):
     yield manifest
 
 
+class UnreadableManifest(ValueError):
+  """A manifest file that is not JSON, or not a scoring run's object."""
+
+
+def load_manifest(path: str) -> Dict[str, Any]:
+  """The manifest at `path`; UnreadableManifest when it is damaged."""
+  try:
+    with FileSystems.open(path,
+                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
+      manifest = json.loads(f.read().decode("utf-8"))
+  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is one
+    raise UnreadableManifest(f"{path} is not a readable manifest ({e})") from None
+  if not isinstance(manifest, dict):
+    raise UnreadableManifest(f"{path} is not a scoring manifest")
+  return manifest
+
+
 def read_manifest(paths: OutputPaths) -> Optional[Dict[str, Any]]:
   if not FileSystems.exists(paths.manifest):
     return None
-  with FileSystems.open(paths.manifest,
-                        compression_type=CompressionTypes.UNCOMPRESSED) as f:
-    return json.loads(f.read().decode())
+  return load_manifest(paths.manifest)

@@ -14,7 +14,6 @@ it extends, so the next rerun needs only the latest manifest.
 """
 import dataclasses
 import io
-import json
 import os
 from typing import Any, Dict, List, Optional
 
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.commit import UnreadableManifest, load_manifest
 from pipeline.plan import InputError, InputPlan
 from pipeline.settings import OptionsError
 from runtime.filesystems import (is_remote, join_path, split_path,
@@ -75,13 +75,10 @@ def read_earlier_manifest(prefix: str) -> dict:
 
 def _read_manifest_file(path: str, what: str) -> dict:
   try:
-    with FileSystems.open(path,
-                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
-      manifest = json.loads(f.read().decode("utf-8"))
-  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is one
-    raise InputError(f"{what}: {path} is not a readable manifest ({e})") from None
-  if not isinstance(manifest, dict) or not isinstance(
-      manifest.get("input_files", {}), dict):
+    manifest = load_manifest(path)
+  except UnreadableManifest as e:
+    raise InputError(f"{what}: {e}") from None
+  if not isinstance(manifest.get("input_files", {}), dict):
     raise InputError(f"{what}: {path} is not a scoring manifest")
   return manifest
 
@@ -183,8 +180,8 @@ def _check_latest(since: str, output: str) -> None:
         entry.last_updated_in_seconds < written_at:
       continue  # written before the earlier run finished: cannot extend it
     try:
-      other = _read_manifest_file(path, "")
-    except InputError:
+      other = load_manifest(path)
+    except UnreadableManifest:
       continue  # not ours to judge
     if any(same_prefix(since, p) for p in other.get("extends", [])):
       later = path[:-len(outputs.MANIFEST_SUFFIX)]

@@ -20,6 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from evaluation import plots
 from evaluation.streaming import ClassCounters, ScoreCounters
+from pipeline.commit import UnreadableManifest, load_manifest
 from runtime.filesystems import missing_filesystem
 from schemas import columns as c
 from schemas import outputs
@@ -41,13 +42,9 @@ def _manifest(prefix: str) -> dict:
         f"{prefix}: no complete scored output here ({path.rsplit('/', 1)[-1]} "
         "is missing: the run has not finished, failed, or PREFIX is wrong)")
   try:
-    with FileSystems.open(path) as f:
-      manifest = json.loads(f.read())
-  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is one
-    raise ReportError(f"{path}: not a readable manifest ({e})") from None
-  if not isinstance(manifest, dict):
-    raise ReportError(f"{path}: not a scoring manifest")
-  return manifest
+    return load_manifest(path)
+  except UnreadableManifest as e:
+    raise ReportError(str(e)) from None
 
 
 def _open(path: str):
