@@ -92,7 +92,7 @@ def import_encoder_command(paths, seq_length, overwrite):
              f"{out}/encoder_info.json (weights sha256 {checkpoint.weights_sha256})")
 
 
-def _sha256_digest(value):
+def _sha256_digest(ctx, param, value):
   if value is not None and not re.fullmatch(r"[0-9a-fA-F]{64}", value):
     raise click.BadParameter(f"{value!r} is not a sha256 digest (64 hex digits)")
   return value.lower() if value else value
@@ -103,8 +103,7 @@ def _sha256_digest(value):
 @click.option("--url", default=None,
               help="Where to fetch aclImdb_v1.tar.gz [default: "
               "$REVIEWSCORE_IMDB_URL, else the dataset's Stanford address].")
-@click.option("--sha256", default=None, callback=lambda ctx, param, value:
-              _sha256_digest(value),
+@click.option("--sha256", default=None, callback=_sha256_digest,
               help="Expected sha256 of the archive, for a mirror that "
               "repacked it [default: $REVIEWSCORE_IMDB_SHA256, else the "
               "original's].")
