@@ -17,6 +17,10 @@ RUNTIME = [
     "numpy>=1.26,<3",
     "safetensors>=0.4,<1",
     "matplotlib>=3.8,<4",
+    # The int8 copy of a model: OpenVINO computes it (scoring workers with
+    # int8 dot-product instructions), NNCF makes it (training, `optimize`).
+    "openvino>=2026.4,<2026.5",
+    "nncf>=3.4,<3.5",
     # tensorflow-hub 0.16 imports pkg_resources, which setuptools 80+ dropped.
     "setuptools>=65,<80",
 ]
@@ -41,7 +45,8 @@ setuptools.setup(
     packages=setuptools.find_packages(
         include=["schemas", "schemas.*", "evaluation", "evaluation.*", "train",
                  "train.*", "pipeline", "pipeline.*", "reviewscore",
-                 "reviewscore.*", "runtime", "runtime.*"]),
+                 "reviewscore.*", "runtime", "runtime.*", "engines",
+                 "engines.*"]),
     install_requires=RUNTIME,
     extras_require={
         # Beam's filesystems and runners for Google Cloud (gs://, Dataflow)

@@ -391,7 +391,7 @@ def measure_length(seq, args, tmp, log):
   threshold = card.threshold
   ids, texts, gold = throughput.sample_reviews(
       args.accuracy_reviews, seed=args.seed, data_dir=args.data_dir)
-  from pipeline.model_handler import acquire_model
+  from pipeline.scoring_model import acquire_model
   model = acquire_model(str(model_dir / contract.SAVED_MODEL_DIR))
   tokens, _ = throughput.tokenize_all(model, texts)
   del model

@@ -224,7 +224,7 @@ def padding_runs(test, model, log, waves=(1024, 2048, 4096, 8192)):
   from pipeline.settings import DEFAULTS
   batch = DEFAULTS["max_batch_size"]
   from benchmarks.throughput import make_batches
-  from pipeline.model_handler import acquire_model
+  from pipeline.scoring_model import acquire_model
   from pipeline.settings import default_bucket_boundaries
   tokenizer = acquire_model(str(pathlib.Path(model) / contract.SAVED_MODEL_DIR))
   texts = test["text"].to_pylist()

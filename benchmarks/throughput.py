@@ -390,7 +390,8 @@ def xla_wrap(multiple):
 def run_overlap(model_dir, texts, *, precision="bfloat16", batch=BATCH,
                 chunk=256, overlap=True):
   """Tokenize + classify end to end, tokenizing chunk k+1 while chunk k runs."""
-  from pipeline.model_handler import acquire_model, pad_batch
+  from pipeline.model_handler import pad_batch
+  from pipeline.scoring_model import acquire_model
   model = acquire_model(str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR))
   signature = contract.classify_signature_for(precision)
   model.classify(signature, *pad_batch([np.array([101, 102], np.int32)]))
@@ -666,7 +667,7 @@ def benchmark(args, log=print):
     # (a)
     a = run_tutorial(model_dir, texts)
     reference = a["labels"]
-    from pipeline.model_handler import acquire_model
+    from pipeline.scoring_model import acquire_model
     model = acquire_model(str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR))
     tokens, tokenize_seconds = tokenize_all(model, texts)
     lengths = np.array([len(t) for t in tokens])

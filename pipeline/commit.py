@@ -140,7 +140,10 @@ class Commit(beam.DoFn):
     if moves:
       FileSystems.rename([s for s, _ in moves], [f for _, f in moves])
     manifest = json.loads(json.dumps(self._manifest))
-    manifest["model"]["precision"]["used"] = sorted(precisions)
+    # (precision, why) of each worker: which it used, and why it chose it.
+    manifest["model"]["precision"]["used"] = sorted({p for p, _ in precisions})
+    manifest["model"]["precision"]["why"] = sorted(
+        f"{p}: {why}" for p, why in set(map(tuple, precisions)))
     scores = [paths.final_name(p) for p in sorted(score_files)]
     errors = [paths.final_name(p) for p in sorted(error_files)]
     if earlier is not None:

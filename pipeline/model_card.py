@@ -19,6 +19,10 @@ def saved_model_path(model_dir: str) -> str:
   return join_path(model_dir, contract.SAVED_MODEL_DIR)
 
 
+def int8_copy_path(model_dir: str) -> str:
+  return join_path(model_dir, contract.INT8_COPY_DIR)
+
+
 def _read_bytes(path: str) -> bytes:
   with FileSystems.open(path) as f:
     return f.read()
@@ -71,6 +75,25 @@ def _check_files_unchanged(model_dir: str, card: contract.ModelCard) -> None:
           "card does not describe")
 
 
+def _check_int8_copy(model_dir: str, card: contract.ModelCard) -> None:
+  """The int8 copy the card offers is there, as it was made: a missing or
+  altered copy stops the job here, never scores in another precision."""
+  import hashlib
+  copy = card.int8_copy
+  if copy is None:
+    return
+  for name, expected in sorted(copy.files_sha256.items()):
+    path = join_path(int8_copy_path(model_dir), name)
+    if not FileSystems.exists(path):
+      raise ModelError(f"{path}: missing (the model card offers an int8 copy "
+                       "with this file; `reviewscore optimize` remakes it)")
+    actual = hashlib.sha256(_read_bytes(path)).hexdigest()
+    if actual != expected:
+      raise ModelError(
+          f"{path}: changed since it was made (sha256 {actual[:12]}, the "
+          f"model card says {expected[:12]}); refusing to score with it")
+
+
 def load_model_card(model_dir: str, *, check_saved_model: bool = True
                     ) -> contract.ModelCard:
   """Reads and validates DIR/model_card.json (and DIR/saved_model)."""
@@ -93,4 +116,8 @@ def load_model_card(model_dir: str, *, check_saved_model: bool = True
   if check_saved_model:
     _check_saved_model(model_dir, card.signatures)
     _check_files_unchanged(model_dir, card)
+    try:
+      _check_int8_copy(model_dir, card)
+    except contract.ModelCardError as e:
+      raise ModelError(f"{card_path}: {e}") from None
   return card

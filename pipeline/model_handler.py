@@ -1,93 +1,26 @@
-"""RunInference's ModelHandler for our SavedModel, on token-id inputs.
+"""RunInference's ModelHandler for our model, on token-id inputs.
 
-The SavedModel is loaded once per worker process and shared by its threads:
-RunInference holds what `load_model` returns through `shared.Shared`, and
-`load_model` itself goes through the module-level `_MODELS` handle, which
-the Tokenize step uses too, so a worker holds one copy of the model, not two.
+Thin: batching options, padding, retries and the scored rows. Loading,
+sharing between threads and steps, and the per-worker precision choice are
+`pipeline.scoring_model`'s.
 """
 import logging
 import sys
-import threading
-import time
 from typing import Any, Dict, Iterable, Optional, Sequence
 
 import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
-from apache_beam.utils import retry, shared
+from apache_beam.utils import retry
 
-from runtime.filesystems import local_copy
+from pipeline.scoring_model import ScoringModel, load_scoring_model
 from pipeline.settings import DEFAULTS
-from runtime import quiet, text_ops
-from runtime.hardware import choose_precision
 from schemas import model_dir as contract
 
-# One handle per process (module state is per process): every step that
-# acquires a model through it with the same tag gets the same object.
-_MODELS = shared.Shared()
-_TF_CONFIGURED = threading.Lock()
-_tf_configured = False
 # Transient faults (a GPU hiccup, a preempted accelerator) pass between the
 # tries of a batch (--inference-attempts): the delays double from
 # BACKOFF_SECS so that a fault has time to clear.
 BACKOFF_SECS = 0.5
-worker_log = logging.getLogger("reviewscore.worker")
-# The classify outputs a scored row is made of (probabilities: 3+ classes).
-_SCORED_OUTPUTS = (contract.OUTPUT_PROBABILITY, contract.OUTPUT_LABEL_ID,
-                   contract.OUTPUT_PROBABILITIES)
-_LOGGED_CHOICES = set()
-
-
-def _configure_tensorflow():
-  """GPU memory growth before TensorFlow touches the GPU, once per process."""
-  global _tf_configured
-  with _TF_CONFIGURED:
-    if _tf_configured:
-      return
-    tf = quiet.import_tensorflow(keras=False)
-    for gpu in tf.config.list_physical_devices("GPU"):
-      try:
-        # Without it TensorFlow takes the whole GPU at the first op, and a
-        # second process (or the tokenizer's) on the worker then fails.
-        tf.config.experimental.set_memory_growth(gpu, True)
-      except RuntimeError:  # already initialised by someone else: keep going
-        logging.warning("could not enable memory growth on %s", gpu.name)
-    _tf_configured = True
-
-
-class _LoadedModel:
-  """The loaded SavedModel with the signatures we call (weak-referenceable)."""
-
-  def __init__(self, saved_model_dir: str):
-    _configure_tensorflow()
-    import tensorflow as tf
-    text_ops.register_text_ops()  # the tokenizer's WordPiece ops
-    self.path = saved_model_dir
-    self.module = tf.saved_model.load(saved_model_dir)
-    self.signatures = self.module.signatures
-    self.has_gpu = bool(tf.config.list_physical_devices("GPU"))
-
-  def tokenize(self, texts: Sequence[str]):
-    import tensorflow as tf
-    out = self.signatures[contract.TOKENIZE_SIGNATURE](
-        **{contract.TEXT_INPUT: tf.constant(list(texts), tf.string)})
-    return out[contract.TOKEN_IDS].numpy(), out[contract.NUM_TOKENS].numpy()
-
-  def classify(self, signature: str, word_ids: np.ndarray, mask: np.ndarray):
-    import tensorflow as tf
-    out = self.signatures[signature](
-        **{contract.TOKEN_IDS: tf.constant(word_ids, tf.int32),
-           contract.TOKEN_MASK: tf.constant(mask, tf.int32)})
-    return {name: out[name].numpy() for name in _SCORED_OUTPUTS if name in out}
-
-
-def acquire_model(saved_model_dir: str) -> _LoadedModel:
-  """The process's shared copy of the SavedModel (loaded on first use)."""
-  start = time.time()
-  model = _MODELS.acquire(
-      lambda: _LoadedModel(local_copy(saved_model_dir)), tag=saved_model_dir)
-  logging.info("model %s ready in %.1fs", saved_model_dir, time.time() - start)
-  return model
 
 
 def token_count(element: Dict[str, Any]) -> int:
@@ -107,7 +40,7 @@ def pad_batch(token_lists: Sequence[np.ndarray]):
 
 
 class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
-                                        _LoadedModel]):
+                                        ScoringModel]):
   """Scores tokenized reviews ({'tokens': int32 ids, ...}) with classify_tokens.
 
   Batching is Beam's (BatchElements, configured by the keyword options here):
@@ -124,7 +57,9 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                length_bucketing: bool = DEFAULTS["length_bucketing"],
                bucket_boundaries: Optional[Sequence[int]] = None,
                max_attempts: int = DEFAULTS["inference_attempts"],
-               backoff_secs: float = BACKOFF_SECS):
+               backoff_secs: float = BACKOFF_SECS,
+               int8_copy_dir: Optional[str] = None,
+               int8_files_sha256: Optional[Dict[str, str]] = None):
     bucketing = {}
     if length_bucketing:
       bucketing = dict(batch_length_fn=token_count,
@@ -138,37 +73,23 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
     # precision -> classify signature, for the precisions the model carries.
     self._signatures = dict(signatures)
     self._requested_precision = precision
-    self._precision: Optional[str] = None
+    self._int8_copy_dir = int8_copy_dir
+    self._int8_files_sha256 = dict(int8_files_sha256 or {})
     self._fingerprint = model_fingerprint
     self._max_attempts = max(1, int(max_attempts))
     self._backoff_secs = backoff_secs
 
-  def load_model(self) -> _LoadedModel:
-    model = acquire_model(self._saved_model_dir)
-    self.precision_for(model)
-    return model
+  def load_model(self) -> ScoringModel:
+    return load_scoring_model(
+        self._saved_model_dir, requested=self._requested_precision,
+        signatures=self._signatures, int8_copy_dir=self._int8_copy_dir,
+        int8_files_sha256=self._int8_files_sha256)
 
-  def precision_for(self, model: _LoadedModel) -> str:
-    """The precision this worker scores in, chosen once, when it has loaded
-    the model: `auto` follows this worker's hardware, not the launcher's.
-    """
-    if self._precision is None:
-      precision, why = choose_precision(
-          self._requested_precision, available=self._signatures,
-          has_gpu=model.has_gpu)
-      key = (self._saved_model_dir, precision)
-      if key not in _LOGGED_CHOICES:  # once per worker process
-        _LOGGED_CHOICES.add(key)
-        worker_log.info("scoring in %s (%s)", precision, why)
-      self._precision = precision
-    return self._precision
-
-  def _classify(self, model: _LoadedModel, ids, mask):
+  def _classify(self, model: ScoringModel, ids, mask):
     """One model call; the seam where transient faults surface."""
-    return model.classify(self._signatures[self.precision_for(model)], ids,
-                          mask)
+    return model.classify(ids, mask)
 
-  def _classify_retrying(self, model: _LoadedModel, ids, mask):
+  def _classify_retrying(self, model: ScoringModel, ids, mask):
     """`_classify`, tried up to max_attempts times with exponential backoff;
     the last failure propagates, and RunInference dead-letters the batch."""
     attempts = iter(range(1, self._max_attempts))
@@ -185,7 +106,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
         retry_filter=lambda _: True, fuzz=False)
     return with_retries(self._classify)(model, ids, mask)
 
-  def run_inference(self, batch: Sequence[Dict[str, Any]], model: _LoadedModel,
+  def run_inference(self, batch: Sequence[Dict[str, Any]], model: ScoringModel,
                     inference_args: Optional[Dict[str, Any]] = None
                     ) -> Iterable[PredictionResult]:
     ids, mask = pad_batch([e["tokens"] for e in batch])
@@ -195,9 +116,10 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
     Metrics.distribution("reviewscore", "inference_batch_size").update(
         len(batch))
     outputs = self._classify_retrying(model, ids, mask)
-    precision = self.precision_for(model)
+    precision = model.precision
     rows = [{contract.OUTPUT_PROBABILITY: float(p),
-             contract.OUTPUT_LABEL_ID: int(label), "precision": precision}
+             contract.OUTPUT_LABEL_ID: int(label), "precision": precision,
+             "precision_why": model.why}
             for p, label in zip(outputs[contract.OUTPUT_PROBABILITY],
                                 outputs[contract.OUTPUT_LABEL_ID], strict=True)]
     if contract.OUTPUT_PROBABILITIES in outputs:

@@ -30,8 +30,10 @@ from pipeline.dead_letters import (DEAD, FormatDeadLetter, dead_letter,
                                    error_detail)
 from runtime.filesystems import missing_filesystem
 from runtime import quiet
-from pipeline.model_card import ModelError, load_model_card, saved_model_path
-from pipeline.model_handler import TokenIdsModelHandler, worker_log
+from pipeline.model_card import (ModelError, int8_copy_path, load_model_card,
+                                 saved_model_path)
+from pipeline.model_handler import TokenIdsModelHandler
+from pipeline.scoring_model import worker_log
 from pipeline.options import BadOptionValue, ScoreOptions, unknown_flags
 from pipeline.plan import InputError, InputPlan, plan_input
 from pipeline.read import ReadReviews, Validate
@@ -42,7 +44,7 @@ from pipeline.tokenize import TokenizeBatch
 from schemas import arrow as schema_lib
 from schemas import columns as c
 from schemas import model_dir as contract
-from schemas.model_dir import ModelCard, ModelCardError
+from schemas.model_dir import INT8, ModelCard, ModelCardError
 
 
 class PipelineFailed(Exception):
@@ -196,7 +198,8 @@ def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
 
   # Which precision the workers chose (auto decides on each worker).
   precisions = (results
-                | "Precisions" >> beam.Map(lambda r: r.inference["precision"])
+                | "Precisions" >> beam.Map(lambda r: (r.inference["precision"],
+                                                      r.inference["precision_why"]))
                 | "DistinctPrecisions" >> beam.Distinct())
   count = beam.combiners.Count
   n_read = raw | "CountRead" >> count.Globally()
@@ -228,10 +231,22 @@ def _check_options(opts: ScoreOptions, card: ModelCard) -> Dict[str, Any]:
   try:
     signatures = card.classify_signatures(opts.precision)
   except ModelCardError as e:
-    raise ModelError(f"{opts.model}: {e}") from None
+    # The model is fine; the option asks for what it does not carry.
+    raise OptionsError(f"--precision {opts.precision}: {opts.model}: {e}"
+                       ) from None
   buckets = parse_int_list(opts.bucket_boundaries)
   return {"buckets": buckets or default_bucket_boundaries(card.seq_length),
           "min_batch_size": min_batch_size, "signatures": signatures}
+
+
+def _int8_copy_of(model_dir: str, card: ModelCard, signatures) -> Dict[str, Any]:
+  """Where the workers find the int8 copy and what its files must hash to,
+  when they may score in int8."""
+  copy = card.int8_copy
+  if copy is None or INT8 not in signatures:
+    return {}
+  return {"int8_copy_dir": int8_copy_path(model_dir),
+          "int8_files_sha256": copy.files_sha256}
 
 
 _DIRECT_RUNNER_NAMES = ("directrunner", "direct", "switchingdirectrunner")
@@ -406,7 +421,8 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
       max_batch_duration_secs=batching["max_batch_duration_secs"],
       length_bucketing=opts.length_bucketing,
       bucket_boundaries=batching["bucket_boundaries"],
-      max_attempts=opts.inference_attempts)
+      max_attempts=opts.inference_attempts,
+      **_int8_copy_of(opts.model, card, checked["signatures"]))
   manifest = {"run_id": run_id, "input": opts.input, "format": plan.format,
               # Self-training reads the texts back by id where the scores
               # did not carry them.

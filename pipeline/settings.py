@@ -10,7 +10,7 @@ applies its bounds to either. Everything else in argv (`--runner`,
 import dataclasses
 from typing import Any, Dict, List, Optional, Tuple
 
-from runtime.hardware import AUTO, BFLOAT16, FLOAT16, FLOAT32
+from runtime.hardware import AUTO, BFLOAT16, FLOAT16, FLOAT32, INT8
 from schemas import columns as c
 from schemas.inputs import INPUT_FORMATS
 
@@ -89,10 +89,13 @@ SCORE_OPTIONS = (
     ScoreOption("max_review_bytes", "Longer reviews are dead-lettered as "
                 "too_long.", default=DEFAULT_MAX_REVIEW_BYTES, type=int,
                 minimum=1),
-    ScoreOption("precision", "auto: each worker scores in bfloat16 where its "
-                "CPU computes it natively (AVX-512 BF16, AMX) and the model "
-                "carries a bfloat16 copy, else in float32.", default=AUTO,
-                choices=(AUTO, FLOAT32, BFLOAT16, FLOAT16)),
+    ScoreOption("precision", "auto: each worker chooses, when it loads the "
+                "model, among what the model carries: int8 (its OpenVINO "
+                "copy) where the CPU has int8 dot-product instructions "
+                "(AVX-512 VNNI, AVX-VNNI, AMX), else bfloat16 where the CPU "
+                "computes it natively (AVX-512 BF16, AMX), else float32; "
+                "GPUs keep TensorFlow's float32. A precision forces it.",
+                default=AUTO, choices=(AUTO, INT8, FLOAT32, BFLOAT16, FLOAT16)),
     ScoreOption("min_batch_size", "Smallest inference batch [default: "
                 "--max-batch-size, fixed batches].", type=int, minimum=1),
     ScoreOption("max_batch_size", "Largest inference batch.",

@@ -24,7 +24,7 @@ class TokenizeBatch(beam.DoFn):
 
   def setup(self):
     # Heavy: the same per-process model object RunInference uses.
-    from pipeline.model_handler import acquire_model
+    from pipeline.scoring_model import acquire_model
     self._model = acquire_model(self._saved_model_dir)
     self._tokenized = Metrics.counter("reviewscore", "tokenized")
     self._tokens = Metrics.distribution("reviewscore", "tokens_per_review")

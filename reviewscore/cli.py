@@ -40,9 +40,10 @@ def main(ctx, verbose):
 def _add_commands():
   from pipeline.cli import report, score
   from train.cli import (download_imdb_command, evaluate,
-                         import_encoder_command, predict, pretrain, train)
+                         import_encoder_command, optimize, predict, pretrain,
+                         train)
   for command in (download_imdb_command, import_encoder_command, pretrain,
-                  train, evaluate, predict, score, report):
+                  train, optimize, evaluate, predict, score, report):
     main.add_command(command)
 
 

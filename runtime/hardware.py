@@ -1,8 +1,10 @@
 """Which precision a process should compute in, from what its hardware does.
 
-bfloat16 pays only where the CPU computes it natively (AVX-512 BF16 or AMX);
-elsewhere TensorFlow emulates it and float32 is faster. On GPUs float32 stays
-the choice until a GPU run has measured another.
+int8 (a model's OpenVINO copy) pays most where the CPU has int8 dot-product
+instructions (VNNI, AMX); bfloat16 pays only where the CPU computes it
+natively (AVX-512 BF16 or AMX), elsewhere TensorFlow emulates it and float32
+is faster. On GPUs float32 (TensorFlow) stays the choice until a GPU run has
+measured another. docs/performance.md has the measurements behind the order.
 """
 import functools
 from typing import Iterable, Optional, Tuple
@@ -11,8 +13,11 @@ AUTO = "auto"
 FLOAT32 = "float32"
 BFLOAT16 = "bfloat16"
 FLOAT16 = "float16"
+INT8 = "int8"
 # CPU flags (as /proc/cpuinfo spells them) that mean native bfloat16 math.
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
+# CPU flags that mean int8 dot products in one instruction (u8 x s8 -> s32).
+INT8_DOT_PRODUCT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 CPUINFO = "/proc/cpuinfo"
 
 
@@ -36,6 +41,13 @@ def native_bfloat16(flags: Optional[Iterable[str]] = None) -> Tuple[bool, str]:
   return bool(found), ", ".join(found)
 
 
+def int8_dot_product(flags: Optional[Iterable[str]] = None) -> Tuple[bool, str]:
+  """(whether the CPU has int8 dot-product instructions, the flags)."""
+  flags = cpu_flags() if flags is None else frozenset(flags)
+  found = [f for f in INT8_DOT_PRODUCT_FLAGS if f in flags]
+  return bool(found), ", ".join(found)
+
+
 def choose_precision(requested: str, *, available: Iterable[str] = (
     FLOAT32, BFLOAT16), has_gpu: bool = False,
                      flags: Optional[Iterable[str]] = None) -> Tuple[str, str]:
@@ -49,12 +61,20 @@ def choose_precision(requested: str, *, available: Iterable[str] = (
     return requested, "asked for"
   available = set(available)
   native, flag = native_bfloat16(flags)
+  vnni, vnni_flags = int8_dot_product(flags)
   if has_gpu:
     choice, why = FLOAT32, "auto: GPU (float32 until a GPU run measures otherwise)"
+  elif vnni and INT8 in available:
+    return INT8, (f"auto: the CPU has int8 dot-product instructions "
+                  f"({vnni_flags}) and the model carries an int8 copy")
   elif native and BFLOAT16 in available:
     return BFLOAT16, f"auto: the CPU computes bfloat16 natively ({flag})"
   elif native:
     choice, why = FLOAT32, "auto: the model carries no bfloat16 copy"
+  elif INT8 in available:
+    choice, why = FLOAT32, ("auto: the CPU has neither int8 dot-product "
+                            "instructions (VNNI, AMX) nor native bfloat16 "
+                            "(AVX-512 BF16, AMX)")
   else:
     choice, why = FLOAT32, ("auto: the CPU has no native bfloat16 (no AVX-512 "
                             "BF16 or AMX)")

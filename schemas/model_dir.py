@@ -2,6 +2,8 @@
 `predict` and `report` read.
 
     DIR/saved_model/     SavedModel with the signatures below
+    DIR/int8/            optional int8 copy of the float32 classify signature
+                         (OpenVINO), made after training, checked like the rest
     DIR/model_card.json  ModelCard: how to score with it, and where it came from
 
 Plain Python (no TensorFlow, no Beam): the launcher of a scoring job checks a
@@ -27,6 +29,17 @@ REQUIRED_SIGNATURES = (TOKENIZE_SIGNATURE, CLASSIFY_SIGNATURE)
 # the graph and the weights' index (which holds a CRC32C of every weight
 # tensor, checked by TensorFlow when it reads them).
 CHECKED_FILES = ("saved_model.pb", "variables/variables.index")
+
+# The int8 copy: derived from the float32 classify signature, computed by
+# OpenVINO, offered only where its validation accuracy holds (`Int8Copy`).
+INT8 = "int8"
+INT8_COPY_DIR = "int8"
+INT8_MODEL_FILE = "classify_tokens_int8.xml"  # graph; weights beside it, .bin
+INT8_WEIGHTS_FILE = "classify_tokens_int8.bin"
+INT8_FILES = (INT8_MODEL_FILE, INT8_WEIGHTS_FILE)
+# How far below float32 an int8 copy's validation accuracy may fall and still
+# be offered (a fraction: 0.002 is 0.2 points).
+INT8_MAX_ACCURACY_DROP = 0.002
 
 # Argument and output names of those signatures.
 TEXT_INPUT = "text"
@@ -81,6 +94,11 @@ class ModelCard:
   data: Optional[Dict[str, Any]] = None
   reload_check_max_difference: Optional[float] = None
   versions: Optional[Dict[str, str]] = None
+  # The int8 copy (`Int8Copy.to_dict()`), offered or refused with its reason.
+  int8: Optional[Dict[str, Any]] = None
+  # precision -> {"runtime", "validation_accuracy", "test_accuracy"}: what
+  # each way of computing the model scores, measured after export.
+  accuracy_by_precision: Optional[Dict[str, Dict[str, Any]]] = None
 
   def __post_init__(self):
     if len(self.class_names) < 2 or len(set(self.class_names)) != len(
@@ -105,6 +123,18 @@ class ModelCard:
   def binary(self) -> bool:
     return len(self.class_names) == 2
 
+  @property
+  def int8_copy(self) -> Optional["Int8Copy"]:
+    """The int8 copy when the model offers one."""
+    if not self.int8 or not self.int8.get("offered"):
+      return None
+    return Int8Copy.from_dict(self.int8)
+
+  @property
+  def scoring_precisions(self) -> List[str]:
+    """Every precision scoring can compute this model in."""
+    return sorted(self.precisions + ([INT8] if self.int8_copy else []))
+
   def classify_signature(self, precision: Optional[str] = None) -> str:
     """Signature computing in `precision` (None: the serving precision)."""
     precision = precision or self.serving_precision
@@ -115,7 +145,22 @@ class ModelCard:
     return name if name in self.signatures else CLASSIFY_SIGNATURE
 
   def classify_signatures(self, precision: str = "auto") -> Dict[str, str]:
-    """precision -> signature, for `precision` (checked) or all under auto."""
+    """precision -> signature, for `precision` (checked) or all under auto.
+
+    The int8 copy is no signature: it maps to its file, `INT8_MODEL_FILE`.
+    """
+    if precision == INT8 or (precision == "auto" and self.int8_copy):
+      copy = self.int8_copy
+      if copy is None:
+        raise ModelCardError(
+            "precision 'int8' is not offered by this model (" + (
+                self.int8.get("reason") if self.int8 else
+                "it carries no int8 copy: `reviewscore optimize` makes one")
+            + f"; the model has {', '.join(self.precisions)})")
+      if precision == INT8:
+        return {INT8: INT8_MODEL_FILE}
+      return {**{p: self.classify_signature(p) for p in self.precisions},
+              INT8: INT8_MODEL_FILE}
     if precision != "auto":
       return {precision: self.classify_signature(precision)}
     return {p: self.classify_signature(p) for p in self.precisions}
@@ -161,6 +206,35 @@ class ModelCard:
     except ValueError as e:
       raise ModelCardError(f"not valid JSON ({e})") from None
     return cls.from_dict(card)
+
+
+@dataclasses.dataclass(frozen=True)
+class Int8Copy:
+  """The card's record of an int8 copy (`ModelCard.int8`).
+
+  `offered` is False where the guard refused it (`reason` says why; its files
+  are then gone). `files_sha256` is checked before a worker scores with it.
+  """
+  offered: bool
+  runtime: str  # e.g. "openvino 2026.4.1"
+  quantizer: str  # e.g. "nncf 3.4.0, post-training, transformer preset"
+  files_sha256: Dict[str, str]
+  calibration: Dict[str, Any]  # split, reviews, their sha256
+  validation_accuracy: Optional[float] = None
+  float32_validation_accuracy: Optional[float] = None
+  max_accuracy_drop: float = INT8_MAX_ACCURACY_DROP
+  reason: Optional[str] = None
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, record: Dict[str, Any]) -> "Int8Copy":
+    names = {f.name for f in dataclasses.fields(cls)}
+    try:
+      return cls(**{k: v for k, v in record.items() if k in names})
+    except TypeError as e:
+      raise ModelCardError(f"int8: {e}") from None
 
 
 def _strings(value) -> List[str]:

@@ -54,7 +54,7 @@ def test_benchmark_handler_path_labels_as_the_served_model(tiny_model_dir,
   path labels each review as the model's own serving signature does."""
   import tensorflow as tf
   from benchmarks import throughput
-  from pipeline.model_handler import acquire_model
+  from pipeline.scoring_model import acquire_model
   texts = pq.read_table(imdb_dir / "test.parquet",
                         columns=["text"])["text"].to_pylist()[:38]
   texts += ["A great film.", "Dull and far too long, I left early."]

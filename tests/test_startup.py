@@ -22,7 +22,7 @@ print(json.dumps({"exit": code, "modules": sorted(sys.modules)}))
 # module (no CLI has imported TensorFlow before it), then tokenize.
 _WORKER_LOAD_AND_LIST_MODULES = """
 import json, sys
-from pipeline.model_handler import acquire_model
+from pipeline.scoring_model import acquire_model
 model = acquire_model(sys.argv[1])
 _, counts = model.tokenize(["a fine film", "bad"])
 print(json.dumps({"exit": 0, "counts": counts.tolist(),
@@ -78,3 +78,21 @@ def test_a_worker_loading_the_model_loads_neither(tiny_model_dir):
        "import tensorflow.keras as keras\nprint(keras.layers.Dense.__name__)"],
       capture_output=True, text=True, timeout=300)
   assert later.stdout.strip().endswith("Dense"), later.stderr[-2000:]
+
+
+def test_help_and_float32_scoring_load_no_openvino_or_nncf(tiny_model_dir,
+                                                           imdb_dir, tmp_path):
+  """Catches the int8 engine's imports creeping into `--help` or into a
+  worker that scores without it (OpenVINO is 180 MB, NNCF pulls SciPy)."""
+  for command in (["--help"], ["score", "--help"], ["train", "--help"]):
+    _, modules = _modules_of([_SCORE_AND_LIST_MODULES, *command])
+    assert "click" in modules
+    assert not {"openvino", "nncf", "tensorflow"} & modules, command
+  data = tmp_path / "in.parquet"
+  pq.write_table(pq.read_table(imdb_dir / "test.parquet").slice(0, 5), data)
+  _, modules = _modules_of(
+      [_SCORE_AND_LIST_MODULES, "score", "--input", str(data), "--model",
+       str(tiny_model_dir), "--output", str(tmp_path / "scores" / "run"),
+       "--precision", "float32"])
+  assert "tensorflow" in modules
+  assert not {"openvino", "nncf"} & modules

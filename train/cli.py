@@ -8,6 +8,7 @@ import re
 
 import click
 
+from schemas.model_dir import INT8_MAX_ACCURACY_DROP
 from train.presets import DEFAULT_PRESET, PRESETS
 from train.settings import (AUTO, IMPORT_SEQ_LENGTH, POOLINGS, PRECISIONS,
                             PRETRAIN_PRECISIONS, TRUNCATIONS, PretrainSettings,
@@ -360,13 +361,22 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
 @_setting("soft_pseudo_labels", "--soft-pseudo-labels/--hard-pseudo-labels",
           help="Two classes: train towards the teacher's probability, or "
           "its label.")
+@click.option("--int8/--no-int8", default=True, show_default=True,
+              help="After export, add an int8 copy of the classifier "
+              "(OpenVINO, calibrated on training reviews), offered to scoring "
+              "only if its validation accuracy is within --int8-max-drop of "
+              "float32's.")
+@click.option("--int8-max-drop", default=INT8_MAX_ACCURACY_DROP * 100,
+              show_default=True, type=click.FloatRange(0, 100),
+              help="Accuracy points (on the validation split) the int8 copy "
+              "may lose against float32 and still be offered.")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint.")
 @click.pass_context
 def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
           max_test_examples, text_column, label_column, id_column,
           positional_ids, class_names, label_map, threshold, pseudo_labels,
-          resume, **setting_values):
+          int8, int8_max_drop, resume, **setting_values):
   """Fine-tune a BERT classifier on labelled reviews and export it.
 
   Writes OUT/saved_model (raw strings in; logits, probability and label out),
@@ -425,7 +435,8 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
           id_column=id_column, label_scheme=label_scheme,
           threshold=threshold, positional_ids=positional_ids, resume=resume,
           pseudo_labels=pseudo_labels, max_test_examples=max_test_examples,
-          progress=_echo_err, restore_best=restore_best,
+          progress=_echo_err, restore_best=restore_best, int8=int8,
+          int8_max_accuracy_drop=int8_max_drop / 100,
           on_checkpoint=mirror and mirror.push)
   except _library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
@@ -435,6 +446,57 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
              for split, m in card["metrics"].items() if m.get("accuracy") is not None}
   click.echo(f"model written to {out} (fingerprint {card['model_fingerprint'][:12]}); "
              f"accuracy {summary}")
+
+
+@click.command("optimize")
+@click.argument("model_dir", metavar="MODEL")
+@click.option("--data", "data_path", required=True, callback=_existing_or_glob,
+              help="The labelled reviews MODEL was trained on (as given to "
+              "`train --data`): its training reviews calibrate, its "
+              "validation reviews guard.")
+@click.option("--int8-max-drop", default=INT8_MAX_ACCURACY_DROP * 100,
+              show_default=True, type=click.FloatRange(0, 100),
+              help="Accuracy points (on the validation split) the int8 copy "
+              "may lose against float32 and still be offered.")
+def optimize(model_dir, data_path, int8_max_drop):
+  """Add an int8 copy to a trained model, offered only if it holds accuracy.
+
+  The float32 classifier is quantized to int8 (OpenVINO, NNCF post-training
+  quantization) on the model's own training reviews, and written into
+  MODEL/int8 with its sha256 in the model card, beside its validation and
+  test accuracy. A copy whose validation accuracy falls more than
+  --int8-max-drop points below float32's is not offered: the card says why
+  and scoring keeps float32. `reviewscore train` does this itself unless
+  --no-int8; this is for models trained without it.
+
+  \b
+  Example:
+      reviewscore optimize models/quick --data data/imdb
+  """
+  import os
+  from runtime.filesystems import is_remote
+  from train.evaluate import ModelDirError
+  from train.labels import LabelError
+  from train.optimize import optimize_model
+  from train.quantize import QuantizationError
+  if is_remote(model_dir):
+    raise click.BadParameter("a local model directory (copy it here first)",
+                             param_hint="MODEL")
+  if not os.path.isdir(model_dir):
+    raise click.BadParameter(f"{model_dir}: no such directory",
+                             param_hint="MODEL")
+  try:
+    card = optimize_model(model_dir, data_path,
+                          max_accuracy_drop=int8_max_drop / 100,
+                          progress=_echo_err)
+  except _library_errors() + (ModelDirError, LabelError,
+                              QuantizationError) as e:
+    raise click.ClickException(str(e)) from None
+  int8 = card["int8"]
+  click.echo(f"{model_dir}: int8 copy " + (
+      f"offered (validation accuracy {int8['validation_accuracy']:.4f}, "
+      f"float32 {int8['float32_validation_accuracy']:.4f})" if int8["offered"]
+      else f"not offered: {int8['reason']}"))
 
 
 @click.command()

@@ -18,8 +18,10 @@ import tf_keras
 from evaluation import metrics as metric_lib
 from evaluation import plots
 from schemas import columns
+from runtime.hardware import FLOAT32
 from schemas import model_dir as contract
 from train import data as data_lib
+from train import quantize
 from train.classifier import (build_classifier, scoring_copies,
                               weights_fingerprint)
 from train.encoders import check_reachable, resolve_encoder
@@ -128,6 +130,36 @@ def _refuse_out_among_inputs(out: pathlib.Path, data_path, encoder: str
                               "the model to a folder of its own")
 
 
+def _int8_copy_and_accuracies(out, *, settings, metrics, tokenized, threshold,
+                              signatures, wanted: bool,
+                              max_accuracy_drop: float, progress):
+  """(the card's int8 record or None, accuracy by precision): training's own
+  evaluation is its precision's, in TensorFlow; the int8 copy adds its own."""
+  by_precision = {settings.precision: {
+      "runtime": f"tensorflow {tf.__version__}",
+      **{f"{name}_accuracy": m["accuracy"] for name, m in metrics.items()}}}
+  float32_signature = contract.classify_signature_for(FLOAT32)
+  if not wanted:
+    return None, by_precision
+  if float32_signature not in signatures:
+    progress("int8: no copy (the model has no float32 classifier to quantize)")
+    return None, by_precision
+  float32_accuracy = None
+  if settings.precision == FLOAT32:
+    float32_accuracy = {name: m["accuracy"] for name, m in metrics.items()}
+  try:
+    copy, measured = quantize.make_int8_copy(
+        out, float32_signature=float32_signature, train=tokenized["train"],
+        validation=tokenized["validation"], test=tokenized.get("test"),
+        threshold=threshold, seed=settings.seed,
+        float32_accuracy=float32_accuracy,
+        max_accuracy_drop=max_accuracy_drop, progress=progress)
+  except quantize.QuantizationError as e:
+    progress(f"int8: no copy ({e}); scoring keeps float32")
+    return {"offered": False, "reason": str(e)}, by_precision
+  return copy.to_dict(), {**by_precision, **measured}
+
+
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
                      text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
@@ -141,6 +173,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      progress: Callable[[str], None] = print,
                      log_every_steps: int = 20,
                      restore_best: bool = True,
+                     int8: bool = True,
+                     int8_max_accuracy_drop: float = contract.INT8_MAX_ACCURACY_DROP,
                      on_checkpoint: Optional[Callable[[], None]] = None) -> dict:
   """Trains, evaluates and exports; returns the model card (as written).
 
@@ -149,7 +183,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   run over unlabelled reviews, or several over the same reviews (an
   ensemble teacher): the confident rows join the training split
   (self-training). `on_checkpoint` runs after each checkpoint is written
-  (`runtime.state_mirror`).
+  (`runtime.state_mirror`). `int8`: also make the int8 copy
+  (`train.quantize`), offered if its validation accuracy is at most
+  `int8_max_accuracy_drop` below float32's.
   """
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -302,6 +338,11 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   files_sha256 = {name: sha256_of(out / contract.SAVED_MODEL_DIR / name)
                   for name in contract.CHECKED_FILES}
 
+  int8_record, accuracy_by_precision = _int8_copy_and_accuracies(
+      out, settings=settings, metrics=metrics, tokenized=tokenized,
+      threshold=threshold, signatures=module.signatures(), wanted=int8,
+      max_accuracy_drop=int8_max_accuracy_drop, progress=progress)
+
   exported = state["history"][trainer.exported_epoch - 1]
   metrics = {"train": {"accuracy": exported["accuracy"],
                        "loss": exported["loss"], "epoch": exported["epoch"]},
@@ -357,6 +398,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
             "pseudo_labels": pseudo.summary if pseudo is not None else None},
       reload_check_max_difference=reload_difference,
       versions=_versions(),
+      int8=int8_record,
+      accuracy_by_precision=accuracy_by_precision,
   ).to_dict()
   # Written last: a model directory with a card is a finished one.
   write_json(out / contract.MODEL_CARD_FILE, card)

@@ -160,7 +160,7 @@ def predict_logits(logits_fn, data: TokenizedReviews, *, batch_size: int = 64,
   for start in range(0, len(order), batch_size):
     rows = order[start:start + batch_size]
     word_ids, mask = _batch_inputs(data, rows)
-    batch = logits_fn(word_ids, mask).numpy()
+    batch = np.asarray(logits_fn(word_ids, mask))
     if logits is None:
       logits = np.empty((len(data),) + batch.shape[1:], np.float32)
     logits[rows] = batch

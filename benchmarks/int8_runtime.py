@@ -1,0 +1,325 @@
+"""The engines a model can score in, side by side on this CPU, in one run.
+
+    python benchmarks/int8_runtime.py --model models/quick [--reviews 2000]
+        [--passes 2] [--end-to-end 2000]
+    python benchmarks/int8_runtime.py --tables    # docs/engines.md only
+
+Model call alone, the same token ids (the model's own tokenizer) in the same
+length-sorted batches of the pipeline's default size, each engine warmed up
+on one batch, then --passes timed passes with the engines' order rotated
+each pass (a change in the machine's speed hits them all):
+
+  tensorflow-float32  the SavedModel's float32 classify signature: what
+                      `--precision float32` scores with;
+  tensorflow-bfloat16 its bfloat16 signature, where the CPU computes
+                      bfloat16 natively (emulated elsewhere: not run);
+  openvino-float32    that float32 signature converted to OpenVINO here;
+  openvino-int8       the model's int8 copy (`reviewscore train` makes it).
+
+Each engine's accuracy on those reviews and its agreement with
+tensorflow-float32 are reported beside its speed. With --end-to-end N,
+whole `reviewscore score` processes on N test reviews written as Parquet,
+alternated --passes times: every default (auto) against --precision float32
+and --precision int8, reading, tokenizing and writing included.
+
+Records the CPU (model, family, flags that matter) and TensorFlow's matmul
+peaks beside the results in benchmarks/results/int8_runtime-<cpu>.json:
+results from different CPUs are kept apart.
+"""
+import argparse
+import datetime
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parent.parent
+if str(REPO) not in sys.path:
+  sys.path.insert(0, str(REPO))
+
+from benchmarks import throughput  # noqa: E402
+from pipeline.settings import DEFAULTS as PIPELINE_DEFAULTS  # noqa: E402
+from runtime.hardware import (INT8_DOT_PRODUCT_FLAGS,  # noqa: E402
+                              NATIVE_BFLOAT16_FLAGS, cpu_flags)
+from schemas import model_dir as contract  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results"
+BATCH = PIPELINE_DEFAULTS["max_batch_size"]
+FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
+                     "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
+                     "amx_tile")
+REFERENCE = "tensorflow-float32"
+
+
+def machine() -> dict:
+  """The CPU as /proc/cpuinfo names it, with the flags that decide speed."""
+  info = {}
+  try:
+    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+      for line in f:
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key in ("model name", "cpu family", "model", "stepping") and \
+            key not in info:
+          info[key] = value.strip()
+  except OSError:
+    pass
+  flags = cpu_flags()
+  return {"cpu": info.get("model name", ""),
+          "cpu_family": info.get("cpu family"), "cpu_model": info.get("model"),
+          "cores": os.cpu_count(),
+          "flags": sorted(f for f in FLAGS_OF_INTEREST if f in flags),
+          "native_bfloat16": any(f in flags for f in NATIVE_BFLOAT16_FLAGS),
+          "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT_FLAGS)}
+
+
+def cpu_slug(info: dict) -> str:
+  """A file-name-safe name of the CPU class: vendor, family, model."""
+  vendor = "amd" if "AMD" in info["cpu"] else (
+      "intel" if "Intel" in info["cpu"] else "cpu")
+  return f"{vendor}-family{info['cpu_family']}-model{info['cpu_model']}"
+
+
+def length_sorted_batches(tokens, batch=BATCH):
+  from pipeline.model_handler import pad_batch
+  order = np.argsort([len(t) for t in tokens], kind="stable")
+  return [(rows, *pad_batch([tokens[i] for i in rows]))
+          for rows in (order[s:s + batch] for s in range(0, len(order), batch))]
+
+
+def engines(model_dir: pathlib.Path, card: contract.ModelCard, native_bf16):
+  """name -> (ids, mask) -> probability/label outputs; with skipped ones."""
+  from engines import openvino_classifier as engine
+  from pipeline.scoring_model import acquire_model
+  saved = acquire_model(str(model_dir / contract.SAVED_MODEL_DIR))
+  found, skipped = {}, {}
+  for precision in ("float32", "bfloat16"):
+    if precision not in card.precisions:
+      skipped[f"tensorflow-{precision}"] = "the model has no such signature"
+    elif precision == "bfloat16" and not native_bf16:
+      skipped["tensorflow-bfloat16"] = "emulated on this CPU"
+    else:
+      signature = card.classify_signature(precision)
+      found[f"tensorflow-{precision}"] = (
+          lambda ids, mask, s=signature: saved.classify(s, ids, mask))
+  converted = engine.Classifier(engine.convert_signature(
+      str(model_dir / contract.SAVED_MODEL_DIR),
+      card.classify_signature("float32")))
+  found["openvino-float32"] = converted.classify
+  if card.int8_copy is None:
+    skipped["openvino-int8"] = "the model offers no int8 copy"
+  else:
+    found["openvino-int8"] = engine.Classifier(
+        model_dir / contract.INT8_COPY_DIR / contract.INT8_MODEL_FILE).classify
+  return saved, found, skipped
+
+
+def model_call_pass(fn, batches, n):
+  labels = np.empty(n, np.int32)
+  start = time.perf_counter()
+  for rows, ids, mask in batches:
+    labels[rows] = fn(ids, mask)[contract.OUTPUT_LABEL_ID]
+  return time.perf_counter() - start, labels
+
+
+def end_to_end(model_dir, parquet, passes, log, *, int8: bool):
+  """Whole `reviewscore score` processes, alternated."""
+  variants = {"auto": [], "float32": ["--precision", "float32"]}
+  if int8:
+    variants["int8"] = ["--precision", "int8"]
+  seconds = {name: [] for name in variants}
+  chosen = {}
+  reviewscore = pathlib.Path(sys.executable).parent / "reviewscore"
+  with tempfile.TemporaryDirectory() as tmp:
+    for attempt in range(passes):
+      for name, extra in variants.items():
+        out = pathlib.Path(tmp) / f"{name}-{attempt}"
+        start = time.perf_counter()
+        subprocess.run([str(reviewscore), "score", "--input", str(parquet),
+                        "--model", str(model_dir), "--output", str(out),
+                        *extra], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
+        seconds[name].append(time.perf_counter() - start)
+        manifest = json.loads(pathlib.Path(f"{out}-manifest.json").read_text())
+        chosen[name] = manifest["model"]["precision"].get(
+            "why", manifest["model"]["precision"]["used"])
+        log(f"  end to end {name}: {seconds[name][-1]:.1f}s ({chosen[name]})")
+  return {name: {"seconds": s, "best_s": min(s), "precision": chosen[name]}
+          for name, s in seconds.items()}
+
+
+def render(reports) -> str:
+  """docs/engines.md: one section per CPU, from the raw results."""
+  lines = ["# Engines by CPU", "",
+           "Generated by `python benchmarks/int8_runtime.py --tables` from "
+           "`benchmarks/results/int8_runtime-*.json`; measured by "
+           "`python benchmarks/int8_runtime.py --model MODEL --end-to-end N` "
+           "(one run per CPU: figures from different CPUs are never compared).",
+           ""]
+  for report in reports:
+    info = report["machine"]
+    model = report["model"]
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in
+                      report["matmul_peaks_gflops"].items())
+    lines += [f"## {info['cpu']} (family {info['cpu_family']}, model "
+              f"{info['cpu_model']}), {report['date']}", "",
+              f"Flags: {' '.join(info['flags']) or 'none of interest'}; "
+              f"TensorFlow matmul peaks (GFLOP/s): {peaks}. Model: "
+              f"seq_length {model['seq_length']}, fingerprint "
+              f"{model['fingerprint'][:12]}.", ""]
+    lines += [f"Model call alone: {report['reviews']:,} test reviews "
+              f"({report['mean_tokens']:.0f} tokens on average), the same "
+              f"token ids in length-sorted batches of {report['batch_size']}, "
+              f"best of {report['passes']} passes.", "",
+              "| engine | reviews/s | × tensorflow-float32 | accuracy | same "
+              "decisions as tensorflow-float32 |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for name, row in report["model_call"].items():
+      agree = row.get("agreement_with_float32")
+      lines.append(f"| {name} | {row['reviews_per_s']:.1f} | "
+                   f"{row['ratio_to_tensorflow_float32']:.2f} | "
+                   f"{row['accuracy'] * 100:.2f}% | "
+                   + (f"{agree * 100:.1f}% |" if agree is not None else "— |"))
+    for name, why in report.get("skipped", {}).items():
+      lines.append(f"| {name} | not run: {why} | | | |")
+    e2e = report.get("end_to_end")
+    if e2e:
+      n = e2e["reviews"]
+      lines += ["", f"`reviewscore score` as a whole process on {n:,} test "
+                "reviews (Parquet in and out), best of the alternated passes:",
+                "", "| options | seconds | reviews/s | × `--precision float32` "
+                "| precision the worker used |", "| --- | ---: | ---: | ---: | --- |"]
+      for name in ("auto", "float32", "int8"):
+        if name not in e2e:
+          continue
+        run = e2e[name]
+        options = "every default" if name == "auto" else f"--precision {name}"
+        chosen = "; ".join(run["precision"]) if isinstance(
+            run["precision"], list) else run["precision"]
+        lines.append(f"| {options} | {run['best_s']:.1f} | "
+                     f"{n / run['best_s']:.1f} | "
+                     f"{run['speedup_over_float32']:.2f} | {chosen} |")
+    lines.append("")
+  return "\n".join(lines)
+
+
+def write_tables(results=RESULTS, doc=REPO / "docs" / "engines.md") -> None:
+  reports = [json.loads(path.read_text()) for path in
+             sorted(results.glob("int8_runtime-*.json"))]
+  doc.write_text(render(reports))
+
+
+def main(argv=None):
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--model", type=pathlib.Path)
+  parser.add_argument("--tables", action="store_true",
+                      help="only write docs/engines.md from the results")
+  parser.add_argument("--data-dir", type=pathlib.Path,
+                      default=throughput.DATA_DIR)
+  parser.add_argument("--reviews", type=int, default=2000)
+  parser.add_argument("--passes", type=int, default=2)
+  parser.add_argument("--end-to-end", type=int, default=0, metavar="N")
+  parser.add_argument("--out", type=pathlib.Path, default=None)
+  args = parser.parse_args(argv)
+  if args.tables:
+    write_tables()
+    return
+  if args.model is None:
+    parser.error("--model is required")
+
+  def log(line):
+    print(line, flush=True)
+
+  from pipeline.model_card import load_model_card
+  card = load_model_card(str(args.model))
+  info = machine()
+  log(f"CPU: {info['cpu']} (family {info['cpu_family']}, model "
+      f"{info['cpu_model']}), flags {' '.join(info['flags'])}")
+  peaks = throughput.tf_matmul_peaks(n=2048, reps=3)
+  log("TensorFlow matmul peaks (GFLOP/s): " +
+      ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+  # Whole processes first: this one's engines, once loaded, keep threads
+  # that would take CPU from them.
+  end_to_end_report = None
+  if args.end_to_end:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    ids, texts, labels = throughput.sample_reviews(args.end_to_end,
+                                                   data_dir=args.data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+      parquet = pathlib.Path(tmp) / "reviews.parquet"
+      pq.write_table(pa.table({"review_id": ids, "text": texts,
+                               "label": labels}), parquet)
+      log(f"\nend to end: `reviewscore score` on {len(texts)} reviews")
+      runs = end_to_end(args.model, parquet, args.passes, log,
+                        int8=card.int8_copy is not None)
+    for name, run in runs.items():
+      run["speedup_over_float32"] = runs["float32"]["best_s"] / run["best_s"]
+      log(f"{name}: {len(texts) / run['best_s']:.1f} reviews/s whole process, "
+          f"{run['speedup_over_float32']:.2f}x --precision float32")
+    end_to_end_report = {"reviews": len(texts), **runs}
+  ids, texts, labels = throughput.sample_reviews(args.reviews,
+                                                 data_dir=args.data_dir)
+  saved, found, skipped = engines(args.model, card, info["native_bfloat16"])
+  token_ids = []
+  for start in range(0, len(texts), 256):
+    batch_ids, batch_counts = saved.tokenize(texts[start:start + 256])
+    token_ids += [row[:int(n)] for row, n in zip(batch_ids, batch_counts)]
+  batches = length_sorted_batches(token_ids)
+  mean_tokens = float(np.mean([len(t) for t in token_ids]))
+  log(f"{len(texts)} reviews, {mean_tokens:.0f} tokens on average "
+      f"(seq_length {card.seq_length}), batches of {BATCH}; "
+      f"skipped: {skipped or 'none'}")
+  for fn in found.values():  # warm-up: first-call compilation
+    fn(*batches[len(batches) // 2][1:])
+  times = {name: [] for name in found}
+  decisions = {}
+  names = list(found)
+  for attempt in range(args.passes):
+    order = names[attempt % len(names):] + names[:attempt % len(names)]
+    for name in order:
+      seconds, decided = model_call_pass(found[name], batches, len(texts))
+      times[name].append(seconds)
+      decisions[name] = decided
+      log(f"  pass {attempt + 1} {name}: {len(texts) / seconds:.1f} reviews/s")
+  reference = decisions.get(REFERENCE)
+  rows = {}
+  for name in names:
+    best = min(times[name])
+    rows[name] = {
+        "reviews_per_s": len(texts) / best,
+        "seconds": times[name],
+        "accuracy": float(np.mean(decisions[name] == labels)),
+        "agreement_with_float32": (float(np.mean(decisions[name] == reference))
+                                   if reference is not None else None)}
+  base = rows.get(REFERENCE, {}).get("reviews_per_s")
+  log(f"\n{'engine':22} {'reviews/s':>10} {'x tf-f32':>9} {'accuracy':>9} "
+      f"{'agree':>7}")
+  for name, row in rows.items():
+    ratio = row["reviews_per_s"] / base if base else float("nan")
+    row["ratio_to_tensorflow_float32"] = ratio
+    log(f"{name:22} {row['reviews_per_s']:10.1f} {ratio:9.2f} "
+        f"{row['accuracy']:9.4f} {row['agreement_with_float32'] or 0:7.4f}")
+  report = {
+      "benchmark": "int8_runtime", "date": datetime.date.today().isoformat(),
+      "machine": info, "matmul_peaks_gflops": peaks,
+      "model": {"dir": str(args.model), "fingerprint": card.model_fingerprint,
+                "seq_length": card.seq_length, "int8": card.int8},
+      "reviews": len(texts), "mean_tokens": mean_tokens, "batch_size": BATCH,
+      "passes": args.passes, "model_call": rows, "skipped": skipped}
+  if end_to_end_report:
+    report["end_to_end"] = end_to_end_report
+  out = args.out or RESULTS / f"int8_runtime-{cpu_slug(info)}.json"
+  out.write_text(json.dumps(report, indent=2) + "\n")
+  log(f"wrote {out}")
+  if args.out is None:
+    write_tables()
+
+
+if __name__ == "__main__":
+  main()

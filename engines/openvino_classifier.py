@@ -1,0 +1,135 @@
+"""OpenVINO: the engine of a model's int8 copy, for both halves.
+
+Training converts the SavedModel's float32 classify signature to OpenVINO's
+format and quantizes it (`train.quantize`); scoring workers compile the copy
+once per process and call it from any of their threads. Nothing here imports
+OpenVINO until a function is called, so commands that never touch the copy
+never load it.
+"""
+import hashlib
+import os
+import tempfile
+import threading
+from typing import Dict, Optional
+
+import numpy as np
+
+from schemas import model_dir as contract
+
+RUNTIME_NAME = "openvino"
+DEVICE = "CPU"
+
+
+class CopyError(Exception):
+  """The int8 copy is missing or not the one the card describes."""
+
+
+def version() -> str:
+  """The installed OpenVINO release, e.g. 2026.4.1."""
+  from importlib import metadata
+  return metadata.version("openvino")
+
+
+def sha256_of(path: str) -> str:
+  digest = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
+def check_files(copy_dir: str, expected: Dict[str, str]) -> None:
+  """Every file of the copy is there with the sha256 the card records."""
+  for name, digest in sorted(expected.items()):
+    path = os.path.join(copy_dir, name)
+    if not os.path.isfile(path):
+      raise CopyError(f"{path}: missing (the model card lists it as part of "
+                      "its int8 copy)")
+    actual = sha256_of(path)
+    if actual != digest:
+      raise CopyError(f"{path}: changed since it was made (sha256 "
+                      f"{actual[:12]}, the model card says {digest[:12]}); "
+                      "refusing to score with it")
+
+
+def convert_signature(saved_model_dir: str, signature: str):
+  """The SavedModel's classify signature as an OpenVINO model (float32)."""
+  import openvino as ov
+  import tensorflow as tf
+
+  from runtime import text_ops
+  text_ops.register_text_ops()  # the SavedModel's tokenizer ops
+  module = tf.saved_model.load(saved_model_dir)
+  model = ov.convert_model(module.signatures[signature])
+  # The converted model's weights point into TensorFlow's tensors, which
+  # go when `module` does: written out and read back, they are its own.
+  with tempfile.TemporaryDirectory(prefix="reviewscore-convert-") as tmp:
+    xml = os.path.join(tmp, "model.xml")
+    save(model, xml)
+    del model, module
+    # Read into memory, not mapped: the files go with the folder.
+    model = ov.Core().read_model(xml, config={"ENABLE_MMAP": False})
+  # Outputs by the signature's names, whatever names conversion gave them.
+  for output in model.outputs:
+    names = output.get_names()
+    wanted = [n for n in names if n in _CLASSIFY_OUTPUTS]
+    if wanted:
+      output.set_names({wanted[0]})
+  return model
+
+
+_CLASSIFY_OUTPUTS = (contract.OUTPUT_LOGITS, contract.OUTPUT_PROBABILITY,
+                     contract.OUTPUT_PROBABILITIES, contract.OUTPUT_LABEL_ID)
+
+
+def save(model, xml_path: str) -> None:
+  """Writes model.xml + model.bin, weights as they are (no float16 cast)."""
+  import openvino as ov
+  ov.save_model(model, xml_path, compress_to_fp16=False)
+
+
+def compile_options(threads: Optional[int] = None) -> Dict[str, str]:
+  """float32 wherever the model is not int8: the same numbers on every CPU
+  (OpenVINO would otherwise compute in bfloat16 where the CPU has it)."""
+  options = {"INFERENCE_PRECISION_HINT": "f32",
+             "PERFORMANCE_HINT": "LATENCY"}
+  if threads:
+    options["INFERENCE_NUM_THREADS"] = str(threads)
+  return options
+
+
+class Classifier:
+  """A compiled classify model: token ids and mask in, the signature's
+  outputs out. One compiled model per process, one infer request per thread
+  (a request is not safe to share between threads)."""
+
+  def __init__(self, model, *, threads: Optional[int] = None):
+    import openvino as ov
+    core = ov.Core()
+    if isinstance(model, (str, os.PathLike)):
+      model = core.read_model(os.fspath(model))
+    self.compiled = core.compile_model(model, DEVICE, compile_options(threads))
+    self._outputs = [(port, _name_of(port)) for port in self.compiled.outputs]
+    self._local = threading.local()
+
+  def _request(self):
+    request = getattr(self._local, "request", None)
+    if request is None:
+      request = self._local.request = self.compiled.create_infer_request()
+    return request
+
+  def classify(self, word_ids: np.ndarray, mask: np.ndarray
+               ) -> Dict[str, np.ndarray]:
+    request = self._request()
+    results = request.infer({contract.TOKEN_IDS: np.asarray(word_ids, np.int32),
+                             contract.TOKEN_MASK: np.asarray(mask, np.int32)})
+    return {name: np.array(results[port]) for port, name in self._outputs
+            if name}
+
+
+def _name_of(port) -> Optional[str]:
+  names = port.get_names()
+  for name in _CLASSIFY_OUTPUTS:
+    if name in names:
+      return name
+  return None

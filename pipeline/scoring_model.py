@@ -1,0 +1,146 @@
+"""The model as a scoring worker holds it: loaded once per process, shared by
+its threads, computing in the precision chosen for this worker.
+
+The SavedModel (TensorFlow) is always loaded: it tokenizes, and it computes
+float32 and bfloat16. Where the worker scores in int8, the model directory's
+int8 copy is checked against its card and compiled by OpenVINO beside it.
+Both go through module-level `shared.Shared` handles, so the Tokenize step
+and RunInference of one process hold one copy of each.
+"""
+import logging
+import threading
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+from apache_beam.utils import shared
+
+from runtime import quiet, text_ops
+from runtime.filesystems import local_copy
+from runtime.hardware import INT8, choose_precision
+from schemas import model_dir as contract
+
+_MODELS = shared.Shared()
+_INT8_COPIES = shared.Shared()
+_TF_CONFIGURED = threading.Lock()
+_tf_configured = False
+_LOGGED_CHOICES = set()
+worker_log = logging.getLogger("reviewscore.worker")
+# The classify outputs a scored row is made of (probabilities: 3+ classes).
+SCORED_OUTPUTS = (contract.OUTPUT_PROBABILITY, contract.OUTPUT_LABEL_ID,
+                  contract.OUTPUT_PROBABILITIES)
+
+
+def _configure_tensorflow():
+  """GPU memory growth before TensorFlow touches the GPU, once per process."""
+  global _tf_configured
+  with _TF_CONFIGURED:
+    if _tf_configured:
+      return
+    tf = quiet.import_tensorflow(keras=False)
+    for gpu in tf.config.list_physical_devices("GPU"):
+      try:
+        # Without it TensorFlow takes the whole GPU at the first op, and a
+        # second process (or the tokenizer's) on the worker then fails.
+        tf.config.experimental.set_memory_growth(gpu, True)
+      except RuntimeError:  # already initialised by someone else: keep going
+        logging.warning("could not enable memory growth on %s", gpu.name)
+    _tf_configured = True
+
+
+class LoadedSavedModel:
+  """The loaded SavedModel with the signatures we call (weak-referenceable)."""
+
+  def __init__(self, saved_model_dir: str):
+    _configure_tensorflow()
+    import tensorflow as tf
+    text_ops.register_text_ops()  # the tokenizer's WordPiece ops
+    self.path = saved_model_dir
+    self.module = tf.saved_model.load(saved_model_dir)
+    self.signatures = self.module.signatures
+    self.has_gpu = bool(tf.config.list_physical_devices("GPU"))
+
+  def tokenize(self, texts: Sequence[str]):
+    import tensorflow as tf
+    out = self.signatures[contract.TOKENIZE_SIGNATURE](
+        **{contract.TEXT_INPUT: tf.constant(list(texts), tf.string)})
+    return out[contract.TOKEN_IDS].numpy(), out[contract.NUM_TOKENS].numpy()
+
+  def classify(self, signature: str, word_ids: np.ndarray, mask: np.ndarray):
+    import tensorflow as tf
+    out = self.signatures[signature](
+        **{contract.TOKEN_IDS: tf.constant(word_ids, tf.int32),
+           contract.TOKEN_MASK: tf.constant(mask, tf.int32)})
+    return {name: out[name].numpy() for name in SCORED_OUTPUTS if name in out}
+
+
+def acquire_model(saved_model_dir: str) -> LoadedSavedModel:
+  """The process's shared copy of the SavedModel (loaded on first use)."""
+  start = time.time()
+  model = _MODELS.acquire(
+      lambda: LoadedSavedModel(local_copy(saved_model_dir)), tag=saved_model_dir)
+  logging.info("model %s ready in %.1fs", saved_model_dir, time.time() - start)
+  return model
+
+
+class _Int8Copy:
+  """A checked, compiled int8 copy (weak-referenceable for `shared`)."""
+
+  def __init__(self, copy_dir: str, files_sha256: Dict[str, str]):
+    from engines import openvino_classifier as engine
+    local = local_copy(copy_dir)
+    engine.check_files(local, files_sha256)
+    self.classifier = engine.Classifier(
+        f"{local.rstrip('/')}/{contract.INT8_MODEL_FILE}")
+
+  def classify(self, word_ids: np.ndarray, mask: np.ndarray):
+    out = self.classifier.classify(word_ids, mask)
+    return {name: out[name] for name in SCORED_OUTPUTS if name in out}
+
+
+def acquire_int8_copy(copy_dir: str, files_sha256: Dict[str, str]) -> _Int8Copy:
+  """The process's shared, sha256-checked int8 copy."""
+  return _INT8_COPIES.acquire(lambda: _Int8Copy(copy_dir, files_sha256),
+                              tag=copy_dir)
+
+
+class ScoringModel:
+  """What RunInference holds on a worker: the SavedModel, the int8 copy
+  where this worker scores in int8, and the precision it chose (once, when
+  it loaded the model: `auto` follows the worker's hardware, not the
+  launcher's)."""
+
+  def __init__(self, saved_model: LoadedSavedModel, precision: str, why: str,
+               signature: Optional[str], int8_copy: Optional[_Int8Copy]):
+    self.saved_model = saved_model
+    self.precision = precision
+    self.why = why
+    self._signature = signature
+    self._int8_copy = int8_copy
+
+  def classify(self, word_ids: np.ndarray, mask: np.ndarray):
+    if self._int8_copy is not None:
+      return self._int8_copy.classify(word_ids, mask)
+    return self.saved_model.classify(self._signature, word_ids, mask)
+
+
+def load_scoring_model(saved_model_dir: str, *, requested: str,
+                       signatures: Dict[str, str],
+                       int8_copy_dir: Optional[str] = None,
+                       int8_files_sha256: Optional[Dict[str, str]] = None
+                       ) -> ScoringModel:
+  """The worker's model, in the precision chosen for it, with the choice
+  and its reason logged once per process."""
+  saved_model = acquire_model(saved_model_dir)
+  precision, why = choose_precision(requested, available=signatures,
+                                    has_gpu=saved_model.has_gpu)
+  key = (saved_model_dir, precision)
+  if key not in _LOGGED_CHOICES:  # once per worker process
+    _LOGGED_CHOICES.add(key)
+    worker_log.info("scoring in %s (%s)", precision, why)
+  if precision == INT8:
+    if int8_copy_dir is None:
+      raise ValueError("int8 chosen but the model offers no int8 copy")
+    return ScoringModel(saved_model, precision, why, None,
+                        acquire_int8_copy(int8_copy_dir, int8_files_sha256 or {}))
+  return ScoringModel(saved_model, precision, why, signatures[precision], None)
