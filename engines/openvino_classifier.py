@@ -83,8 +83,17 @@ _CLASSIFY_OUTPUTS = (contract.OUTPUT_LOGITS, contract.OUTPUT_PROBABILITY,
 
 
 def save(model, xml_path: str) -> None:
-  """Writes model.xml + model.bin, weights as they are (no float16 cast)."""
+  """Writes model.xml + model.bin, weights as they are (no float16 cast).
+
+  OpenVINO numbers the nodes it makes with a counter that runs on through
+  the process: the nodes are renamed by their place in the graph, so the
+  same model writes the same bytes however many were made before it.
+  Inputs and outputs keep their names (callers bind by them).
+  """
   import openvino as ov
+  for index, op in enumerate(model.get_ordered_ops()):
+    if op.get_type_name() not in ("Parameter", "Result"):
+      op.set_friendly_name(f"{op.get_type_name()}_{index}")
   ov.save_model(model, xml_path, compress_to_fp16=False)
 
 

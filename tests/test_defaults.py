@@ -176,8 +176,10 @@ def test_scoring_precision_is_chosen_by_the_worker(
   _, float32 = scores("f32", "--precision=float32")
   monkeypatch.setattr(hardware, "cpu_flags", lambda *a: flags)
   manifest, auto = scores("auto")
-  assert manifest["model"]["precision"] == {"requested": "auto",
-                                            "used": [expected]}
+  precision = manifest["model"]["precision"]
+  assert precision["requested"] == "auto" and precision["used"] == [expected]
+  assert len(precision["why"]) == 1
+  assert precision["why"][0].startswith(f"{expected}: auto: ")
   difference = np.abs(auto - float32).max()
   if expected == "float32":
     assert difference <= 1e-6

@@ -70,17 +70,21 @@ def test_int8_scores_agree_with_float32(tiny_int8_model_dir, imdb_dir):
   texts = pq.read_table(imdb_dir / "test.parquet", columns=["text"]).slice(
       0, 64)["text"].to_pylist()
   model, (ids, mask) = _tokenized(tiny_model_dir, texts)
-  float32 = model.classify(contract.classify_signature_for("float32"), ids, mask)
+  import tensorflow as tf
+  float32 = model.signatures[contract.classify_signature_for("float32")](
+      **{contract.TOKEN_IDS: tf.constant(ids), contract.TOKEN_MASK:
+         tf.constant(mask)})[contract.OUTPUT_LOGITS].numpy()
   int8 = Classifier(tiny_model_dir / contract.INT8_COPY_DIR /
-                    contract.INT8_MODEL_FILE).classify(ids, mask)
-  agree = np.mean(int8[contract.OUTPUT_LABEL_ID] ==
-                  float32[contract.OUTPUT_LABEL_ID])
-  assert agree >= 0.9, agree
-  assert np.max(np.abs(int8[contract.OUTPUT_PROBABILITY] -
-                       float32[contract.OUTPUT_PROBABILITY])) < 0.25
+                    contract.INT8_MODEL_FILE).classify(ids, mask)[
+                        contract.OUTPUT_LOGITS]
+  # The tiny model's logits sit within about ±0.5 of each other, so its
+  # decisions near the threshold flip with any rounding (the real model's
+  # agreement is measured in benchmarks/int8_runtime.py: 98.8%); the
+  # logits must still follow float32's. Weights read from freed memory
+  # (as a converter bug once gave) correlate near 0.
+  assert np.corrcoef(float32, int8)[0, 1] > 0.85
   # Not float32 under another name: quantization changed the numbers.
-  assert not np.array_equal(int8[contract.OUTPUT_PROBABILITY],
-                            float32[contract.OUTPUT_PROBABILITY])
+  assert not np.allclose(float32, int8, atol=1e-4)
 
 
 def test_quantization_is_deterministic_and_the_guard_refuses(
@@ -100,31 +104,24 @@ def test_quantization_is_deterministic_and_the_guard_refuses(
     ids[row, 0], ids[row, n - 1] = 101, 102
   labels = (np.arange(48) % 2).astype(np.int32)
   reviews = TokenizedReviews(ids, lengths, labels)
-  made = make_int8_copy(model_dir, float32_signature=contract.
-                        classify_signature_for("float32"), train=reviews,
-                        validation=reviews, test=None, threshold=0.5, seed=1,
-                        progress=lambda line: None)[0]
-  assert made.offered or made.reason, made
-  again = make_int8_copy(model_dir, float32_signature=contract.
-                         classify_signature_for("float32"), train=reviews,
-                         validation=reviews, test=None, threshold=0.5, seed=1,
-                         max_accuracy_drop=-1.0, progress=lambda line: None)[0]
-  assert again.offered is False
-  assert "below float32" in again.reason
+
+  def make(max_accuracy_drop):
+    return make_int8_copy(
+        model_dir, float32_signature=contract.classify_signature_for("float32"),
+        train=reviews, validation=reviews, test=None, threshold=0.5, seed=1,
+        max_accuracy_drop=max_accuracy_drop, progress=lambda line: None)[0]
+
+  refused = make(-1.0)  # int8 would have to beat float32 by a point
+  assert refused.offered is False
+  assert "below float32" in refused.reason
   assert not (model_dir / contract.INT8_COPY_DIR).exists()
   assert not (model_dir / (contract.INT8_COPY_DIR + ".partial")).exists()
-  # Deterministic: the int8 copy the tiny model was trained with is made
-  # again from the same reviews, byte for byte.
-  first = make_int8_copy(model_dir, float32_signature=contract.
-                         classify_signature_for("float32"), train=reviews,
-                         validation=reviews, test=None, threshold=0.5, seed=1,
-                         max_accuracy_drop=1.0, progress=lambda line: None)[0]
+  # Deterministic: made twice from the same reviews, byte for byte (the
+  # process's node counter, which OpenVINO runs on between models, too).
+  first = make(1.0)
   bytes_first = {name: (model_dir / contract.INT8_COPY_DIR / name).read_bytes()
                  for name in contract.INT8_FILES}
-  second = make_int8_copy(model_dir, float32_signature=contract.
-                          classify_signature_for("float32"), train=reviews,
-                          validation=reviews, test=None, threshold=0.5, seed=1,
-                          max_accuracy_drop=1.0, progress=lambda line: None)[0]
+  second = make(1.0)
   assert first.offered and second.offered
   assert first.files_sha256 == second.files_sha256
   assert first.calibration == second.calibration
@@ -185,10 +182,13 @@ def test_score_in_int8_end_to_end_agrees_with_float32(
     table = pq.read_table([str(p) for p in
                            sorted(out.parent.glob("scores-*.parquet"))])
     runs[precision] = dict(zip(table["review_id"].to_pylist(),
-                               table["label_id"].to_pylist(), strict=True))
+                               table["score"].to_pylist(), strict=True))
   assert runs["int8"].keys() == runs["float32"].keys()
-  agree = np.mean([runs["int8"][k] == runs["float32"][k] for k in runs["int8"]])
-  assert agree >= 0.9, agree
+  ids = sorted(runs["int8"])
+  int8 = [runs["int8"][k] for k in ids]
+  float32 = [runs["float32"][k] for k in ids]
+  assert np.corrcoef(int8, float32)[0, 1] > 0.85
+  assert int8 != float32
 
 
 def pathlib_of(prefix, suffix):
@@ -234,6 +234,26 @@ def test_the_worker_checks_the_copy_it_loads(tiny_int8_model_dir, tmp_path):
   xml.write_text(xml.read_text().replace("<net", "<net ", 1))
   with pytest.raises(CopyError, match=r"classify_tokens_int8\.xml: changed"):
     check_files(str(copy), card["int8"]["files_sha256"])
+
+
+def test_auto_takes_the_copy_on_a_worker_with_vnni(
+    tiny_int8_model_dir, reviews_parquet, tmp_path, monkeypatch):
+  """The worker's CPU decides, not the launcher's card: with VNNI in the
+  worker's flags auto scores in int8 and says why; without, float32."""
+  from pipeline.run import run
+  from runtime import hardware
+  for flags, expected in ((ICE_LAKE_FLAGS, "int8"), (ZEN3_FLAGS, "float32")):
+    monkeypatch.setattr(hardware, "cpu_flags", lambda *a, f=flags: frozenset(f))
+    result = run([f"--input={reviews_parquet}",
+                  f"--model={tiny_int8_model_dir}",
+                  f"--output={tmp_path / expected / 'scores'}"],
+                 save_main_session=False, echo=lambda m: None)
+    manifest = json.loads(open(result.manifest_path).read())
+    assert manifest["model"]["precision"]["used"] == [expected]
+    why = manifest["model"]["precision"]["why"][0]
+    assert why.startswith(f"{expected}: auto: ")
+    assert ("avx512_vnni" in why) == (expected == "int8")
+    assert manifest["counts"]["scored"] == 48
 
 
 def test_int8_asked_of_a_model_without_a_copy_is_a_usage_error(
