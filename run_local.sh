@@ -80,8 +80,9 @@ counts = manifest["counts"]
 print(f"scores:       {', '.join(manifest['scores'])}")
 print(f"dead letters: {', '.join(manifest['errors'])}")
 print(f"manifest:     {sys.argv[1]}")
-print(f"precision:    {', '.join(manifest['model']['precision']['used'])} "
-      f"(asked: {manifest['model']['precision']['requested']})")
+precision = manifest["model"]["precision"]
+print(f"precision:    {'; '.join(precision.get('why') or precision['used'])} "
+      f"(asked: {precision['requested']})")
 print(f"counts:       read {counts['read']:,} = scored {counts['scored']:,} "
       f"+ dead-lettered {counts['dead_lettered']:,} "
       f"{counts['dead_lettered_by_reason'] or ''}")

@@ -1039,7 +1039,8 @@ def _without_pytorch():
   workers that install reviewscore (no PyTorch) never pay. Beam catches the
   ImportError and goes on without that manager.
   """
-  sys.modules["torch"] = None
+  from runtime.quiet import keep_pytorch_out
+  keep_pytorch_out()
 
 
 def main(argv=None):

@@ -160,5 +160,23 @@ def keep_pytorch_out() -> None:
   the start of every scoring process that has it, for a feature we do not
   use. Beam catches the ImportError. Only for our own entry points: a
   process that already imported PyTorch keeps it.
+
+  A finder that refuses the import, not a None in sys.modules: libraries
+  that look PyTorch up there to ask whether an array is a tensor (SciPy,
+  under scikit-learn, under Keras) take None for the module and fail.
   """
-  sys.modules.setdefault("torch", None)
+  if "torch" in sys.modules or any(isinstance(finder, _RefusePyTorch)
+                                   for finder in sys.meta_path):
+    return
+  sys.meta_path.insert(0, _RefusePyTorch())
+
+
+class _RefusePyTorch:
+  """An import finder that answers `import torch` with ModuleNotFoundError."""
+
+  def find_spec(self, name, path=None, target=None):
+    if name == "torch" or name.startswith("torch."):
+      raise ModuleNotFoundError(f"No module named {name!r} (kept out of "
+                                "this process: reviewscore does not use it)",
+                                name=name)
+    return None

@@ -96,3 +96,18 @@ def test_help_and_float32_scoring_load_no_openvino_or_nncf(tiny_model_dir,
        "--precision", "float32"])
   assert "tensorflow" in modules
   assert not {"openvino", "nncf"} & modules
+
+
+def test_pytorch_kept_out_without_breaking_libraries_that_look_for_it():
+  """Catches PyTorch kept out by a None in sys.modules: SciPy (which Keras
+  imports through scikit-learn, an NNCF dependency) then fails on import,
+  as training after scoring in one process did."""
+  done = subprocess.run(
+      [sys.executable, "-c",
+       "import sys\nfrom runtime.quiet import keep_pytorch_out\n"
+       "keep_pytorch_out()\nimport apache_beam.ml.inference.base\n"
+       "import scipy.stats\n"
+       "try:\n  import torch\nexcept ImportError:\n  print('refused')\n"
+       "print('torch' in sys.modules)"],
+      capture_output=True, text=True, timeout=300)
+  assert done.stdout.split() == ["refused", "False"], done.stderr[-2000:]
