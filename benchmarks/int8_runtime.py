@@ -168,7 +168,10 @@ def render(reports) -> str:
                       report["matmul_peaks_gflops"].items())
     lines += [f"## {info['cpu']} (family {info['cpu_family']}, model "
               f"{info['cpu_model']}), {report['date']}", "",
-              f"Flags: {' '.join(info['flags']) or 'none of interest'}; "
+              f"Native bfloat16: {'yes' if info['native_bfloat16'] else 'no'}; "
+              f"int8 dot products (VNNI, AMX): "
+              f"{'yes' if info['int8_dot_product'] else 'no'}; flags: "
+              f"{' '.join(info['flags']) or 'none of interest'}; "
               f"TensorFlow matmul peaks (GFLOP/s): {peaks}. Model: "
               f"seq_length {model['seq_length']}, fingerprint "
               f"{model['fingerprint'][:12]}.", ""]

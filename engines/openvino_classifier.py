@@ -97,14 +97,10 @@ def save(model, xml_path: str) -> None:
   ov.save_model(model, xml_path, compress_to_fp16=False)
 
 
-def compile_options(threads: Optional[int] = None) -> Dict[str, str]:
-  """float32 wherever the model is not int8: the same numbers on every CPU
-  (OpenVINO would otherwise compute in bfloat16 where the CPU has it)."""
-  options = {"INFERENCE_PRECISION_HINT": "f32",
-             "PERFORMANCE_HINT": "LATENCY"}
-  if threads:
-    options["INFERENCE_NUM_THREADS"] = str(threads)
-  return options
+# float32 wherever the model is not int8: the same numbers on every CPU
+# (OpenVINO would otherwise compute in bfloat16 where the CPU has it).
+COMPILE_OPTIONS = {"INFERENCE_PRECISION_HINT": "f32",
+                   "PERFORMANCE_HINT": "LATENCY"}
 
 
 class Classifier:
@@ -112,12 +108,12 @@ class Classifier:
   outputs out. One compiled model per process, one infer request per thread
   (a request is not safe to share between threads)."""
 
-  def __init__(self, model, *, threads: Optional[int] = None):
+  def __init__(self, model):
     import openvino as ov
     core = ov.Core()
     if isinstance(model, (str, os.PathLike)):
       model = core.read_model(os.fspath(model))
-    self.compiled = core.compile_model(model, DEVICE, compile_options(threads))
+    self.compiled = core.compile_model(model, DEVICE, COMPILE_OPTIONS)
     self._outputs = [(port, _name_of(port)) for port in self.compiled.outputs]
     self._local = threading.local()
 

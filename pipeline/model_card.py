@@ -62,36 +62,37 @@ def _check_saved_model(model_dir: str, signatures) -> None:
                      f"{missing} that its model card lists")
 
 
+def _changed_file(path: str, expected: str) -> str:
+  """'' when the file's sha256 is `expected`, else what it is instead."""
+  import hashlib
+  actual = hashlib.sha256(_read_bytes(path)).hexdigest()
+  return "" if actual == expected else (
+      f"sha256 {actual[:12]}, the model card says {expected[:12]}")
+
+
 def _check_files_unchanged(model_dir: str, card: contract.ModelCard) -> None:
   """The SavedModel's graph and weights index are the ones training wrote."""
-  import hashlib
   for name, expected in (card.files_sha256 or {}).items():
     path = join_path(saved_model_path(model_dir), *name.split("/"))
-    actual = hashlib.sha256(_read_bytes(path)).hexdigest()
-    if actual != expected:
-      raise ModelError(
-          f"{path}: changed since training (sha256 {actual[:12]}, the model "
-          f"card says {expected[:12]}); refusing to score with weights the "
-          "card does not describe")
+    changed = _changed_file(path, expected)
+    if changed:
+      raise ModelError(f"{path}: changed since training ({changed}); refusing "
+                       "to score with weights the card does not describe")
 
 
 def _check_int8_copy(model_dir: str, card: contract.ModelCard) -> None:
   """The int8 copy the card offers is there, as it was made: a missing or
   altered copy stops the job here, never scores in another precision."""
-  import hashlib
   copy = card.int8_copy
-  if copy is None:
-    return
-  for name, expected in sorted(copy.files_sha256.items()):
+  for name, expected in sorted(copy.files_sha256.items() if copy else ()):
     path = join_path(int8_copy_path(model_dir), name)
     if not FileSystems.exists(path):
       raise ModelError(f"{path}: missing (the model card offers an int8 copy "
                        "with this file; `reviewscore optimize` remakes it)")
-    actual = hashlib.sha256(_read_bytes(path)).hexdigest()
-    if actual != expected:
-      raise ModelError(
-          f"{path}: changed since it was made (sha256 {actual[:12]}, the "
-          f"model card says {expected[:12]}); refusing to score with it")
+    changed = _changed_file(path, expected)
+    if changed:
+      raise ModelError(f"{path}: changed since it was made ({changed}); "
+                       "refusing to score with it")
 
 
 def load_model_card(model_dir: str, *, check_saved_model: bool = True

@@ -444,7 +444,7 @@ def test_a_handle_in_the_hub_cache_needs_no_network(tmp_path, monkeypatch):
   would fail the check; the cache folder is named as TF Hub names it."""
   handle = "https://127.0.0.1/tensorflow/bert_en_uncased_preprocess/3"
   monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
-  with pytest.raises(encoders.EncoderUnavailable):
+  with pytest.raises(encoders.EncoderUnavailable, match="cannot reach 127.0.0.1"):
     encoders.check_reachable(handle)  # not cached yet
   (tmp_path / hashlib.sha1(handle.encode()).hexdigest()).mkdir()
   encoders.check_reachable(handle)

@@ -67,11 +67,16 @@ def test_labels_that_make_no_two_classes_are_refused(values, scheme, message):
     scheme.apply(pa.chunked_array([values]), "x")
 
 
-@pytest.mark.parametrize("spec", ["neg<=2,pos>=4", "neg:<=2", "a:<=2,a:>=4",
-                                  "a:<=2,b:=3,a:>=4",
-                                  "neg:~2,pos:>=4"])
-def test_malformed_label_maps_are_refused(spec):
-  with pytest.raises(LabelError):
+_NOT_A_RULE = "is not CLASS:CONDITION"
+_ONE_CLASS = "names two or more different classes"
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("neg<=2,pos>=4", _NOT_A_RULE), ("neg:<=2", _ONE_CLASS),
+    ("a:<=2,a:>=4", _ONE_CLASS), ("a:<=2,b:=3,a:>=4", _ONE_CLASS),
+    ("neg:~2,pos:>=4", _NOT_A_RULE)])
+def test_malformed_label_maps_are_refused(spec, message):
+  with pytest.raises(LabelError, match=message):
     LabelScheme.from_options(label_map=spec)
 
 

@@ -280,7 +280,7 @@ def test_resume_after_interruption_ends_like_an_unbroken_run(
                      out=out, settings=settings, progress=stop_in_epoch_2,
                      log_every_steps=1, max_test_examples=10)
   assert not (out / "model_card.json").exists()
-  with pytest.raises(RunExists):
+  with pytest.raises(RunExists, match="already holds a training run"):
     train_and_export(data_path=small_imdb, encoder=encoder,
                      out=out, settings=settings, progress=lambda m: None)
   tf_keras.utils.set_random_seed(settings.seed + 1)

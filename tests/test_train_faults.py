@@ -17,12 +17,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
                            learning_rate=1e30, warmup_fraction=0.0,
                            checkpoint_every_steps=1)
   out = tmp_path / "diverged"
-  with pytest.raises(TrainingDiverged) as raised:
+  with pytest.raises(TrainingDiverged,
+                     match=r"(?i)(nan|inf).*--resume") as raised:
     train_and_export(data_path=crash_test_reviews, encoder=str(tiny_encoder_dir),
                      out=out, settings=settings, progress=lambda m: None)
   message = str(raised.value)
-  assert "nan" in message.lower() or "inf" in message.lower()
-  assert "--resume" in message
   state = json.loads((out / "train_state.json").read_text())
   assert not state["finished"]
   checkpoints = sorted((out / "checkpoints").glob("ckpt-*.index"))

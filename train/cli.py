@@ -269,6 +269,14 @@ def _labels_from_options(class_names, label_map):
                              else "--class-names") from None
 
 
+# Both `train` and `optimize` guard the int8 copy with it.
+_int8_max_drop = click.option(
+    "--int8-max-drop", default=INT8_MAX_ACCURACY_DROP * 100, show_default=True,
+    type=click.FloatRange(0, 100),
+    help="Accuracy points (on the validation split) the int8 copy may lose "
+    "against float32 and still be offered.")
+
+
 def _threshold(ctx, param, value):
   if value is None or value == "auto":
     return None
@@ -366,10 +374,7 @@ _DATA_HELP = ("aclImdb-style tree (train/pos, train/neg, optional test/); a "
               "(OpenVINO, calibrated on training reviews), offered to scoring "
               "only if its validation accuracy is within --int8-max-drop of "
               "float32's.")
-@click.option("--int8-max-drop", default=INT8_MAX_ACCURACY_DROP * 100,
-              show_default=True, type=click.FloatRange(0, 100),
-              help="Accuracy points (on the validation split) the int8 copy "
-              "may lose against float32 and still be offered.")
+@_int8_max_drop
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint.")
 @click.pass_context
@@ -454,10 +459,7 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
               help="The labelled reviews MODEL was trained on (as given to "
               "`train --data`): its training reviews calibrate, its "
               "validation reviews guard.")
-@click.option("--int8-max-drop", default=INT8_MAX_ACCURACY_DROP * 100,
-              show_default=True, type=click.FloatRange(0, 100),
-              help="Accuracy points (on the validation split) the int8 copy "
-              "may lose against float32 and still be offered.")
+@_int8_max_drop
 def optimize(model_dir, data_path, int8_max_drop):
   """Add an int8 copy to a trained model, offered only if it holds accuracy.
 
