@@ -1,7 +1,7 @@
 """OpenVINO: the engine of a model's int8 copy, for both halves.
 
 Training converts the SavedModel's float32 classify signature to OpenVINO's
-format and quantizes it (`train.quantize`); scoring workers compile the copy
+format and quantizes it (`train.export.quantize`); scoring workers compile the copy
 once per process and call it from any of their threads. Nothing here imports
 OpenVINO until a function is called, so commands that never touch the copy
 never load it.

@@ -7,18 +7,22 @@ and a rerun replaces the output whole.
 """
 import dataclasses
 import datetime
-import json
+import io
 import logging
-from typing import Any, Dict, List, Optional, Sequence
+from typing import List, Sequence
 
 import apache_beam as beam
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from runtime.filesystems import (is_remote, join_path, split_path,
                                   write_atomically)
+from schemas import columns as c
 from schemas import outputs
+from schemas.manifest import Counts, RunManifest
 from schemas.outputs import SHARD_TEMPLATE
 
 
@@ -98,7 +102,7 @@ class Commit(beam.DoFn):
   commit finds its shards already moved.
   """
 
-  def __init__(self, paths: OutputPaths, manifest: Dict[str, Any], *,
+  def __init__(self, paths: OutputPaths, manifest: RunManifest, *,
                increment=None):
     """`increment` (pipeline.incremental.Increment): a rerun's earlier
     shards, from which the rows of changed and vanished files are removed
@@ -126,7 +130,6 @@ class Commit(beam.DoFn):
       # Before this run's shards appear: cut here, the union lacks the
       # replaced files' rows (the same rerun, run again, finds them still
       # changed) rather than holding them twice.
-      from pipeline.incremental import drop_rows_of
       replaced = drop_rows_of(earlier.earlier_scores + earlier.earlier_errors,
                               earlier.replaced)
     stale = []
@@ -134,58 +137,53 @@ class Commit(beam.DoFn):
       stale += [m.path for m in FileSystems.match([pattern])[0].metadata_list
                 if m.path not in finals]
     _delete(stale)
-    moves = [(s, f) for s, f in zip(staged, finals, strict=True) if FileSystems.exists(s)]
+    moves = [(s, f) for s, f in zip(staged, finals, strict=True)
+             if FileSystems.exists(s)]
     if error_files and not FileSystems.exists(paths.errors_dir):
       FileSystems.mkdirs(paths.errors_dir)
     if moves:
       FileSystems.rename([s for s, _ in moves], [f for _, f in moves])
-    manifest = json.loads(json.dumps(self._manifest))
-    # (precision, why) of each worker: which it used, and why it chose it.
-    manifest["model"]["precision"]["used"] = sorted({p for p, _ in precisions})
-    manifest["model"]["precision"]["why"] = sorted(
-        f"{p}: {why}" for p, why in set(map(tuple, precisions)))
-    scores = [paths.final_name(p) for p in sorted(score_files)]
-    errors = [paths.final_name(p) for p in sorted(error_files)]
-    if earlier is not None:
-      manifest["increment"]["earlier_rows_replaced"] = replaced
-    manifest.update({
-        "completed_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+    manifest = self._manifest.committed(
+        completed_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
             timespec="seconds"),
-        "counts": {"read": read, "scored": scored, "dead_lettered": dead,
-                   "dead_lettered_by_reason": dict(sorted(reasons.items()))},
-        "scores": scores,
-        "errors": errors,
-        # The union this run completes: the earlier runs' shards and its own.
-        "all_scores": (earlier.earlier_scores if earlier else []) + scores,
-        "all_errors": (earlier.earlier_errors if earlier else []) + errors,
-    })
-    write_atomically(paths.manifest, json.dumps(manifest, indent=2).encode())
+        counts=Counts(read=read, scored=scored, dead_lettered=dead,
+                      dead_lettered_by_reason=dict(sorted(reasons.items()))),
+        scores=[paths.final_name(p) for p in sorted(score_files)],
+        errors=[paths.final_name(p) for p in sorted(error_files)],
+        # (precision, why) of each worker: which it used, and why it chose it.
+        precisions_used=sorted({p for p, _ in precisions}),
+        precision_reasons=sorted(
+            f"{p}: {why}" for p, why in set(map(tuple, precisions))),
+        earlier_scores=earlier.earlier_scores if earlier else [],
+        earlier_errors=earlier.earlier_errors if earlier else [],
+        earlier_rows_replaced=replaced)
+    write_atomically(paths.manifest, manifest.to_json().encode())
     try:
       staging = paths.staging_dir
       _delete([staging + "/" if is_remote(staging) else staging])
     except Exception as e:  # leftovers are hidden and harmless
       logging.warning("could not remove %s: %s", paths.staging_dir, e)
-    yield manifest
+    yield manifest.run_id
 
 
-class UnreadableManifest(ValueError):
-  """A manifest file that is not JSON, or not a scoring run's object."""
-
-
-def load_manifest(path: str) -> Dict[str, Any]:
-  """The manifest at `path`; UnreadableManifest when it is damaged."""
-  try:
-    with FileSystems.open(path,
+def drop_rows_of(shards: List[str], sources: List[str]) -> int:
+  """Removes the rows whose source_file is in `sources` from each earlier
+  shard (rewritten atomically); returns how many rows went."""
+  if not sources:
+    return 0
+  gone = pa.array(sorted(set(sources)), pa.string())
+  dropped = 0
+  for shard in shards:
+    with FileSystems.open(shard,
                           compression_type=CompressionTypes.UNCOMPRESSED) as f:
-      manifest = json.loads(f.read().decode("utf-8"))
-  except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is one
-    raise UnreadableManifest(f"{path} is not a readable manifest ({e})") from None
-  if not isinstance(manifest, dict):
-    raise UnreadableManifest(f"{path} is not a scoring manifest")
-  return manifest
-
-
-def read_manifest(paths: OutputPaths) -> Optional[Dict[str, Any]]:
-  if not FileSystems.exists(paths.manifest):
-    return None
-  return load_manifest(paths.manifest)
+      table = pq.read_table(io.BytesIO(f.read()))
+    stale = pc.is_in(table[c.SOURCE_FILE], value_set=gone)
+    count = pc.sum(stale).as_py() or 0
+    if not count:
+      continue
+    kept = table.filter(pc.invert(stale))
+    sink = pa.BufferOutputStream()
+    pq.write_table(kept, sink, compression="snappy")
+    write_atomically(shard, sink.getvalue().to_pybytes())
+    dropped += count
+  return dropped

@@ -6,22 +6,16 @@ turns letters into rows of schemas.dead_letter_schema(). One constructor
 keeps the letters of every step alike, so no record vanishes for want of a
 field.
 """
-from typing import Any, Dict, Optional
+from typing import Optional
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
+from pipeline import progress, records
 from schemas import columns as c
 
 DEAD = "dead"
 PREVIEW_CHARS = 200
-
-
-def dead_letter(record: Dict[str, Any], reason: str, detail=None,
-                value=None) -> Dict[str, Any]:
-  """The letter for `record` (any record with an id and a source)."""
-  return {"id": record.get("id"), "source": record.get("source"),
-          "reason": reason, "detail": detail, "value": value}
 
 
 def error_detail(error: BaseException) -> str:
@@ -42,19 +36,24 @@ def _preview(value) -> Optional[str]:
 class FormatDeadLetter(beam.DoFn):
   """Dead letters → rows of schemas.dead_letter_schema(), counted by reason."""
 
+  def __init__(self, expected: Optional[progress.Expected] = None):
+    self._expected = expected
+
   def setup(self):
     self._total = Metrics.counter("reviewscore", "dead_lettered")
     self._by_reason = {}
 
   def process(self, letter):
-    reason = letter["reason"]
+    reason = letter[records.REASON]
     if reason not in self._by_reason:
       self._by_reason[reason] = Metrics.counter("reviewscore",
                                                 f"dead_lettered.{reason}")
     self._total.inc()
     self._by_reason[reason].inc()
-    detail = letter.get("detail")
-    yield {c.REVIEW_ID: None if letter["id"] is None else str(letter["id"]),
-           c.SOURCE_FILE: letter["source"], c.ERROR_REASON: reason,
+    if self._expected is not None:
+      progress.record_done(self._expected)
+    detail, review_id = letter[records.DETAIL], letter[records.ID]
+    yield {c.REVIEW_ID: None if review_id is None else str(review_id),
+           c.SOURCE_FILE: letter[records.SOURCE], c.ERROR_REASON: reason,
            c.ERROR_DETAIL: None if detail is None else str(detail)[:1000],
-           c.ERROR_TEXT_PREVIEW: _preview(letter.get("value"))}
+           c.ERROR_TEXT_PREVIEW: _preview(letter[records.VALUE])}

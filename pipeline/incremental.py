@@ -13,23 +13,17 @@ manifest records the file states it covers, how it read them and the runs
 it extends, so the next rerun needs only the latest manifest.
 """
 import dataclasses
-import io
-import os
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.commit import UnreadableManifest, load_manifest
 from pipeline.plan import InputError, InputPlan
 from pipeline.settings import OptionsError
-from runtime.filesystems import (is_remote, join_path, split_path,
-                                  write_atomically)
-from schemas import columns as c
+from runtime.filesystems import join_path, same_prefix, split_path
 from schemas import outputs
+from schemas.manifest import (FileState, IncrementRecord, ManifestError,
+                              ModelUsed, Reading, RunManifest, read_manifest,
+                              read_manifest_file)
 
 
 @dataclasses.dataclass
@@ -37,7 +31,7 @@ class Increment:
   """What a rerun scores, and what it owes the earlier runs."""
   since: str
   extends: List[str]  # every earlier output prefix, oldest first
-  covered: Dict[str, Dict[str, Any]]  # file states after this run
+  covered: Dict[str, FileState]  # file states after this run
   to_score: List[str]  # paths new or changed since
   changed: List[str]  # of those, the ones an earlier run scored
   unchanged: int
@@ -59,76 +53,53 @@ class Increment:
                "in the input (their rows leave the union)")
     return text
 
-  def record(self) -> dict:
-    return {"since": self.since, "new_files": len(self.to_score) - len(self.changed),
-            "changed_files": len(self.changed), "unchanged_files": self.unchanged,
-            "vanished_files": len(self.vanished)}
+  def record(self) -> IncrementRecord:
+    return IncrementRecord(
+        since=self.since, new_files=len(self.to_score) - len(self.changed),
+        changed_files=len(self.changed), unchanged_files=self.unchanged,
+        vanished_files=len(self.vanished))
 
 
-def read_earlier_manifest(prefix: str) -> dict:
-  path = outputs.manifest_path(prefix)
-  if not FileSystems.exists(path):
-    raise InputError(f"--since {prefix}: no complete scored output there "
-                     f"({path} is missing)")
-  return _read_manifest_file(path, f"--since {prefix}")
-
-
-def _read_manifest_file(path: str, what: str) -> dict:
+def read_earlier_manifest(prefix: str) -> RunManifest:
   try:
-    manifest = load_manifest(path)
-  except UnreadableManifest as e:
-    raise InputError(f"{what}: {e}") from None
-  if not isinstance(manifest.get("input_files", {}), dict):
-    raise InputError(f"{what}: {path} is not a scoring manifest")
-  return manifest
+    return read_manifest(prefix)
+  except ManifestError as e:
+    raise InputError(f"--since {e}") from None
 
 
-def another_model(earlier: dict, model: dict) -> Optional[str]:
+def another_model(earlier: RunManifest, model: ModelUsed) -> Optional[str]:
   """Why the earlier runs' scores cannot stand beside this run's (None when
   they can): another model fingerprint, or the same weights served with
   another decision threshold or tokenization, which change labels and
-  scores as much. `model` is this run's manifest entry."""
-  before = earlier.get("model") or {}
-  if before.get("fingerprint") != model["fingerprint"]:
-    return "scored with another model"
-  for key, what in (("threshold", "decision threshold"),
-                    ("tokenization", "tokenization")):
-    if key in before and before[key] != model.get(key):
-      return f"scored with another {what} ({before[key]} then, {model.get(key)} now)"
-  return None
+  scores as much. `model` is this run's."""
+  return model.differs_from(earlier.model)
 
 
-def same_prefix(a: str, b: str) -> bool:
-  if is_remote(a) or is_remote(b):
-    return a.rstrip("/") == b.rstrip("/")
-  return os.path.abspath(a) == os.path.abspath(b)
-
-
-def plan_increment(plan: InputPlan, since: str, earlier: dict, *,
-                   output: str, reading: Dict[str, Any]) -> Increment:
+def plan_increment(plan: InputPlan, since: str, earlier: RunManifest, *,
+                   output: str, reading: Reading) -> Increment:
   """The rerun's share of `plan`, given the earlier run's manifest (for the
   same model: `another_model` found none). `reading`: how this run reads
-  its input (the manifest's entry), which must be how the earlier runs did.
+  its input, which must be how the earlier runs did.
   Raises OptionsError or InputError when the rerun cannot extend them."""
-  chain = list(earlier.get("extends", [])) + [since]
+  chain = list(earlier.extends) + [since]
   for prefix in chain:
     if same_prefix(output, prefix):
       raise OptionsError(
           f"--output {output} is one of the runs this one extends: give this "
           "run a new --output prefix beside them")
-  if earlier.get("input") != plan.pattern:
-    raise InputError(f"--since {since}: that run read {earlier.get('input')!r}, "
+  if earlier.input != plan.pattern:
+    raise InputError(f"--since {since}: that run read {earlier.input!r}, "
                      f"this one reads {plan.pattern!r}; a rerun reads the same "
                      "input pattern")
-  _check_same_reading(since, earlier, reading)
-  before = earlier.get("input_files")
+  _check_same_reading(since, earlier.reading, reading)
+  before = earlier.input_files
   if before is None:
     raise InputError(f"--since {since}: its manifest does not record its "
                      "input files (written by an older version); score in "
                      "full once")
   _check_latest(since, output)
-  earlier_scores = list(earlier.get("all_scores", earlier.get("scores", [])))
-  earlier_errors = list(earlier.get("all_errors", earlier.get("errors", [])))
+  earlier_scores = earlier.union_scores
+  earlier_errors = earlier.union_errors
   _check_shards_exist(since, earlier_scores + earlier_errors)
   states = plan.file_states()
   to_score = [path for path, state in states.items() if before.get(path) != state]
@@ -146,15 +117,11 @@ def plan_increment(plan: InputPlan, since: str, earlier: dict, *,
       earlier_errors=earlier_errors)
 
 
-def _check_same_reading(since: str, earlier: dict, reading: Dict[str, Any]
+def _check_same_reading(since: str, earlier: Reading, reading: Reading
                         ) -> None:
   """The union is one table: its columns, ids and limits are the earlier
   runs'. Manifests of older versions record only the text and id columns."""
-  before = dict(earlier.get("reading") or {})
-  before.setdefault("columns", earlier.get("columns"))
-  differ = [f"{key}: {before[key]} then, {reading[key]} now"
-            for key in reading if key in before and before[key] is not None
-            and before[key] != reading[key]]
+  differ = reading.differences(earlier)
   if differ:
     raise InputError(
         f"--since {since}: that run read its input otherwise ({'; '.join(differ)}); "
@@ -180,10 +147,10 @@ def _check_latest(since: str, output: str) -> None:
         entry.last_updated_in_seconds < written_at:
       continue  # written before the earlier run finished: cannot extend it
     try:
-      other = load_manifest(path)
-    except UnreadableManifest:
+      other = read_manifest_file(path)
+    except ManifestError:
       continue  # not ours to judge
-    if any(same_prefix(since, p) for p in other.get("extends", [])):
+    if any(same_prefix(since, p) for p in other.extends):
       later = path[:-len(outputs.MANIFEST_SUFFIX)]
       raise InputError(f"--since {since}: {later} already extends it; a rerun "
                        f"names the latest run (--since {later})")
@@ -199,26 +166,3 @@ def _check_shards_exist(since: str, shards: List[str]) -> None:
     raise InputError(f"--since {since}: {len(missing)} shard(s) of the runs it "
                      f"extends are gone (first {missing[0]}), so their union "
                      "is incomplete; score in full into a folder of its own")
-
-
-def drop_rows_of(shards: List[str], sources: List[str]) -> int:
-  """Removes the rows whose source_file is in `sources` from each shard
-  (rewritten atomically); returns how many rows went."""
-  if not sources:
-    return 0
-  gone = pa.array(sorted(set(sources)), pa.string())
-  dropped = 0
-  for shard in shards:
-    with FileSystems.open(shard,
-                          compression_type=CompressionTypes.UNCOMPRESSED) as f:
-      table = pq.read_table(io.BytesIO(f.read()))
-    stale = pc.is_in(table[c.SOURCE_FILE], value_set=gone)
-    count = pc.sum(stale).as_py() or 0
-    if not count:
-      continue
-    kept = table.filter(pc.invert(stale))
-    sink = pa.BufferOutputStream()
-    pq.write_table(kept, sink, compression="snappy")
-    write_atomically(shard, sink.getvalue().to_pybytes())
-    dropped += count
-  return dropped

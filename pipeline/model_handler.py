@@ -13,6 +13,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import retry
 
+from pipeline import records
 from pipeline.scoring_model import ScoringModel, load_scoring_model
 from pipeline.settings import DEFAULTS
 from schemas import model_dir as contract
@@ -25,7 +26,7 @@ BACKOFF_SECS = 0.5
 
 def token_count(element: Dict[str, Any]) -> int:
   """Length of a tokenized review, for length-aware batching."""
-  return len(element["tokens"])
+  return len(element[records.TOKENS])
 
 
 def pad_batch(token_lists: Sequence[np.ndarray]):
@@ -109,7 +110,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
   def run_inference(self, batch: Sequence[Dict[str, Any]], model: ScoringModel,
                     inference_args: Optional[Dict[str, Any]] = None
                     ) -> Iterable[PredictionResult]:
-    ids, mask = pad_batch([e["tokens"] for e in batch])
+    ids, mask = pad_batch([e[records.TOKENS] for e in batch])
     # Padding efficiency = real / padded tokens: what bucketing saves.
     Metrics.counter("reviewscore", "tokens_real").inc(int(mask.sum()))
     Metrics.counter("reviewscore", "tokens_padded").inc(int(mask.size))
@@ -130,7 +131,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
             for example, row in zip(batch, rows, strict=True)]
 
   def get_num_bytes(self, batch: Sequence[Dict[str, Any]]) -> int:
-    return sum(e["tokens"].nbytes for e in batch)
+    return sum(e[records.TOKENS].nbytes for e in batch)
 
   def get_metrics_namespace(self) -> str:
     return "reviewscore.RunInference"

@@ -10,18 +10,20 @@ import dataclasses
 import glob
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.csv_files import open_csv_reader
 from pipeline.settings import DEFAULT_MAX_REVIEW_BYTES
 from runtime.filesystems import (is_remote, join_path, missing_filesystem,
                                   relative_path, split_path)
 from schemas import arrow as schema_lib
 from schemas import columns as c
+from schemas.manifest import FileState
 from schemas.inputs import (COMPRESSION_CODECS, INPUT_FORMATS, TABLE_FORMATS,
                             table_format_of)
 
@@ -91,6 +93,8 @@ class InputPlan:
   # Last modification time of each file (seconds; None where the filesystem
   # does not say): with the size, what tells a rerun that a file changed.
   modified: Dict[str, Optional[float]] = dataclasses.field(default_factory=dict)
+  # Parquet: each file's row count, from its footer.
+  rows: Dict[str, int] = dataclasses.field(default_factory=dict)
 
   @property
   def carried_names(self) -> List[str]:
@@ -106,10 +110,10 @@ class InputPlan:
              if self.format == "parquet" else "")
     return f"{len(self.files)} {self.format} file(s){units} from {self.pattern}"
 
-  def file_states(self) -> Dict[str, Dict[str, Any]]:
-    """{path: {size, modified}} of every planned file (the path as matched,
-    as the scores' and dead letters' source_file name it)."""
-    return {path: {"size": size, "modified": self.modified.get(path)}
+  def file_states(self) -> Dict[str, FileState]:
+    """The size and modification time of every planned file, by its path as
+    matched (as the scores' and dead letters' source_file name it)."""
+    return {path: FileState(size=size, modified=self.modified.get(path))
             for path, size in self.files}
 
   def restricted_to(self, paths) -> "InputPlan":
@@ -118,7 +122,25 @@ class InputPlan:
     return dataclasses.replace(
         self, files=[f for f in self.files if f[0] in keep],
         row_groups=[g for g in self.row_groups if g[0] in keep],
-        modified={p: t for p, t in self.modified.items() if p in keep})
+        modified={p: t for p, t in self.modified.items() if p in keep},
+        rows={p: n for p, n in self.rows.items() if p in keep})
+
+  def expected_reviews(self) -> Optional[int]:
+    """The number of input records, where known before reading: Parquet
+    footers, or one review per file."""
+    if self.format == "parquet":
+      return sum(self.rows.values())
+    if self.format == "files":
+      return len(self.files)
+    return None
+
+  def uncompressed_bytes(self) -> Optional[int]:
+    """The input's size where its files are not compressed (a review
+    count can then be estimated from the bytes read)."""
+    if any(os.path.splitext(path.lower())[1] in COMPRESSION_CODECS
+           for path, _ in self.files):
+      return None
+    return sum(size for _, size in self.files)
 
 
 def _match(pattern: str) -> List[Tuple[str, int, Optional[float]]]:
@@ -226,51 +248,6 @@ def plan_input(pattern: str, *, format: str = "auto",
   return plan
 
 
-# pyarrow parses CSV in blocks and fails on a row that does not fit in one:
-# a worker's block holds several reviews of the default --max-review-bytes
-# (those longer are dead-lettered as too_long). Planning reads headers with
-# pyarrow's default, as it reads ahead several blocks.
-CSV_READ_BLOCK_BYTES = 4 << 20
-
-
-def open_csv_reader(path: str, stream, column_types=None, *,
-                    on_malformed_row=None, block_size=None):
-  """A pyarrow streaming reader over CSV (its own parser and
-  decompression), on a stream opened with Beam's FileSystems.
-
-  Planning reads headers with it and workers read rows with it, so a file
-  the launcher accepted parses the same way on the workers. A CSV row with
-  the wrong number of fields is skipped, after `on_malformed_row(row)`
-  (pyarrow's InvalidRow) has seen it. Bytes that are not UTF-8 reach cells
-  and rows escaped (`pipeline.escaped_utf8.original` restores them), so no
-  such byte fails the file.
-  """
-  import pyarrow.csv as pcsv
-  from pipeline import escaped_utf8
-  escaped_utf8.register()
-  codec = COMPRESSION_CODECS.get(os.path.splitext(path.lower())[1])
-  stream = pa.PythonFile(stream, mode="r")
-  if codec:
-    stream = pa.CompressedInputStream(stream, codec)
-
-  def malformed(row):
-    if on_malformed_row is not None:
-      on_malformed_row(row)
-    return "skip"
-  # Reviews hold newlines inside quotes. Text and string cells are never
-  # null, so a review or an id that reads "NA" or "null" stays itself (an
-  # empty id falls back to FILE:ROW, an empty text is dead-lettered);
-  # numeric columns keep pyarrow's null markers.
-  return pcsv.open_csv(
-      stream, read_options=pcsv.ReadOptions(
-          encoding=escaped_utf8.ENCODING,
-          **({"block_size": block_size} if block_size else {})),
-      parse_options=pcsv.ParseOptions(newlines_in_values=True,
-                                      invalid_row_handler=malformed),
-      convert_options=pcsv.ConvertOptions(column_types=column_types or {},
-                                          strings_can_be_null=False))
-
-
 def _table_schema(path: str, kind: str, max_review_bytes: int
                   ) -> Tuple[pa.Schema, List[int]]:
   """(schema, row counts of its row groups; one unknown-size unit else)."""
@@ -338,6 +315,8 @@ def _plan_table(plan: InputPlan, carry: Sequence[str], *,
     for group, rows in enumerate(group_rows):
       plan.row_groups.append((path, group, first, plan.id_column in names))
       first += rows
+    if plan.format == "parquet":
+      plan.rows[path] = first
   plan.carried_sources = [name for name, _ in pairs]
   plan.carried_fields = [carried[name].with_name(alias) for name, alias in pairs]
   try:

@@ -22,10 +22,12 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from pipeline import escaped_utf8, json_lines
-from pipeline.dead_letters import DEAD, dead_letter, error_detail
+from pipeline import progress, records
+from pipeline.dead_letters import DEAD, error_detail
 from pipeline.lines import read_lines
 from runtime.filesystems import relative_path
-from pipeline.plan import CSV_READ_BLOCK_BYTES, InputPlan, open_csv_reader
+from pipeline.csv_files import CSV_READ_BLOCK_BYTES, open_csv_reader
+from pipeline.plan import InputPlan
 from schemas import columns as c
 from schemas.inputs import TABLE_FORMATS
 
@@ -47,11 +49,6 @@ def _naming(path: str):
   except Exception as e:
     raise UnreadableFile(f"{path}: cannot be read to its end "
                          f"({type(e).__name__}: {e})") from e
-
-
-def _raw(review_id, source, value, carried=None, defect=None, detail=None):
-  return {"id": review_id, "source": source, "value": value,
-          "carried": carried or {}, "defect": defect, "detail": detail}
 
 
 def _review_id(value, position: str) -> str:
@@ -112,12 +109,12 @@ class ReadTable(_ColumnReader):
               values[self._id] if has_id else None, position)
           if undecodable:
             name = undecodable[0]
-            yield _raw(review_id, path, texts[i],
+            yield records.raw(review_id, path, texts[i],
                        defect=c.REASON_UNDECODABLE,
                        detail=f"column {name!r} is not UTF-8: "
                        f"{values[name][:40]!r}")
             continue
-          yield _raw(review_id, path, texts[i],
+          yield records.raw(review_id, path, texts[i],
                      {alias: values[n] for n, alias in self._carried})
       yield from self._malformed_rows(relative, path, malformed, numbered)
 
@@ -155,7 +152,7 @@ class ReadTable(_ColumnReader):
     """Dead-letter records for the CSV rows the parser skipped."""
     for bad in found:
       self._read.inc()
-      yield _raw(f"{relative}:malformed-{next(numbered)}", path,
+      yield records.raw(f"{relative}:malformed-{next(numbered)}", path,
                  escaped_utf8.original(bad.text),
                  defect=c.REASON_MALFORMED_ROW,
                  detail=f"{bad.actual_columns} fields where the header has "
@@ -225,7 +222,7 @@ class ReadJsonLines(_ColumnReader):
         self._read.inc()
         positional = f"{relative}:{row}"
         if value is None:
-          yield _raw(positional, path, line, defect=reason,
+          yield records.raw(positional, path, line, defect=reason,
                      detail=f"line {number}: {detail}")
           continue
         review_id = _review_id(value.get(self._id) if has_id else None,
@@ -235,11 +232,11 @@ class ReadJsonLines(_ColumnReader):
               value.get(name), self._column_types[name])
               for name, alias in self._carried}
         except ValueError as e:
-          yield _raw(review_id, path, value.get(self._text),
+          yield records.raw(review_id, path, value.get(self._text),
                      defect=c.REASON_MALFORMED_ROW,
                      detail=f"line {number}: a carried value: {e}")
           continue
-        yield _raw(review_id, path, value.get(self._text), carried)
+        yield records.raw(review_id, path, value.get(self._text), carried)
 
 
 class _FileReader(_Reader):
@@ -260,10 +257,10 @@ class ReadTextFile(_FileReader):
       for number, line, length in read_lines(f, self._max_bytes):
         self._read.inc()
         if line is None:
-          yield _raw(f"{relative}:{number}", path, None, defect=c.REASON_TOO_LONG,
+          yield records.raw(f"{relative}:{number}", path, None, defect=c.REASON_TOO_LONG,
                      detail=f"{length} bytes")
         else:
-          yield _raw(f"{relative}:{number}", path, line)
+          yield records.raw(f"{relative}:{number}", path, line)
 
 
 class ReadReviewFile(_FileReader):
@@ -274,7 +271,7 @@ class ReadReviewFile(_FileReader):
     review_id = relative_path(path, self._root)
     self._read.inc()
     if size > self._max_bytes:
-      yield _raw(review_id, path, None, defect=c.REASON_TOO_LONG,
+      yield records.raw(review_id, path, None, defect=c.REASON_TOO_LONG,
                  detail=f"{size} bytes")
       return
     try:
@@ -282,14 +279,14 @@ class ReadReviewFile(_FileReader):
                             ) as f:
         data = f.read(self._max_bytes + 1)
     except Exception as e:  # one unreadable review is a bad record, not a crash
-      yield _raw(review_id, path, None, defect=c.REASON_UNREADABLE,
+      yield records.raw(review_id, path, None, defect=c.REASON_UNREADABLE,
                  detail=error_detail(e))
       return
     if len(data) > self._max_bytes:
-      yield _raw(review_id, path, None, defect=c.REASON_TOO_LONG,
+      yield records.raw(review_id, path, None, defect=c.REASON_TOO_LONG,
                  detail=f"more than {self._max_bytes} bytes")
     else:
-      yield _raw(review_id, path, data)
+      yield records.raw(review_id, path, data)
 
 
 class ReadReviews(beam.PTransform):
@@ -352,16 +349,19 @@ def check_text(value, max_bytes: int) -> Tuple[Optional[str], Optional[str],
 class Validate(beam.DoFn):
   """Raw records → {id, source, text, carried}; the rest tagged DEAD."""
 
-  def __init__(self, *, max_bytes: int):
+  def __init__(self, *, max_bytes: int, run_id: str = ""):
     self._max_bytes = max_bytes
+    self._run_id = run_id
 
   def process(self, record):
-    reason, detail = record["defect"], record["detail"]
+    value = record[records.VALUE]
+    progress.record_read(self._run_id, len(value) + 1 if isinstance(
+        value, (str, bytes)) else 1)
+    reason, detail = record[records.DEFECT], record[records.DETAIL]
     if not reason:
-      text, reason, detail = check_text(record["value"], self._max_bytes)
+      text, reason, detail = check_text(record[records.VALUE], self._max_bytes)
     if reason:
-      yield beam.pvalue.TaggedOutput(DEAD, dead_letter(
-          record, reason, detail, record["value"]))
+      yield beam.pvalue.TaggedOutput(DEAD, records.dead(
+          record, reason, detail, record[records.VALUE]))
       return
-    yield {"id": record["id"], "source": record["source"], "text": text,
-           "carried": record["carried"]}
+    yield records.valid(record, text)

@@ -7,6 +7,7 @@ number of scored rows. True labels come from a column of the output (carried
 from the input) or from a Parquet file joined by review id; only that
 id → label map is held in memory.
 """
+import dataclasses
 import json
 import pathlib
 from typing import Dict, Iterable, Optional
@@ -20,10 +21,10 @@ from apache_beam.io.filesystems import FileSystems
 
 from evaluation import plots
 from evaluation.streaming import ClassCounters, ScoreCounters
-from pipeline.commit import UnreadableManifest, load_manifest
 from runtime.filesystems import missing_filesystem
 from schemas import columns as c
 from schemas import outputs
+from schemas.manifest import ManifestError, RunManifest, read_manifest
 
 _BATCH_ROWS = 65_536
 SUMMARY_FILE = "summary.json"
@@ -33,17 +34,13 @@ class ReportError(Exception):
   """The output cannot be reported on: missing, incomplete, or bad labels."""
 
 
-def _manifest(prefix: str) -> dict:
-  path = outputs.manifest_path(prefix)
-  if missing_filesystem(path):
-    raise ReportError(missing_filesystem(path))
-  if not FileSystems.exists(path):
-    raise ReportError(
-        f"{prefix}: no complete scored output here ({path.rsplit('/', 1)[-1]} "
-        "is missing: the run has not finished, failed, or PREFIX is wrong)")
+def _manifest(prefix: str) -> RunManifest:
+  unreachable = missing_filesystem(outputs.manifest_path(prefix))
+  if unreachable:
+    raise ReportError(unreachable)
   try:
-    return load_manifest(path)
-  except UnreadableManifest as e:
+    return read_manifest(prefix)
+  except ManifestError as e:
     raise ReportError(str(e)) from None
 
 
@@ -108,7 +105,7 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
   file with `labels_id_column` and `labels_column`, joined by review id.
   """
   manifest = _manifest(prefix)
-  shards = manifest.get("scores", [])
+  shards = manifest.scores
   if not shards:
     raise ReportError(f"{prefix}: the manifest lists no score shards")
   gone = [shard for shard, found in zip(shards, FileSystems.match(shards),
@@ -173,7 +170,8 @@ def build_report(prefix: str, out_dir, *, labels: Optional[str] = None,
              "model": metadata.get(c.METADATA_MODEL_NAME, b"").decode(),
              "model_fingerprint": metadata.get(c.METADATA_MODEL_FINGERPRINT,
                                                b"").decode(),
-             "threshold": threshold, "counts": manifest.get("counts"),
+             "threshold": threshold, "counts": (dataclasses.asdict(manifest.counts)
+                                             if manifest.counts else None),
              **counters.summary()}
   plots.label_shares(summary["predicted_label_counts"], out_dir / "label_shares.png")
   if threshold is None:

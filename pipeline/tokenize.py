@@ -5,13 +5,14 @@ truncation and special tokens. Emits one record per review with its token
 ids unpadded (np.int32, [CLS] … [SEP]); padding is the inference batch's job.
 """
 import logging
-from typing import Any, Dict, List
+from typing import List
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
 
-from pipeline.dead_letters import DEAD, dead_letter, error_detail
+from pipeline import records
+from pipeline.dead_letters import DEAD, error_detail
 from schemas import columns as c
 
 
@@ -29,14 +30,13 @@ class TokenizeBatch(beam.DoFn):
     self._tokenized = Metrics.counter("reviewscore", "tokenized")
     self._tokens = Metrics.distribution("reviewscore", "tokens_per_review")
 
-  def _emit(self, records: List[Dict[str, Any]]):
-    ids, counts = self._model.tokenize([r["text"] for r in records])
-    for record, row, count in zip(records, ids, counts, strict=True):
+  def _emit(self, batch: List[records.Record]):
+    ids, counts = self._model.tokenize([r[records.TEXT] for r in batch])
+    for record, row, count in zip(batch, ids, counts, strict=True):
       self._tokenized.inc()
       self._tokens.update(int(count))
-      yield {"id": record["id"], "source": record["source"],
-             "tokens": np.ascontiguousarray(row[:int(count)], np.int32),
-             "carried": record["carried"]}
+      yield records.tokenized(
+          record, np.ascontiguousarray(row[:int(count)], np.int32))
 
   def process(self, batch):
     try:
@@ -49,7 +49,7 @@ class TokenizeBatch(beam.DoFn):
         try:
           outputs.extend(self._emit([record]))
         except Exception as single:
-          outputs.append(beam.pvalue.TaggedOutput(DEAD, dead_letter(
+          outputs.append(beam.pvalue.TaggedOutput(DEAD, records.dead(
               record, c.REASON_TOKENIZE_FAILED, error_detail(single),
-              record["text"])))
+              record[records.TEXT])))
     yield from outputs

@@ -39,13 +39,21 @@ def missing_filesystem(path: str) -> Optional[str]:
   outside_a_pipeline()
   try:
     FileSystems.get_filesystem(path)
-  except ValueError:
-    scheme = path.split("://", 1)[0]
-    extra = _EXTRA_FOR_SCHEME.get(scheme)
-    hint = (f"pip install 'reviewscore[{extra}]'" if extra
-            else "install Beam's support for it")
-    return f"{path}: no filesystem for {scheme}:// in this environment ({hint})"
+    # Beam registers its S3 filesystem without boto3 too, and fails only
+    # at the first operation ("Missing boto3 requirement").
+    if path.startswith("s3://"):
+      import boto3  # noqa: F401
+  except (ValueError, ImportError):
+    return _no_filesystem(path)
   return None
+
+
+def _no_filesystem(path: str) -> str:
+  scheme = path.split("://", 1)[0]
+  extra = _EXTRA_FOR_SCHEME.get(scheme)
+  hint = (f"pip install 'reviewscore[{extra}]'" if extra
+          else "install Beam's support for it")
+  return f"{path}: no filesystem for {scheme}:// in this environment ({hint})"
 
 
 def is_remote(path: str) -> bool:
@@ -253,3 +261,23 @@ def output_location(location, *, skip: Sequence[str] = (),
   yield local
   upload_directory(local, text, skip=skip, last=last)
 
+
+
+def replace_dir(staging: pathlib.Path, final: pathlib.Path) -> None:
+  """Moves a finished local directory into place, replacing an older one."""
+  if final.exists():
+    old = final.with_name(final.name + ".old")
+    if old.exists():
+      shutil.rmtree(old)
+    final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old)
+  else:
+    staging.rename(final)
+
+
+def same_prefix(a: str, b: str) -> bool:
+  """Whether two paths or output prefixes name the same place."""
+  if is_remote(a) or is_remote(b):
+    return a.rstrip("/") == b.rstrip("/")
+  return os.path.abspath(a) == os.path.abspath(b)

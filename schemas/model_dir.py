@@ -28,7 +28,9 @@ REQUIRED_SIGNATURES = (TOKENIZE_SIGNATURE, CLASSIFY_SIGNATURE)
 # Files of DIR/saved_model whose sha256 the card records and scoring checks:
 # the graph and the weights' index (which holds a CRC32C of every weight
 # tensor, checked by TensorFlow when it reads them).
-CHECKED_FILES = ("saved_model.pb", "variables/variables.index")
+SAVED_MODEL_GRAPH = "saved_model.pb"
+SAVED_MODEL_INDEX = "variables/variables.index"
+CHECKED_FILES = (SAVED_MODEL_GRAPH, SAVED_MODEL_INDEX)
 
 # The int8 copy: derived from the float32 classify signature, computed by
 # OpenVINO, offered only where its validation accuracy holds (`Int8Copy`).

@@ -145,8 +145,8 @@ def main(argv=None) -> int:
   import torch
   import transformers
 
-  from train.hf_checkpoint import open_checkpoint, open_minilm
-  from train.import_encoder import (ENCODER_DIR, PREPROCESSOR_DIR,
+  from train.encoders.hf_checkpoint import open_checkpoint, open_minilm
+  from train.encoders.importer import (ENCODER_DIR, PREPROCESSOR_DIR,
                                     import_encoder, read_encoder_info)
 
   checkpoint = (open_checkpoint(args.checkpoint) if args.checkpoint

@@ -204,7 +204,7 @@ def test_report_on_damaged_outputs_and_odd_labels_is_one_line(scored,
   assert "not a readable manifest" in refused(
       str(tmp_path / "bad"), "--out", str(tmp_path / "r1"))
   (tmp_path / "gone-manifest.json").write_text(json.dumps(
-      {"scores": [str(tmp_path / "gone-00000-of-00001.parquet")]}))
+      {"run_id": "r0", "scores": [str(tmp_path / "gone-00000-of-00001.parquet")]}))
   assert "are gone (first " in refused(
       str(tmp_path / "gone"), "--out", str(tmp_path / "r2"))
 

@@ -20,18 +20,20 @@ from evaluation import plots
 from schemas import columns
 from runtime.hardware import FLOAT32
 from schemas import model_dir as contract
-from train import data as data_lib
-from train import quantize
-from train.classifier import (build_classifier, scoring_copies,
+from train.data import reviews as data_lib
+from train.data.pseudo_labels import PseudoLabelled, read_pseudo_labels
+from train.export import quantize
+from train.model.classifier import (build_classifier, scoring_copies,
                               weights_fingerprint)
-from train.encoders import check_reachable, resolve_encoder
-from train.export import (ReloadCheck, ServingModule, replace_dir,
+from train.encoders.source import check_reachable, resolve_encoder
+from runtime.filesystems import replace_dir
+from train.export.serving import (ReloadCheck, ServingModule,
                           save_serving_model, write_json)
-from train.hf_checkpoint import sha256_of
-from train.labels import LabelScheme
-from train.review_packer import ReviewPacker
+from train.encoders.hf_checkpoint import sha256_of
+from train.data.labels import LabelScheme
+from train.data.review_packer import ReviewPacker
 from train.settings import resolve_auto
-from train.trainer import STATE_FILE, Trainer, TrainSettings, tokenize_reviews
+from train.loops.trainer import STATE_FILE, Trainer, TrainSettings, tokenize_reviews
 
 RELOAD_SAMPLE = 32
 
@@ -59,10 +61,10 @@ def _probabilities(logits: np.ndarray) -> np.ndarray:
 
 
 def _pseudo_labelled(prefixes, settings, class_names, text_column, held_out,
-                     progress) -> data_lib.PseudoLabelled:
+                     progress) -> PseudoLabelled:
   """The teacher's confident rows, less any review of the validation or
   test split: those measure the student, so it must not train on them."""
-  pseudo = data_lib.read_pseudo_labels(
+  pseudo = read_pseudo_labels(
       prefixes, class_names=class_names, text_column=text_column,
       min_confidence=settings.pseudo_label_confidence,
       soft=settings.soft_pseudo_labels)
@@ -184,7 +186,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   ensemble teacher): the confident rows join the training split
   (self-training). `on_checkpoint` runs after each checkpoint is written
   (`runtime.state_mirror`). `int8`: also make the int8 copy
-  (`train.quantize`), offered if its validation accuracy is at most
+  (`train.export.quantize`), offered if its validation accuracy is at most
   `int8_max_accuracy_drop` below float32's.
   """
   out = pathlib.Path(out)

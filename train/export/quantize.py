@@ -16,7 +16,7 @@ from engines import openvino_classifier as engine
 from engines import openvino_quantize as quantizer
 from runtime.hardware import FLOAT32
 from schemas import model_dir as contract
-from train.trainer import TokenizedReviews, predict_logits
+from train.loops.trainer import TokenizedReviews, predict_logits
 
 # Training reviews that set the activation ranges (NNCF's default subset
 # size).

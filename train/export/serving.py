@@ -12,7 +12,6 @@
 import json
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from schemas import model_dir as contract
-from train.classifier import encoder_inputs
+from train.model.classifier import encoder_inputs
 
 if TYPE_CHECKING:
   import tf_keras
@@ -218,16 +217,3 @@ class ReloadCheck:
 
   def __exit__(self, *exc_info) -> None:
     self.close()
-
-
-def replace_dir(staging: pathlib.Path, final: pathlib.Path) -> None:
-  """Moves a finished directory into place, replacing an older one."""
-  if final.exists():
-    old = final.with_name(final.name + ".old")
-    if old.exists():
-      shutil.rmtree(old)
-    final.rename(old)
-    staging.rename(final)
-    shutil.rmtree(old)
-  else:
-    staging.rename(final)

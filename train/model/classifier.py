@@ -11,10 +11,10 @@ import tensorflow as tf
 import tensorflow_hub as hub
 import tf_keras
 
-from train.bert_backbone import BertBackbone
-from train.bert_config import BertConfig
-from train.encoders import EncoderSource
-from train.seeded_dropout import SeededDropout
+from train.model.bert_backbone import BertBackbone
+from train.model.bert_config import BertConfig
+from train.encoders.source import EncoderSource
+from train.model.seeded_dropout import SeededDropout
 from train.settings import POOLINGS
 
 # TF Hub's BERT encoder inputs, which the classifier takes unchanged.

@@ -15,8 +15,8 @@ from typing import Dict
 import tensorflow as tf
 import tf_keras
 
-from train.bert_config import BertConfig
-from train.seeded_dropout import SeededDropout
+from train.model.bert_config import BertConfig
+from train.model.seeded_dropout import SeededDropout
 
 _MASKED_SCORE = -1e9
 

@@ -4,52 +4,21 @@ Both go through the exported SavedModel, never the training objects, so they
 measure what scoring will serve.
 """
 import pathlib
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from evaluation import metrics as metric_lib
 from evaluation import plots
-from runtime.filesystems import (is_remote, join_path, local_copy,
-                                 missing_filesystem)
+from engines.model_dir import load_saved_model
+from runtime.filesystems import is_remote
 from schemas import columns
 from schemas import model_dir as contract
-from train import data as data_lib
-from train.export import write_json
-from train.labels import LabelError, LabelScheme
+from train.data import reviews as data_lib
+from train.export.serving import write_json
+from train.data.labels import LabelError, LabelScheme
 
 METRICS_FILE = "metrics.json"
-
-
-class ModelDirError(Exception):
-  """A model directory is missing its SavedModel or its model card."""
-
-
-def load_model_dir(model_dir) -> Tuple[Any, contract.ModelCard]:
-  """(SavedModel, model card) of a directory written by `reviewscore train`,
-  local or on any Beam filesystem (copied to a local folder first where
-  TensorFlow cannot open it)."""
-  from apache_beam.io.filesystems import FileSystems
-  model_dir = str(model_dir).rstrip("/")
-  unreachable = missing_filesystem(model_dir)
-  if unreachable:
-    raise ModelDirError(unreachable)
-  card_path = join_path(model_dir, contract.MODEL_CARD_FILE)
-  saved_model = join_path(model_dir, contract.SAVED_MODEL_DIR)
-  if not FileSystems.exists(join_path(saved_model, "saved_model.pb")):
-    raise ModelDirError(f"{model_dir}: no {contract.SAVED_MODEL_DIR}/"
-                        "saved_model.pb")
-  if not FileSystems.exists(card_path):
-    raise ModelDirError(f"{model_dir}: no {contract.MODEL_CARD_FILE} "
-                        "(unfinished run?)")
-  try:
-    with FileSystems.open(card_path) as f:
-      card = contract.ModelCard.from_json(f.read().decode("utf-8"))
-  except contract.ModelCardError as e:
-    raise ModelDirError(f"{card_path}: {e}") from None
-  import tensorflow as tf
-  import tensorflow_text  # noqa: F401  registers the ops the preprocessor uses
-  return tf.saved_model.load(local_copy(saved_model)), card
 
 
 def score_texts(model, texts: Sequence[str], *, batch_size: int = 64,
@@ -93,7 +62,7 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
   a model trained on star ratings mapped to neg/pos reads its `rating`
   column again, not the 0/1 `label` beside it.
   """
-  model, card = load_model_dir(model_dir)
+  model, card = load_saved_model(model_dir)
   trained = (card.data or {}).get("columns") or {}
   text_column = text_column or trained.get("text") or columns.INPUT_TEXT
   label_column = label_column or trained.get("label") or columns.INPUT_LABEL
@@ -143,7 +112,7 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
 
 def predict_texts(model_dir, texts: Sequence[str]) -> List[Tuple[float, str]]:
   """(score, class name) per text."""
-  model, card = load_model_dir(model_dir)
+  model, card = load_saved_model(model_dir)
   served = serve_texts(model, list(texts), (contract.OUTPUT_PROBABILITY,
                                             contract.OUTPUT_LABEL_ID))
   return [(float(score), card.class_names[int(label)])

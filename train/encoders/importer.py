@@ -15,10 +15,11 @@ from typing import Dict, Optional
 import numpy as np
 import tensorflow as tf
 
-from train.bert_backbone import BertBackbone, dummy_inputs
-from train.bert_config import BertConfig
-from train.bert_preprocessor import BertPreprocessor, read_vocabulary
-from train.hf_checkpoint import HfCheckpoint
+from runtime.filesystems import replace_dir
+from train.model.bert_backbone import BertBackbone, dummy_inputs
+from train.model.bert_config import BertConfig
+from train.model.bert_preprocessor import BertPreprocessor, read_vocabulary
+from train.encoders.hf_checkpoint import HfCheckpoint
 from train.settings import IMPORT_SEQ_LENGTH
 
 ENCODER_DIR = "encoder"
@@ -167,7 +168,6 @@ def import_encoder(checkpoint: HfCheckpoint, out, *,
   except BaseException:
     shutil.rmtree(staging, ignore_errors=True)
     raise
-  from train.export import replace_dir  # train.export imports this module
   replace_dir(staging, out)
   return out
 

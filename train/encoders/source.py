@@ -14,7 +14,7 @@ import socket
 import urllib.parse
 from typing import Optional
 
-from train.import_encoder import (ENCODER_DIR, INFO_FILE, PREPROCESSOR_DIR,
+from train.encoders.importer import (ENCODER_DIR, INFO_FILE, PREPROCESSOR_DIR,
                                   PRETRAIN_STATE_FILE, read_encoder_info)
 
 _TFHUB = "https://tfhub.dev"

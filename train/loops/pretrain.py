@@ -8,15 +8,12 @@ writes (encoder/, preprocessor/, encoder_info.json), so `train --encoder`
 takes it unchanged; its encoder_info.json records the source encoder, the
 texts and the settings.
 
-Each text's wordpieces are cut into consecutive chunks of seq_length - 2
-(never across texts) between [CLS] and [SEP]. Whole words are masked: a word
-split into wordpieces is predicted whole or not at all. The batch order and
-the masks are pure functions of (seed, step), so a resumed run takes the same
-steps as an unbroken one.
+The examples are chunks of each text with whole words masked
+(`train.data.masking`). The batch order and the masks are pure functions of
+(seed, step), so a resumed run takes the same steps as an unbroken one.
 """
 import dataclasses
 import datetime
-import json
 import math
 import pathlib
 import shutil
@@ -29,184 +26,33 @@ import tensorflow_hub as hub
 import tf_keras
 
 from runtime.hardware import choose_precision
-from train.bert_backbone import BertBackbone, LayerNorm, dummy_inputs
-from train.bert_config import BertConfig
-from train.classifier import PRECISIONS, encoder_inputs, restore_backbone
-from train.data import UnlabelledTexts
-from train.encoders import EncoderSource, resolve_encoder
-from train.export import replace_dir, write_json
-from train.import_encoder import (ENCODER_DIR, FORMAT_VERSION, INFO_FILE,
+from train.model.bert_backbone import BertBackbone, dummy_inputs
+from train.model.bert_config import BertConfig
+from train.model.classifier import PRECISIONS, encoder_inputs, restore_backbone
+from train.data.texts import UnlabelledTexts
+from train.encoders.source import EncoderSource, resolve_encoder
+from runtime.filesystems import replace_dir
+from train.export.serving import write_json
+from train.encoders.importer import (ENCODER_DIR, FORMAT_VERSION, INFO_FILE,
                                   PREPROCESSOR_DIR, PRETRAIN_STATE_FILE,
                                   save_hub_encoder)
-from train.review_packer import clean_markup
-from train.schedule import WarmupLinearDecay
-from train.seeded_dropout import keyed_by
+from train.loops.checkpoints import RunCheckpoints
+from train.loops.schedule import WarmupLinearDecay
+from train.model.seeded_dropout import keyed_by
 from train.settings import PretrainSettings
-from train.trainer import (ResumeMismatch, TrainingDiverged, bert_optimizer,
+from train.data.masking import Chunks, MaskedBatch, chunk_texts, mask_whole_words
+from train.model.masked_lm import MaskedLanguageModel
+from train.loops.trainer import (TrainingDiverged, bert_optimizer,
                            epoch_batches, format_seconds)
 
 CHECKPOINT_DIR = "pretrain_checkpoints"
 CURVES_FILE = "pretraining_curves.png"
 MASK_TOKEN = "[MASK]"
-# Of the wordpieces chosen for prediction: this share becomes [MASK], as
-# many again a random wordpiece, the rest stay as they are (BERT's recipe:
-# the model cannot tell which unmasked wordpieces it will be asked about).
-_MASKED_SHARE, _RANDOM_SHARE = 0.8, 0.1
 _VALIDATION_STREAM = 2**31 - 1  # the masks of held-out chunks: fixed
 
 
 class PretrainError(Exception):
   """Pre-training cannot start: an encoder it cannot extend, too little text."""
-
-
-@dataclasses.dataclass
-class Chunks:
-  """Wordpiece chunks of texts, padded to seq_length."""
-  word_ids: np.ndarray  # int32 [n, seq_length]
-  word_starts: np.ndarray  # bool [n, seq_length]: the wordpiece begins a word
-  lengths: np.ndarray  # int32 [n], with [CLS] and [SEP]
-
-  def __len__(self):
-    return len(self.lengths)
-
-  def subset(self, rows: np.ndarray) -> "Chunks":
-    return Chunks(self.word_ids[rows], self.word_starts[rows], self.lengths[rows])
-
-
-def _chunk_batch(words: tf.RaggedTensor, *, budget: int, cls_id: int,
-                 sep_id: int, seq_length: int) -> Chunks:
-  """[texts, words, wordpieces] → chunks of at most `budget` wordpieces."""
-  pieces = words.flat_values.numpy().astype(np.int32)
-  words_per_text, pieces_per_word = (r.numpy() for r in words.nested_row_lengths())
-  word_text = np.repeat(np.arange(len(words_per_text)), words_per_text)
-  pieces_per_text = np.bincount(word_text, weights=pieces_per_word,
-                                minlength=len(words_per_text)).astype(np.int64)
-  starts = np.zeros(len(pieces), bool)
-  starts[np.cumsum(pieces_per_word)[:-1]] = True
-  if len(pieces):
-    starts[0] = True
-  text_of_piece = np.repeat(np.arange(len(pieces_per_text)), pieces_per_text)
-  text_offset = np.cumsum(pieces_per_text) - pieces_per_text
-  position = np.arange(len(pieces)) - text_offset[text_of_piece]
-  blocks_per_text = -(-pieces_per_text // budget)
-  block_base = np.cumsum(blocks_per_text) - blocks_per_text
-  block = block_base[text_of_piece] + position // budget
-  column = 1 + position % budget
-  n = int(blocks_per_text.sum())
-  word_ids = np.zeros([n, seq_length], np.int32)
-  word_starts = np.zeros([n, seq_length], bool)
-  word_ids[block, column] = pieces
-  word_starts[block, column] = starts
-  word_starts[:, 1] = True  # a chunk that begins inside a word
-  lengths = (np.bincount(block, minlength=n) + 2).astype(np.int32)
-  word_ids[:, 0] = cls_id
-  word_ids[np.arange(n), lengths - 1] = sep_id
-  return Chunks(word_ids, word_starts, lengths)
-
-
-def chunk_texts(preprocessor, texts: List[str], *, seq_length: int,
-                cls_id: int, sep_id: int, keep_markup: bool = False,
-                batch_size: int = 256,
-                progress: Callable[[str], None] = print) -> Chunks:
-  """`keep_markup`: as `train --keep-markup`; by default HTML line breaks
-  are dropped, as training and scoring drop them."""
-  parts = []
-  started = time.monotonic()
-  for start in range(0, len(texts), batch_size):
-    strings = tf.constant(texts[start:start + batch_size])
-    words = preprocessor.tokenize(strings if keep_markup else clean_markup(strings))
-    parts.append(_chunk_batch(words, budget=seq_length - 2, cls_id=cls_id,
-                              sep_id=sep_id, seq_length=seq_length))
-    done = min(start + batch_size, len(texts))
-    if done == len(texts) or (start // batch_size) % 50 == 49:
-      progress(f"tokenized {done:,}/{len(texts):,} texts "
-               f"({time.monotonic() - started:.0f} s)")
-  return Chunks(np.concatenate([p.word_ids for p in parts]),
-                np.concatenate([p.word_starts for p in parts]),
-                np.concatenate([p.lengths for p in parts]))
-
-
-@dataclasses.dataclass
-class MaskedBatch:
-  word_ids: np.ndarray  # int32 [batch, length]: with masks applied
-  mask: np.ndarray  # int32 [batch, length]: 1 for real wordpieces
-  positions: np.ndarray  # int32 [batch, predictions]
-  targets: np.ndarray  # int32 [batch, predictions]: the original wordpieces
-  weights: np.ndarray  # float32 [batch, predictions]: 0 for padding
-
-
-def mask_whole_words(chunks: Chunks, rows: np.ndarray, *,
-                     rng: np.random.Generator, mask_fraction: float,
-                     max_predictions: int, mask_id: int, vocab_size: int
-                     ) -> MaskedBatch:
-  """A batch with about `mask_fraction` of each chunk's wordpieces chosen,
-  whole words at a time (a word that would overshoot is skipped)."""
-  length = int(chunks.lengths[rows].max())
-  word_ids = chunks.word_ids[rows, :length].copy()
-  mask = (np.arange(length)[np.newaxis, :] <
-          chunks.lengths[rows, np.newaxis]).astype(np.int32)
-  positions = np.zeros([len(rows), max_predictions], np.int32)
-  weights = np.zeros([len(rows), max_predictions], np.float32)
-  for i, row in enumerate(rows):
-    content = int(chunks.lengths[row]) - 2
-    starts = np.flatnonzero(chunks.word_starts[row, 1:content + 1]) + 1
-    ends = np.append(starts[1:], content + 1)
-    target = min(max_predictions, max(1, round(content * mask_fraction)))
-    chosen: List[int] = []
-    for word in rng.permutation(len(starts)):
-      if len(chosen) + ends[word] - starts[word] <= target:
-        chosen.extend(range(starts[word], ends[word]))
-        if len(chosen) == target:
-          break
-    chosen.sort()
-    positions[i, :len(chosen)] = chosen
-    weights[i, :len(chosen)] = 1.0
-  targets = np.take_along_axis(word_ids, positions, axis=1) * (weights > 0)
-  chosen_rows, chosen_cols = np.nonzero(weights)
-  draw = rng.random(len(chosen_rows))
-  at = (chosen_rows, positions[chosen_rows, chosen_cols])
-  masked = draw < _MASKED_SHARE
-  randomized = (draw >= _MASKED_SHARE) & (draw < _MASKED_SHARE + _RANDOM_SHARE)
-  word_ids[at[0][masked], at[1][masked]] = mask_id
-  word_ids[at[0][randomized], at[1][randomized]] = rng.integers(
-      0, vocab_size, int(randomized.sum()))
-  return MaskedBatch(word_ids, mask, positions, targets.astype(np.int32),
-                     weights)
-
-
-class MaskedLanguageModel(tf_keras.Model):
-  """Backbone → wordpieces at chosen positions → vocabulary logits.
-
-  BERT's prediction head: dense + GELU + layer norm, then the word embedding
-  matrix (tied) and a bias per wordpiece. Checkpoints such as
-  all-MiniLM-L6-v2 ship without a head, so it starts from scratch.
-  """
-
-  def __init__(self, backbone: BertBackbone, **kwargs):
-    super().__init__(**kwargs)
-    config = backbone.config
-    self.backbone = backbone
-    self.transform = tf_keras.layers.Dense(
-        config.hidden_size, activation="gelu", name="mlm_transform",
-        kernel_initializer=tf_keras.initializers.TruncatedNormal(stddev=0.02),
-        dtype=backbone.dtype_policy)
-    self.transform_norm = LayerNorm(config.layer_norm_eps, name="mlm_layer_norm",
-                                    dtype=backbone.dtype_policy)
-    self.output_bias = self.add_weight(
-        "mlm_output_bias", [config.vocab_size], initializer="zeros")
-
-  def head_variables(self):
-    """The prediction head's own variables (not the tied embeddings)."""
-    return (self.transform.trainable_variables +
-            self.transform_norm.trainable_variables + [self.output_bias])
-
-  def call(self, inputs, positions, training=False):
-    sequence = self.backbone(inputs, training=training)["sequence_output"]
-    chosen = tf.gather(sequence, positions, batch_dims=1)
-    hidden = self.transform_norm(self.transform(chosen))
-    logits = tf.matmul(hidden, tf.cast(self.backbone.word_embeddings,
-                                       hidden.dtype), transpose_b=True)
-    return tf.cast(logits, tf.float32) + self.output_bias
 
 
 def _special_id(preprocessor, token: str) -> int:
@@ -250,9 +96,7 @@ class Pretrainer:
     self.settings = settings
     self.train_chunks = train_chunks
     self.workdir = pathlib.Path(workdir)
-    self.run_identity = run_identity
     self.progress = progress
-    self.on_checkpoint = on_checkpoint or (lambda: None)
     self.log_every_steps = log_every_steps
     self.mask_id = mask_id
     self.max_predictions = max(1, math.ceil(settings.seq_length *
@@ -285,11 +129,15 @@ class Pretrainer:
     self.predicted = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     extra = ({"head_optimizer": self.head_optimizer}
              if self.head_optimizer is not None else {})
-    self.checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=self.optimizer, loss_sum=self.loss_sum,
-        correct_sum=self.correct_sum, predicted=self.predicted, **extra)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, str(self.workdir / CHECKPOINT_DIR), max_to_keep=2)
+    self.checkpoints = RunCheckpoints(
+        tf.train.Checkpoint(model=model, optimizer=self.optimizer,
+                            loss_sum=self.loss_sum,
+                            correct_sum=self.correct_sum,
+                            predicted=self.predicted, **extra),
+        self.workdir, folder=CHECKPOINT_DIR, state_file=PRETRAIN_STATE_FILE,
+        settings=settings, identity=run_identity, what="a pre-training run",
+        inputs="texts", changeable_on_resume=("checkpoint_every_steps",),
+        on_saved=on_checkpoint)
     self.validation_batches = self._fixed_batches(validation_chunks)
     self.state = {"history": [], "finished": False}
     self._train_step, self._eval_step = self._make_steps()
@@ -358,34 +206,14 @@ class Pretrainer:
             "val_accuracy": totals[1] / max(totals[2], 1)}
 
   # -- state ---------------------------------------------------------------
-  def _state_path(self) -> pathlib.Path:
-    return self.workdir / PRETRAIN_STATE_FILE
-
   def _save_checkpoint(self):
-    self.manager.save(checkpoint_number=self.step)
-    write_json(self._state_path(), {"settings": self.settings.to_dict(),
-                                    "identity": self.run_identity,
-                                    **self.state})
-    self.on_checkpoint()
+    self.checkpoints.save(self.step, self.state)
 
   def restore(self) -> bool:
-    if not self._state_path().exists() or not self.manager.latest_checkpoint:
+    saved = self.checkpoints.restore(self.state)
+    if saved is None:
       return False
-    saved = json.loads(self._state_path().read_text())
-    changed = sorted(k for k, v in saved["settings"].items()
-                     if self.settings.to_dict().get(k) != v
-                     and k != "checkpoint_every_steps")
-    if changed:
-      raise ResumeMismatch(
-          f"{self.workdir} holds a pre-training run with other settings "
-          f"({', '.join(changed)}); resume with the same options or choose "
-          "another OUT")
-    if saved["identity"] != self.run_identity:
-      raise ResumeMismatch(f"{self.workdir} holds a pre-training run on other "
-                           "texts or another encoder")
-    self.checkpoint.restore(
-        self.manager.latest_checkpoint).assert_existing_objects_matched()
-    self.state = {k: saved[k] for k in self.state}
+    self.state = saved
     self.progress(f"resumed from step {self.step} of {self.settings.steps}")
     return True
 
@@ -413,7 +241,7 @@ class Pretrainer:
       if not math.isfinite(loss):
         raise TrainingDiverged(
             f"masked-LM loss is {loss} at step {self.step}; the last good "
-            f"checkpoint ({self.manager.latest_checkpoint or 'none yet'}) is "
+            f"checkpoint ({self.checkpoints.latest or 'none yet'}) is "
             "kept: lower --learning-rate, then --resume")
       if self.step % self.log_every_steps == 0 or self.step == s.steps:
         self._log(started, first_step)

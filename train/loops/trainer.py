@@ -6,7 +6,6 @@ order is a pure function of (seed, epoch), the step counter lives in the
 optimizer, and the running epoch sums live in the checkpoint.
 """
 import dataclasses
-import json
 import math
 import pathlib
 import time
@@ -17,10 +16,10 @@ import tensorflow as tf
 import tf_keras
 
 from evaluation.metrics import log_loss_from_logits, softmax_log_loss
-from train.classifier import class_count, encoder_inputs
-from train.export import write_json
-from train.schedule import WarmupLinearDecay
-from train.seeded_dropout import keyed_by
+from train.model.classifier import class_count, encoder_inputs
+from train.loops.checkpoints import RunCheckpoints
+from train.loops.schedule import WarmupLinearDecay
+from train.model.seeded_dropout import keyed_by
 from train.settings import TrainSettings
 
 CHECKPOINT_DIR = "checkpoints"
@@ -57,10 +56,6 @@ def bert_optimizer(schedule, *, weight_decay: float, precision: str,
 
 class TrainingDiverged(Exception):
   """The loss stopped being finite; the last good checkpoint is kept."""
-
-
-class ResumeMismatch(Exception):
-  """`--resume` found a run made with different settings or data."""
 
 
 @dataclasses.dataclass
@@ -192,11 +187,7 @@ class Trainer:
     self.workdir = pathlib.Path(workdir)
     self.progress = progress
     self.log_every_steps = log_every_steps
-    self.run_identity = run_identity
     self.restore_best = restore_best
-    # Called after each checkpoint and its state are written (a mirror that
-    # keeps them where a lost machine cannot take them along).
-    self.on_checkpoint = on_checkpoint or (lambda: None)
     self.steps_per_epoch = math.ceil(len(train_data) / settings.batch_size)
     self.total_steps = self.steps_per_epoch * settings.epochs
     schedule = WarmupLinearDecay(
@@ -216,11 +207,15 @@ class Trainer:
     self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.correct_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False)
     self.seen = tf.Variable(0.0, dtype=tf.float64, trainable=False)
-    self.checkpoint = tf.train.Checkpoint(
-        model=model, optimizer=self.optimizer, loss_sum=self.loss_sum,
-        correct_sum=self.correct_sum, seen=self.seen)
-    self.manager = tf.train.CheckpointManager(
-        self.checkpoint, str(self.workdir / CHECKPOINT_DIR), max_to_keep=2)
+    self.checkpoints = RunCheckpoints(
+        tf.train.Checkpoint(model=model, optimizer=self.optimizer,
+                            loss_sum=self.loss_sum,
+                            correct_sum=self.correct_sum, seen=self.seen),
+        self.workdir, folder=CHECKPOINT_DIR, state_file=STATE_FILE,
+        settings=settings, identity=run_identity, what="a run",
+        inputs="data", changeable_on_resume=_CHANGEABLE_ON_RESUME,
+        defaults_before_they_existed=_BEFORE_THE_SETTING_EXISTED,
+        on_saved=on_checkpoint)
     self.best_checkpoint = tf.train.Checkpoint(model=model)
     self.state = {"history": [], "best_val_loss": None, "best_epoch": None,
                   "epochs_without_improvement": 0, "finished": False,
@@ -236,40 +231,20 @@ class Trainer:
   def step(self) -> int:
     return int(self.optimizer.iterations.numpy())
 
-  def _state_path(self) -> pathlib.Path:
-    return self.workdir / STATE_FILE
-
-  def _save_state(self):
-    record = {"settings": self.settings.to_dict(), "identity": self.run_identity,
-              "steps_per_epoch": self.steps_per_epoch, **self.state}
-    write_json(self._state_path(), record)
+  def _state(self) -> dict:
+    return {"steps_per_epoch": self.steps_per_epoch, **self.state}
 
   def _save_checkpoint(self):
-    self.manager.save(checkpoint_number=self.step)
-    self._save_state()
-    self.on_checkpoint()
+    self.checkpoints.save(self.step, self._state())
 
   def restore(self) -> bool:
     """Loads the latest checkpoint of a previous run; False if there is none."""
-    if not self._state_path().exists() or not self.manager.latest_checkpoint:
+    saved = self.checkpoints.restore(self.state)
+    if saved is None:
       return False
-    saved = json.loads(self._state_path().read_text())
-    ran_with = {**_BEFORE_THE_SETTING_EXISTED, **saved["settings"]}
-    changed = sorted(k for k, v in ran_with.items()
-                     if self.settings.to_dict().get(k, v) != v
-                     and k not in _CHANGEABLE_ON_RESUME)
-    if changed:
-      raise ResumeMismatch(
-          f"{self.workdir} holds a run with other settings ({', '.join(changed)}); "
-          "resume with the same options or choose another --out")
-    if saved["identity"] != self.run_identity:
-      raise ResumeMismatch(
-          f"{self.workdir} holds a run on other data or another encoder")
-    self.checkpoint.restore(
-        self.manager.latest_checkpoint).assert_existing_objects_matched()
-    self.state = {k: saved[k] for k in self.state}
+    self.state = saved
     self.progress(f"resumed from step {self.step} of {self.total_steps} "
-                  f"({self.manager.latest_checkpoint})")
+                  f"({self.checkpoints.latest})")
     return True
 
   # -- steps ---------------------------------------------------------------
@@ -358,7 +333,7 @@ class Trainer:
           raise TrainingDiverged(
               f"training loss is {loss} at step {self.step} (epoch {epoch + 1}); "
               f"stopped without saving. The last good checkpoint "
-              f"({self.manager.latest_checkpoint or 'none yet'}) is kept: lower "
+              f"({self.checkpoints.latest or 'none yet'}) is kept: lower "
               "--learning-rate or use --precision float32, then --resume")
         if self.step % s.checkpoint_every_steps == 0:
           self._save_checkpoint()
@@ -366,7 +341,7 @@ class Trainer:
           self._log_step(epoch, index + 1, start_time, start_step)
       self._end_epoch(epoch, time.monotonic() - epoch_start)
     self._restore_best()
-    self._save_state()
+    self.checkpoints.save_state(self._state())
     return self.state
 
   def _log_step(self, epoch, index, start_time, start_step):

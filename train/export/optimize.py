@@ -14,11 +14,11 @@ from typing import Callable
 import numpy as np
 
 from schemas import model_dir as contract
-from train import data as data_lib
-from train import quantize
-from train.evaluate import ModelDirError, load_model_dir
-from train.labels import LabelScheme
-from train.trainer import TokenizedReviews
+from train.data import reviews as data_lib
+from train.export import quantize
+from engines.model_dir import ModelError, load_saved_model
+from train.data.labels import LabelScheme
+from train.loops.trainer import TokenizedReviews
 
 
 def _tokenized(model, texts, labels, batch: int = 256) -> TokenizedReviews:
@@ -77,10 +77,10 @@ def optimize_model(model_dir, data_path, *,
   """Adds (or remakes) the int8 copy of a local model directory; returns
   the card as rewritten."""
   model_dir = pathlib.Path(model_dir)
-  model, card = load_model_dir(model_dir)
+  model, card = load_saved_model(model_dir)
   float32_signature = contract.classify_signature_for("float32")
   if float32_signature not in card.signatures:
-    raise ModelDirError(f"{model_dir}: no float32 classifier to quantize "
+    raise ModelError(f"{model_dir}: no float32 classifier to quantize "
                         f"(the model has {', '.join(card.precisions)})")
   train, validation, test = _splits_as_trained(card, data_path)
   progress(f"data: {len(train):,} training, {len(validation):,} validation, "

@@ -1,13 +1,18 @@
-"""Checks a model directory (`schemas.model_dir`) on any Beam filesystem.
+"""The one loader of a model directory (`schemas.model_dir`), on any Beam
+filesystem, for scoring and for training's evaluate, predict and optimize.
 
-Runs in the launcher, before any data is read, so that a wrong `--model`
-costs one clear line rather than a worker stack trace an hour into a job.
-No TensorFlow graph is loaded: the launcher of a Dataflow job need not load
-the model.
+`load_model_card` checks the directory without loading a TensorFlow graph
+(the launcher of a Dataflow job need not load the model), before any data
+is read, so that a wrong `--model` costs one clear line rather than a
+worker stack trace an hour into a job. `load_saved_model` does the same
+checks, then loads the SavedModel.
 """
+from typing import Any, Tuple
+
 from apache_beam.io.filesystems import FileSystems
 
-from runtime.filesystems import join_path, missing_filesystem
+from runtime import text_ops
+from runtime.filesystems import join_path, local_copy, missing_filesystem
 from schemas import model_dir as contract
 
 
@@ -31,18 +36,18 @@ def _read_bytes(path: str) -> bytes:
 def _check_saved_model(model_dir: str, signatures) -> None:
   """The SavedModel's files are there and its graph proto parses.
 
-  Parsing saved_model.pb with protobuf alone catches a missing, truncated or
+  Parsing the graph file with protobuf alone catches a missing, truncated or
   foreign file and a model without the signatures the card promises;
   damaged variables would still fail on the worker, loudly.
   """
   saved_model = saved_model_path(model_dir)
-  pb_path = join_path(saved_model, "saved_model.pb")
+  pb_path = join_path(saved_model, contract.SAVED_MODEL_GRAPH)
   if not FileSystems.exists(pb_path):
     raise ModelError(f"{model_dir}: no SavedModel ({pb_path} is missing)")
-  if not FileSystems.exists(join_path(saved_model, "variables",
-                                      "variables.index")):
+  index_path = join_path(saved_model, *contract.SAVED_MODEL_INDEX.split("/"))
+  if not FileSystems.exists(index_path):
     raise ModelError(f"{model_dir}: the SavedModel has no variables "
-                     f"({saved_model}/variables/variables.index is missing)")
+                     f"({index_path} is missing)")
   data = _read_bytes(pb_path)
   try:
     from tensorflow.core.protobuf import saved_model_pb2
@@ -102,6 +107,18 @@ def load_model_card(model_dir: str, *, check_saved_model: bool = True
   unreachable = missing_filesystem(model_dir)
   if unreachable:
     raise ModelError(unreachable)
+  try:
+    return _load_model_card(model_dir, check_saved_model)
+  except ModelError:
+    raise
+  except Exception as e:  # a bucket unreachable: offline, no credentials...
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    raise ModelError(f"{model_dir}: cannot be read ({type(e).__name__}: "
+                     f"{lines[-1][:300] if lines else ''})") from None
+
+
+def _load_model_card(model_dir: str, check_saved_model: bool
+                     ) -> contract.ModelCard:
   card_path = join_path(model_dir, contract.MODEL_CARD_FILE)
   if not FileSystems.exists(card_path):
     if not FileSystems.exists(model_dir):
@@ -122,3 +139,14 @@ def load_model_card(model_dir: str, *, check_saved_model: bool = True
     except contract.ModelCardError as e:
       raise ModelError(f"{card_path}: {e}") from None
   return card
+
+
+def load_saved_model(model_dir) -> Tuple[Any, contract.ModelCard]:
+  """(SavedModel, model card) of a directory written by `reviewscore train`,
+  after `load_model_card`'s checks; copied to a local folder first where
+  TensorFlow cannot open the filesystem itself."""
+  card = load_model_card(str(model_dir))
+  import tensorflow as tf
+  text_ops.register_text_ops()  # the tokenizer's WordPiece ops
+  saved_model = saved_model_path(str(model_dir).rstrip("/") or "/")
+  return tf.saved_model.load(local_copy(saved_model)), card

@@ -1,0 +1,1 @@
+"""Labelled and pseudo-labelled reviews, their labels, and the IMDB download."""

@@ -1,0 +1,1 @@
+"""The training loops (fine-tuning and pretraining) and what they share."""

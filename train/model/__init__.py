@@ -1,0 +1,1 @@
+"""The BERT classifier: its config, backbone, preprocessor and dropout."""
