@@ -8,7 +8,10 @@
   (`OUT/encoder`, `OUT/preprocessor`, seq_length 64): a real, fast encoder.
 - `minilm_encoder_dir`: the offline all-MiniLM-L6-v2 imported once per session.
 - `imdb_dir`: the IMDB parquet files (`$REVIEWSCORE_DATA`, else
-  ../shared/data/imdb beside the repository).
+  ../shared/data/imdb beside the repository, else data/imdb, downloaded
+  there if missing). Where none can be had, a run that selected a test
+  needing them stops before any test with one line saying how to provide
+  them; tests that do not need them (test_download_imdb.py) run without.
 
 Nothing here needs PyTorch: checkpoints are written with safetensors.numpy.
 """
@@ -16,7 +19,7 @@ import json
 import os
 import pathlib
 import sys
-from typing import List
+from typing import List, Optional, Tuple
 
 import numpy as np
 import pytest
@@ -178,8 +181,8 @@ def tiny_task_checkpoint_dir(tmp_path) -> pathlib.Path:
 @pytest.fixture(scope="session")
 def tiny_encoder_dir(tmp_path_factory) -> pathlib.Path:
   """The seed-0 tiny checkpoint imported with seq_length 64; do not modify."""
-  from train.hf_checkpoint import open_checkpoint
-  from train.import_encoder import import_encoder
+  from train.encoders.hf_checkpoint import open_checkpoint
+  from train.encoders.importer import import_encoder
   source = write_tiny_checkpoint(tmp_path_factory.mktemp("tiny-bert"))
   return import_encoder(open_checkpoint(source),
                         tmp_path_factory.mktemp("tiny-encoder"), seq_length=64)
@@ -221,8 +224,8 @@ def assert_same_training_state():
 @pytest.fixture(scope="session")
 def minilm_encoder_dir(tmp_path_factory) -> pathlib.Path:
   """all-MiniLM-L6-v2 (sha256-checked) imported with seq_length 128 (~10 s)."""
-  from train.hf_checkpoint import CheckpointError, open_minilm
-  from train.import_encoder import import_encoder
+  from train.encoders.hf_checkpoint import CheckpointError, open_minilm
+  from train.encoders.importer import import_encoder
   try:
     checkpoint = open_minilm()
   except CheckpointError as e:  # not installed: scripts/bootstrap.sh does it
@@ -230,31 +233,79 @@ def minilm_encoder_dir(tmp_path_factory) -> pathlib.Path:
   return import_encoder(checkpoint, tmp_path_factory.mktemp("minilm"))
 
 
-@pytest.fixture(scope="session")
-def imdb_dir() -> pathlib.Path:
-  """Directory of the IMDB train/test/unsup parquet files (read only).
+_IMDB_SPLITS = ("train", "test", "unsup")
+_imdb_found: Optional[Tuple[Optional[pathlib.Path], str]] = None
+
+
+def locate_imdb() -> Tuple[Optional[pathlib.Path], str]:
+  """(the IMDB data folder, "") or (None, one line saying how to provide it).
 
   $REVIEWSCORE_DATA, else ../shared/data/imdb beside the repository, else
   data/imdb in it (where run_local.sh downloads the data), downloaded there
-  with `reviewscore download-imdb` if it is missing.
+  with `reviewscore download-imdb` if it is missing (offline this fails
+  within seconds). Looked up once per process.
   """
+  global _imdb_found
+  if _imdb_found is None:
+    _imdb_found = _locate_imdb()
+  return _imdb_found
+
+
+def _locate_imdb() -> Tuple[Optional[pathlib.Path], str]:
   root = os.environ.get("REVIEWSCORE_DATA")
   candidates = ([pathlib.Path(root)] if root else
                 [REPO.parent / "shared" / "data" / "imdb", REPO / "data" / "imdb"])
   for path in candidates:
-    if all((path / f"{split}.parquet").is_file()
-           for split in ("train", "test", "unsup")):
-      return path.resolve()
+    if all((path / f"{split}.parquet").is_file() for split in _IMDB_SPLITS):
+      return path.resolve(), ""
+  provide = ("set REVIEWSCORE_DATA to a folder with train.parquet, "
+             "test.parquet and unsup.parquet (`reviewscore download-imdb DIR` "
+             "writes them)")
   if root:
-    pytest.fail(f"IMDB data not found in {root} ($REVIEWSCORE_DATA)")
-  from train.imdb_download import DownloadError, download_imdb
+    return None, (f"IMDB data not found in {root} ($REVIEWSCORE_DATA): "
+                  f"{provide}, or unset it to use ../shared/data/imdb or "
+                  "data/imdb")
+  from train.data.imdb_download import URL_ENV, DownloadError, download_imdb
   try:
     # Test workers (pytest -n) that both find no data take turns there: the
     # later one finds the earlier one's files.
     download_imdb(candidates[-1])
   except DownloadError as e:
-    pytest.fail(f"IMDB data not found beside the repository and {e}")
-  return candidates[-1].resolve()
+    reason = str(e).split("; ")[0]  # without its advice about `train --data`
+    return None, (f"IMDB data not found in ../shared/data/imdb or data/imdb, "
+                  f"and {reason}: {provide}, or run the tests where the "
+                  f"download works (${URL_ENV} names a mirror)")
+  return candidates[-1].resolve(), ""
+
+
+@pytest.hookimpl(trylast=True)  # after -k/-m deselected what they leave out
+def pytest_collection_modifyitems(session, config, items):
+  """Without the IMDB data, stops the run before any test, in one line,
+  when a selected test needs it (the tests that do not run on their own)."""
+  if config.option.collectonly or not any(
+      "imdb_dir" in item.fixturenames for item in items):
+    return
+  path, why = locate_imdb()
+  if path is not None:
+    return
+  if hasattr(config, "workerinput"):
+    # A pytest-xdist worker: pytest.exit here is an internal error of the
+    # controller; a worker that collected nothing and asks to stop ends the
+    # run with this one line.
+    items[:] = []
+    session.shouldstop = why
+  else:
+    pytest.exit(why)
+
+
+@pytest.fixture(scope="session")
+def imdb_dir() -> pathlib.Path:
+  """Directory of the IMDB train/test/unsup parquet files (read only),
+  found or downloaded by `locate_imdb`."""
+  path, why = locate_imdb()
+  if path is None:
+    pytest.fail(why)
+  return path
 
 
 @pytest.fixture(scope="session")
@@ -274,7 +325,7 @@ def tiny_training_data(imdb_dir, tmp_path_factory) -> pathlib.Path:
 
 def _train_tiny(data, encoder, out, **options) -> pathlib.Path:
   from train.run import train_and_export
-  from train.trainer import TrainSettings
+  from train.loops.trainer import TrainSettings
   train_and_export(
       data_path=data, encoder=str(encoder), out=out,
       settings=TrainSettings(batch_size=8, epochs=1, seq_length=64,

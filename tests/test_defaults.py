@@ -82,9 +82,9 @@ def test_import_records_the_pooling_the_checkpoint_was_trained_for(
     tiny_checkpoint_dir, tmp_path):
   """Catches: sentence-transformers checkpoints (MiniLM) pooled by [CLS]
   by default, or plain BERTs pooled by the mean."""
-  from train.encoders import resolve_encoder
-  from train.hf_checkpoint import open_checkpoint, open_minilm
-  from train.import_encoder import import_encoder
+  from train.encoders.source import resolve_encoder
+  from train.encoders.hf_checkpoint import open_checkpoint, open_minilm
+  from train.encoders.importer import import_encoder
   assert open_checkpoint(tiny_checkpoint_dir).pooling == "cls"
   assert open_minilm().pooling == "mean"
   (tiny_checkpoint_dir / "modules.json").write_text(json.dumps([
@@ -155,8 +155,25 @@ def test_quick_preset_fills_in_under_explicit_options(
   assert settings["max_examples"] == quick["max_examples"]
 
 
-@pytest.mark.parametrize("flags, expected", [(NATIVE, "bfloat16"),
-                                             (NOT_NATIVE, "float32")])
+def _has_gpu() -> bool:
+  import tensorflow as tf
+  return bool(tf.config.list_physical_devices("GPU"))
+
+
+def _has_gcs() -> bool:
+  """Beam's GCS filesystem loads: the `[gcp]` extra is installed."""
+  try:
+    import apache_beam.io.gcp.gcsfilesystem  # noqa: F401
+  except ImportError:
+    return False
+  return True
+
+
+@pytest.mark.parametrize("flags, expected", [
+    pytest.param(NATIVE, "bfloat16", marks=pytest.mark.skipif(
+        _has_gpu(), reason="this host has a GPU, where auto rightly scores "
+        "in float32 whatever the CPU offers")),
+    (NOT_NATIVE, "float32")])
 def test_scoring_precision_is_chosen_by_the_worker(
     flags, expected, tiny_model_dir, imdb_dir, tmp_path, monkeypatch):
   """Catches: auto following the card instead of the hardware, a choice the
@@ -254,10 +271,75 @@ def test_a_bad_beam_flag_is_a_usage_error_without_traceback(
       (tmp_path / "out").iterdir())
 
 
+# Run in a fresh process with the given modules made absent (an import
+# finder raises ModuleNotFoundError for them, as a missing package does),
+# then `reviewscore score` once per path option, through click's runner.
+_WITHOUT_EXTRA = """
+import json, sys
+blocked = tuple(sys.argv[1].split(","))
+class Absent:
+  def find_spec(self, name, path=None, target=None):
+    if any(name == b or name.startswith(b + ".") for b in blocked):
+      raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Absent())
+from click.testing import CliRunner
+from reviewscore.cli import main
+results = []
+for args in json.loads(sys.argv[2]):
+  result = CliRunner().invoke(main, ["score", *args])
+  results.append([result.exit_code, result.output,
+                  isinstance(result.exception, SystemExit)])
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.parametrize("absent, scheme, extra", [
+    ("google.cloud.storage", "gs", "gcp"), ("boto3", "s3", "aws")])
+def test_cloud_paths_keep_their_scheme_without_the_extra(
+    absent, scheme, extra, tiny_model_dir, imdb_dir, tmp_path):
+  """The row "a gs:// or s3:// path without Beam's support for it
+  installed", held on every host (the extras may be installed here): the
+  extra's package is made absent in the scoring process. Each path option
+  in turn is the bucket's; each is refused in one line that names the URL
+  as given and the extra (exit 1; 2 for --output, a usage error), before
+  anything is written. Catches: a
+  mangled URL (gs:/bucket), a traceback, Beam's own words ("Missing boto3
+  requirement", which Beam's S3 filesystem says only at its first
+  operation, after a pipeline started), output left behind."""
+  data = tmp_path / "in.parquet"
+  _small_labelled(imdb_dir, data, n=4)
+  url = f"{scheme}://bucket/x/y"
+  local = {"--input": str(data), "--model": str(tiny_model_dir),
+           "--output": str(tmp_path / "out" / "s")}
+  runs = [[a for pair in {**local, option: url}.items() for a in pair]
+          for option in local]
+  done = subprocess.run(
+      [sys.executable, "-c", _WITHOUT_EXTRA, absent, json.dumps(runs)],
+      capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  results = json.loads(done.stdout.strip().splitlines()[-1])
+  # The model and the input are refused as such (exit 1); the output as a
+  # usage error (exit 2), click's usage lines above its one Error line.
+  exits = {"--input": 1, "--model": 1, "--output": 2}
+  for option, (exit_code, output, clean_exit) in zip(local, results,
+                                                      strict=True):
+    assert exit_code == exits[option] and clean_exit, (option, output)
+    errors = [line for line in output.splitlines() if "rror" in line]
+    assert errors == [
+        f"Error: {url}: no filesystem for {scheme}:// in this environment "
+        f"(pip install 'reviewscore[{extra}]')"], (option, output)
+    assert "Traceback" not in output and len(output.splitlines()) < 5
+  assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(_has_gcs(), reason="the [gcp] extra is installed here: "
+                    "gs:// paths are Beam's to open (test_cloud_paths_keep_"
+                    "their_scheme_without_the_extra holds this row on every "
+                    "host)")
 def test_cloud_paths_reach_beam_unchanged(tmp_path):
   """Catches: a path option that mangles gs://bucket into gs:/bucket, and a
   missing cloud extra ending in a traceback instead of naming the extra.
-  No network: the test environment has no Google Cloud filesystem."""
+  No network: skipped where the Google Cloud filesystem is installed."""
   result = CliRunner().invoke(main, [
       "score", "--input", "gs://bucket/reviews/*.parquet", "--model",
       "gs://bucket/models/m1", "--output", str(tmp_path / "s")])

@@ -19,12 +19,25 @@ import tensorflow_text  # noqa: F401  (ops of the preprocessor SavedModel)
 import tf_keras
 
 from reviewscore.cli import main
-from train import encoders
-from train.bert_preprocessor import normalize_like_hf
-from train.hf_checkpoint import (MINILM_WEIGHTS_SHA256, CheckpointError,
+from train.encoders import source as encoders
+from train.model.bert_preprocessor import normalize_like_hf
+from train.encoders.hf_checkpoint import (MINILM_WEIGHTS_SHA256, CheckpointError,
                                  open_checkpoint)
-from train.import_encoder import (backbone_from_checkpoint, import_encoder,
+from train.encoders.importer import (backbone_from_checkpoint, import_encoder,
                                   read_encoder_info)
+
+
+def skip_if_something_listens_on_443():
+  """The hub tests' handles are https://127.0.0.1/...: they mean "a hub
+  nobody answers for" only where nothing listens on 127.0.0.1:443."""
+  import socket
+  try:
+    socket.create_connection(("127.0.0.1", 443), timeout=5).close()
+  except OSError:
+    return
+  pytest.skip("something listens on 127.0.0.1:443 on this host, so a hub "
+              "handle there is not unreachable")
+
 
 TUTORIAL_TEXT = "this is such an amazing movie!"
 TUTORIAL_IDS = [101, 2023, 2003, 2107, 2019, 6429, 3185, 999, 102, 0, 0, 0]
@@ -324,6 +337,38 @@ def test_sha256_mismatch_is_a_checkpoint_error(tiny_checkpoint_dir):
                          expected_weights_sha256=right).weights_sha256 == right
 
 
+@pytest.mark.parametrize("damaged, message", [
+    ("model.safetensors", "sha256 of the weights is "),
+    ("vocab.txt", "sha256 of the vocabulary is ")])
+def test_import_encoder_refuses_an_offline_minilm_that_fails_its_sha256(
+    damaged, message, tmp_path, monkeypatch):
+  """`reviewscore import-encoder OUT` on the offline MiniLM whose weights or
+  vocabulary changed (one byte): the digests are the product's own, not
+  the test's. The package's files are copied (links for the others) with
+  one of them altered, and the command looks there as it looks where pip
+  put it. Catches: a check that is skipped, names no file, ends in a
+  traceback, or leaves OUT or OUT.partial behind."""
+  from train.encoders import hf_checkpoint
+  installed = hf_checkpoint.minilm_directory()
+  copy = tmp_path / "minilm"
+  copy.mkdir()
+  for entry in installed.iterdir():
+    if entry.name != damaged:
+      (copy / entry.name).symlink_to(entry)
+  data = bytearray((installed / damaged).read_bytes())
+  data[len(data) // 2] ^= 0x01
+  (copy / damaged).write_bytes(bytes(data))
+  monkeypatch.setattr(hf_checkpoint, "minilm_directory", lambda: copy)
+  out = tmp_path / "minilm-encoder"
+  result = CliRunner().invoke(main, ["import-encoder", str(out)])
+  assert result.exit_code == 1, result.output
+  assert isinstance(result.exception, SystemExit), result.exception
+  lines = result.output.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith("Error: "), result.output
+  assert f"{copy}: {message}" in lines[0], lines[0]
+  assert not out.exists() and not out.with_name("minilm-encoder.partial").exists()
+
+
 def test_missing_files_are_named(tiny_checkpoint_dir, tmp_path):
   (tiny_checkpoint_dir / "model.safetensors").unlink()
   (tiny_checkpoint_dir / "vocab.txt").unlink()
@@ -425,29 +470,37 @@ def test_unknown_encoder_name_is_an_error():
 def test_unreachable_hub_fails_fast_naming_import_encoder(monkeypatch):
   """Catches: a hub handle nobody answers for ending in a hang or a
   traceback instead of naming the local alternative. On 127.0.0.1, where
-  nothing listens on the HTTPS port: the same on every machine, no network."""
-  import socket
-  with pytest.raises(OSError):  # the premise: nothing answers there
-    socket.create_connection(("127.0.0.1", 443), timeout=5).close()
+  nothing listens on the HTTPS port: the same on every machine, no network
+  (skipped where something does listen there)."""
+  skip_if_something_listens_on_443()
   monkeypatch.delenv("TFHUB_CACHE_DIR", raising=False)
   started = time.monotonic()
   with pytest.raises(encoders.EncoderUnavailable,
                      match="cannot reach 127.0.0.1 .*import-encoder"):
     encoders.check_reachable("https://127.0.0.1/tensorflow/small_bert/"
                              "bert_en_uncased_L-4_H-512_A-8/1")
-  assert time.monotonic() - started < 10
+  # A refused connection fails at once and the check waits 5 s at most; 30 s
+  # is room for a loaded host, far below a hang (TF Hub's own download
+  # retries for minutes).
+  assert time.monotonic() - started < 30
 
 
 def test_a_handle_in_the_hub_cache_needs_no_network(tmp_path, monkeypatch):
   """Catches: refusing a handle that TF Hub's cache already holds. The
-  handle's host answers nothing (127.0.0.1), so any connection attempt
-  would fail the check; the cache folder is named as TF Hub names it."""
-  handle = "https://127.0.0.1/tensorflow/bert_en_uncased_preprocess/3"
+  handle's port is one this test holds without listening (127.0.0.1), so
+  any connection attempt is refused and fails the check, on every machine;
+  the cache folder is named as TF Hub names it."""
+  import socket
   monkeypatch.setenv("TFHUB_CACHE_DIR", str(tmp_path))
-  with pytest.raises(encoders.EncoderUnavailable, match="cannot reach 127.0.0.1"):
-    encoders.check_reachable(handle)  # not cached yet
-  (tmp_path / hashlib.sha1(handle.encode()).hexdigest()).mkdir()
-  encoders.check_reachable(handle)
+  with socket.socket() as held:  # bound, never listening: refused
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
+    handle = f"https://127.0.0.1:{port}/tensorflow/bert_en_uncased_preprocess/3"
+    with pytest.raises(encoders.EncoderUnavailable,
+                       match="cannot reach 127.0.0.1 .*ConnectionRefusedError"):
+      encoders.check_reachable(handle)  # not cached yet
+    (tmp_path / hashlib.sha1(handle.encode()).hexdigest()).mkdir()
+    assert encoders.check_reachable(handle) is None  # no connection tried
 
 
 def test_a_hub_that_answers_on_its_own_port_is_reachable(monkeypatch):
@@ -458,5 +511,11 @@ def test_a_hub_that_answers_on_its_own_port_is_reachable(monkeypatch):
   with socket.socket() as listener:
     listener.bind(("127.0.0.1", 0))
     listener.listen()
+    listener.settimeout(10)
     port = listener.getsockname()[1]
-    encoders.check_reachable(f"http://127.0.0.1:{port}/models/encoder/1")
+    assert encoders.check_reachable(
+        f"http://127.0.0.1:{port}/models/encoder/1") is None
+    # The check really knocked on the URL's own port (a check that passed
+    # every handle unasked would leave no connection to accept).
+    connection, _ = listener.accept()
+    connection.close()

@@ -13,7 +13,7 @@ import pytest
 
 from pipeline.plan import InputError, plan_input
 from pipeline.run import run
-from train import data as data_lib
+from train.data import reviews as data_lib
 
 
 @pytest.fixture(scope="module")
@@ -301,13 +301,31 @@ def test_a_column_carried_twice_is_named(reviews, tmp_path):
       plan_input(str(tmp_path / "r.parquet"), carry=carry)
 
 
-def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tmp_path):
+def test_a_folder_of_mixed_kinds_is_refused_in_one_line(reviews, tiny_model_dir,
+                                                       tmp_path):
   """Catches: auto-detection silently taking table files for one-review
-  files (every part dead-lettered as one "review")."""
-  pq.write_table(reviews, tmp_path / "a.parquet")
-  pcsv.write_csv(reviews, tmp_path / "b.csv")
-  with pytest.raises(InputError, match="mixed kinds"):
-    plan_input(str(tmp_path))
+  files (every part dead-lettered as one "review"), and a refusal that does
+  not name the kinds, takes more than one line or leaves output behind."""
+  from click.testing import CliRunner
+
+  from reviewscore.cli import main
+  folder = tmp_path / "parts"
+  folder.mkdir()
+  pq.write_table(reviews, folder / "a.parquet")
+  pcsv.write_csv(reviews, folder / "b.csv")
+  with pytest.raises(InputError, match=r"files of mixed kinds \(csv, parquet\)"):
+    plan_input(str(folder))
+  # As users meet it: one line naming the kinds, exit 1, nothing written.
+  for pattern in (str(folder), str(folder / "*")):
+    result = CliRunner().invoke(main, [
+        "score", "--input", pattern, "--model", str(tiny_model_dir),
+        "--output", str(tmp_path / "out" / "s")])
+    assert result.exit_code == 1, result.output
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.output.strip().splitlines() == [
+        f"Error: {pattern}: files of mixed kinds (csv, parquet); match one "
+        "kind, or name it with --format"], result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_training_data_from_csv_a_glob_and_a_folder_of_parts(reviews,

@@ -91,8 +91,8 @@ def test_quantization_is_deterministic_and_the_guard_refuses(
     tiny_model_dir, tmp_path):
   """The same model and calibration reviews give the same bytes; a copy
   below the guard is removed and the card says why."""
-  from train.quantize import make_int8_copy
-  from train.trainer import TokenizedReviews
+  from train.export.quantize import make_int8_copy
+  from train.loops.trainer import TokenizedReviews
   model_dir = tmp_path / "model"
   shutil.copytree(tiny_model_dir / contract.SAVED_MODEL_DIR,
                   model_dir / contract.SAVED_MODEL_DIR)

@@ -16,10 +16,10 @@ import tensorflow_text  # noqa: F401
 from evaluation.metrics import best_threshold
 from pipeline.run import run as score
 from reviewscore.cli import main
-from train import data as data_lib
-from train.labels import LabelError, LabelScheme
+from train.data import reviews as data_lib
+from train.data.labels import LabelError, LabelScheme
 from train.run import train_and_export
-from train.trainer import TrainSettings
+from train.loops.trainer import TrainSettings
 
 TINY = dict(batch_size=8, seq_length=64, checkpoint_every_steps=1000,
             truncation="head", pooling="cls", precision="float32", epochs=1)
@@ -235,7 +235,7 @@ def test_star_ratings_as_classes_of_their_own(star_reviews, tiny_encoder_dir,
   assert table["label"].to_pylist() == [card["class_names"][i] for i in
                                         class_scores.argmax(axis=1)]
   # Self-training reads such a run (and an ensemble of it) by class.
-  from train.data import read_pseudo_labels
+  from train.data.pseudo_labels import read_pseudo_labels
   label_of = dict(zip(table["review_id"].to_pylist(),
                       table["label_id"].to_pylist(), strict=True))
   for runs in ([prefix], [prefix, prefix]):

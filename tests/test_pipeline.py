@@ -268,26 +268,55 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
     assert len(result.output.strip().splitlines()) == 1, result.output
   assert not out.parent.exists()  # nothing written, not even staging
 
-  usage = [["--format", "xml"], ["--num-shards", "-1"],
-           ["--max-batch-size", "0"], ["--min-batch-size", "9",
-                                       "--max-batch-size", "4"],
-           ["--num-shard", "3"], ["--max-batch-duration-secs", "-1"],
-           ["--bucket-boundaries", "64,32"], ["--precision", "int8"],
+  # Each with the words of its one line (docs/reliability.md).
+  usage = [(["--format", "xml"], "Invalid value for '--format': 'xml'"),
+           (["--num-shards", "-1"], "Invalid value for '--num-shards'"),
+           (["--max-batch-size", "0"], "Invalid value for '--max-batch-size'"),
+           (["--min-batch-size", "9", "--max-batch-size", "4"],
+            "--min_batch_size is larger than --max_batch_size"),
+           (["--num-shard", "3"],
+            "no such option: --num-shard (neither reviewscore's nor Beam's)"),
+           (["--max-batch-duration-secs", "-1"],
+            "Invalid value for '--max-batch-duration-secs'"),
+           (["--bucket-boundaries", "64,32"],
+            "--bucket_boundaries: expected increasing positive integers"),
+           (["--precision", "int8"],
+            "precision 'int8' is not offered by this model"),
            # Bucket options without bucketing would be silently ignored.
-           ["--bucket-boundaries", "32,64"],
-           ["--max-batch-duration-secs", "5"],
+           (["--bucket-boundaries", "32,64"],
+            "--bucket_boundaries applies with --length_bucketing only"),
+           (["--max-batch-duration-secs", "5"],
+            "--max_batch_duration_secs applies with --length_bucketing only"),
            # Beam's spellings and Beam's own options, bad values: one line,
            # not argparse's hundred-line usage of every Beam option.
-           ["--num_shards=-1"], ["--direct_num_workers=abc"],
-           ["--direct_running_mode=sideways"],
-           ["--runner=apache_beam.runners.DirectRuner"], ["--runner=no.such.Runner"],
-           ["--direct_num_workers=-3"],
-           ["--runner=BundleBasedDirectRunner", "--length-bucketing"],
-           ["--id-column=text"],
-           ["--max-batch-size", "8", "--max_batch_size=64"],
+           (["--num_shards=-1"], "--num_shards must be at least 0"),
+           (["--direct_num_workers=abc"],
+            "argument --direct_num_workers: invalid int value: 'abc'"),
+           (["--direct_running_mode=sideways"],
+            "argument --direct_running_mode: invalid choice: 'sideways'"),
+           (["--runner=apache_beam.runners.DirectRuner"],
+            "--runner: module 'apache_beam.runners' has no attribute "
+            "'DirectRuner'"),
+           (["--runner=no.such.Runner"], "--runner: No module named 'no'"),
+           (["--direct_num_workers=-3"],
+            "--direct_num_workers must be at least 0"),
+           (["--runner=BundleBasedDirectRunner", "--length-bucketing"],
+            "--length-bucketing cannot run on BundleBasedDirectRunner"),
+           (["--id-column=text"],
+            "--text-column and --id-column both name 'text'"),
+           # An option given in both spellings: which one would win?
+           (["--max-batch-size", "8", "--max_batch_size=64"],
+            "--max-batch-size is given twice (also as --max_batch_size)"),
            # An unquoted glob's second file: only the first would be read.
-           [str(good) + ".second"]]
-  for extra in usage:
+           # The line says to quote the pattern.
+           ([str(good) + ".second"],
+            f"unexpected argument '{good}.second': options take one value "
+            "each (quote a pattern, --input 'parts/*.parquet', or the shell "
+            "expands it into several)"),
+           # Any other word that is no option's value: the same line.
+           (["stray"], "unexpected argument 'stray': options take one value "
+            "each (quote a pattern")]
+  for extra, message in usage:
     result = _invoke("--input", good, "--model", model, "--output", out,
                      *extra)
     assert result.exit_code == 2, (extra, result.output)
@@ -295,6 +324,8 @@ def test_unreadable_inputs_and_models_fail_fast(tiny_model_dir, imdb_dir,
     errors = [line for line in result.output.splitlines() if "rror" in line]
     assert len(errors) == 1 and len(result.output.splitlines()) < 8, (
         extra, result.output)
+    assert errors[0].startswith("Error: ") and message in errors[0], (
+        extra, message, result.output)
   module = subprocess.run(
       [sys.executable, "-m", "pipeline.run", f"--input={good}",
        f"--model={model}", f"--output={out}", "--num_shards=-1"],

@@ -100,10 +100,13 @@ def _cpu_seconds(pid: int) -> float:
 def test_a_worker_killed_mid_bundle_fails_the_run_without_committing(
     tiny_model_dir, imdb_dir, tmp_path):
   """multi_processing: one of two SDK worker processes is SIGKILLed while
-  it works. Beam does not retry a lost worker on this runner: the run must
-  fail in one line with nothing committed (or, were Beam to retry, finish
-  with every review accounted for). Catches a launcher that hangs, commits
-  what the surviving worker wrote, or ends in a traceback."""
+  it scores. docs/reliability.md: Beam does not retry a lost worker on this
+  runner, so the run fails with one `Error:` line, exit 1, no traceback, and
+  nothing committed. Catches a launcher that hangs, commits what the
+  surviving worker wrote, reports success, or ends in a traceback.
+
+  The launcher's output goes to files, not pipes: a chatty child cannot
+  block on a full pipe while the test waits for a worker to get busy."""
   import signal
   import time
   # All 25,000 reviews: the tiny model scores 4,000 in about 6 s on two
@@ -112,15 +115,19 @@ def test_a_worker_killed_mid_bundle_fails_the_run_without_committing(
   data = tmp_path / "in.parquet"
   pq.write_table(table, data, row_group_size=250)
   prefix = tmp_path / "scores" / "run"
-  process = subprocess.Popen(
-      [sys.executable, "-m", "reviewscore.cli", "score", "--input", str(data),
-       "--model", str(tiny_model_dir), "--output", str(prefix),
-       "--precision", "float32", "--max-batch-size", "8",
-       "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  stdout_path, stderr_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+  with open(stdout_path, "w") as stdout, open(stderr_path, "w") as stderr:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "reviewscore.cli", "score", "--input", str(data),
+         "--model", str(tiny_model_dir), "--output", str(prefix),
+         "--precision", "float32", "--max-batch-size", "8",
+         "--direct_running_mode=multi_processing", "--direct_num_workers=2"],
+        stdout=stdout, stderr=stderr, text=True)
   killed = None
   try:
-    deadline = time.monotonic() + 240
+    # A generous bound (two shared cores may be slow to start TensorFlow in
+    # three processes); the kill itself waits for CPU work, not for time.
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and process.poll() is None:
       busy = [pid for pid in _worker_processes(process.pid)
               if _cpu_seconds(pid) >= 8.0]  # TensorFlow loaded, scoring
@@ -129,19 +136,22 @@ def test_a_worker_killed_mid_bundle_fails_the_run_without_committing(
         os.kill(killed, signal.SIGKILL)
         break
       time.sleep(0.2)
-    assert killed, "no worker was ever busy before the run ended"
-    out, err = process.communicate(timeout=300)
+    assert killed, ("no worker was ever busy before the run ended",
+                    stderr_path.read_text()[-2000:])
+    process.wait(timeout=300)
   finally:
     if process.poll() is None:
       process.kill()
       process.wait()
-  manifest = f"{prefix}-manifest.json"
-  if process.returncode == 0:  # a retry: everything accounted for
-    counts = __import__("json").load(open(manifest))["counts"]
-    assert counts["read"] == counts["scored"] + counts["dead_lettered"] == table.num_rows
-  else:
-    assert process.returncode == 1, (process.returncode, err[-2000:])
-    assert not os.path.exists(manifest)
-    assert not glob.glob(f"{prefix}-?????-of-?????.parquet")
-    assert "nothing was committed" in err
-    assert "Traceback" not in err
+  err = stderr_path.read_text()
+  assert process.returncode == 1, (process.returncode, err[-3000:])
+  lines = [line for line in err.splitlines() if line.strip()]
+  errors = [line for line in lines if line.startswith("Error:")]
+  assert len(errors) == 1 and lines[-1] == errors[0], err[-3000:]
+  assert "the pipeline failed, nothing was committed" in errors[0], errors[0]
+  assert "Traceback" not in err, err[-3000:]
+  assert not os.path.exists(f"{prefix}-manifest.json")
+  assert not glob.glob(f"{prefix}-?????-of-?????.parquet")
+  assert not os.path.exists(f"{prefix}-errors")
+  # No counts on stdout: the launcher did not report the run as done.
+  assert "scored" not in stdout_path.read_text()

@@ -22,7 +22,7 @@ def _preprocessor(encoder_dir):
 
 def test_texts_are_cut_into_chunks_at_word_pieces_never_across_texts(
     tiny_encoder_dir):
-  from train.pretrain import chunk_texts
+  from train.data.masking import chunk_texts
   texts = ["the movie was unbelievable , " * 7, "bad<br /><br />",
            "a great film ! " * 3]
   preprocessor = _preprocessor(tiny_encoder_dir)
@@ -53,7 +53,7 @@ def test_texts_are_cut_into_chunks_at_word_pieces_never_across_texts(
 
 def _chunks_of_words(word_lengths, seq_length=32):
   """One chunk per list: words of the given wordpiece counts, ids 10, 11..."""
-  from train.pretrain import Chunks
+  from train.data.masking import Chunks
   n = len(word_lengths)
   word_ids = np.zeros([n, seq_length], np.int32)
   starts = np.zeros([n, seq_length], bool)
@@ -70,7 +70,7 @@ def _chunks_of_words(word_lengths, seq_length=32):
 
 
 def test_whole_words_are_masked_never_specials_and_the_mix_is_80_10_10():
-  from train.pretrain import mask_whole_words
+  from train.data.masking import mask_whole_words
   rng = np.random.default_rng(0)
   sizes = [[int(s) for s in rng.integers(1, 4, 12)] for _ in range(400)]
   chunks = _chunks_of_words(sizes, seq_length=40)
@@ -133,19 +133,23 @@ def _encoder_weights(encoder_dir):
           if name.startswith("backbone/")}
 
 
+@pytest.mark.slow
 def test_pretrain_end_to_end_writes_an_encoder_that_train_takes(
     tiny_encoder_dir, imdb_dir, tmp_path):
   from reviewscore.cli import main
-  from train.encoders import resolve_encoder
+  from train.encoders.source import resolve_encoder
   data = _unsup_sample(imdb_dir, tmp_path)
   out = tmp_path / "adapted"
   result = CliRunner().invoke(main, _pretrain_args(data, tiny_encoder_dir, out))
   assert result.exit_code == 0, result.output
   info = json.loads((out / "encoder_info.json").read_text())
   pretraining = info["pretraining"]
-  # Real learning on real reviews: the held-out loss falls.
-  assert (pretraining["held_out_after"]["val_loss"] <
-          pretraining["held_out_before"]["val_loss"] - 0.5)
+  # Real learning on real reviews: the held-out loss falls, by a tenth at
+  # least. float32, seeded weights, batches and masks: measured here it
+  # falls by almost half (5.59 to 3.01), so no CPU's rounding brings it
+  # near the bound, while a run that does not train stays at its start.
+  before = pretraining["held_out_before"]["val_loss"]
+  assert pretraining["held_out_after"]["val_loss"] < 0.9 * before
   assert pretraining["steps"] == 24
   assert pretraining["texts"]["rows"] == 80
   assert pretraining["from_encoder"]["name"] == str(
@@ -164,12 +168,13 @@ def test_pretrain_end_to_end_writes_an_encoder_that_train_takes(
       str(tiny_encoder_dir)).default_pooling
   assert source.provenance()["pretraining"]["texts"]["sha256"] == \
       pretraining["texts"]["sha256"]
-  from train.classifier import build_classifier, encoder_inputs
+  from train.model.classifier import build_classifier, encoder_inputs
   model = build_classifier(source, pooling="mean")
   ids = np.array([[CLS_ID, 15, 46, 22, 56, SEP_ID]], np.int32)
   assert np.isfinite(model(encoder_inputs(ids, np.ones_like(ids))).numpy()).all()
 
 
+@pytest.mark.slow
 def test_a_cut_run_resumes_to_the_unbroken_runs_weights(
     tiny_encoder_dir, imdb_dir, tmp_path):
   from reviewscore.cli import main
@@ -180,8 +185,8 @@ def test_a_cut_run_resumes_to_the_unbroken_runs_weights(
       main, _pretrain_args(data, encoder, unbroken)).exit_code == 0
 
   from schemas import columns
-  from train.data import read_texts
-  from train.pretrain import pretrain
+  from train.data.texts import read_texts
+  from train.loops.pretrain import pretrain
   from train.settings import PretrainSettings
   settings = PretrainSettings(seq_length=32, batch_size=8, steps=24,
                               learning_rate=2e-3, warmup_fraction=0.1,
@@ -223,7 +228,7 @@ def test_a_cut_run_resumes_to_the_unbroken_runs_weights(
 
 
 def test_a_data_folder_gives_train_and_unsup_text_never_test(tmp_path):
-  from train.data import read_texts
+  from train.data.texts import read_texts
   for split, text in (("train", "seen in training"), ("test", "held back"),
                       ("unsup", "unlabelled")):
     pq.write_table(pa.table({"review_id": [split], "text": [text],
@@ -250,22 +255,73 @@ def test_pretrain_refuses_an_encoder_it_cannot_extend(tmp_path):
   assert "import-encoder" in result.output
 
 
-def test_a_faster_head_learns_the_new_prediction_head_sooner(
+@pytest.mark.slow
+def test_a_head_learning_rate_multiplier_speeds_up_the_head_only(
     tiny_encoder_dir, imdb_dir, tmp_path):
-  """--head-learning-rate-multiplier: the head (new, as all-MiniLM-L6-v2
-  ships none) at 30× the encoder's rate ends a short run with a lower
-  held-out loss than at 1×; the setting is recorded with the encoder."""
+  """--head-learning-rate-multiplier: the prediction head (new, as
+  all-MiniLM-L6-v2 ships none) takes its own rate, multiplier x the
+  encoder's, which keeps --learning-rate; the setting is recorded with the
+  encoder.
+
+  Shown by a property of Adam rather than by a training outcome (which
+  loss ends lower can change with a CPU's rounding): its first step moves
+  every weight by about its learning rate, whatever the gradient's size.
+  Two runs from the same weights and batch, at 1x and 30x, are cut after
+  that step: their heads stand (30 - 1) x lr apart, weight by weight, and
+  their encoders far closer. Catches a multiplier that is not applied,
+  applied to the encoder too, or to part of the head only."""
   from reviewscore.cli import main
+  from schemas import columns
+  from train.data.texts import read_texts
+  from train.loops.pretrain import pretrain
+  from train.settings import PretrainSettings
+  import tensorflow as tf
   data = _unsup_sample(imdb_dir, tmp_path)
-  losses = {}
-  for multiplier in ("1", "30"):
-    out = tmp_path / f"x{multiplier}"
-    args = _pretrain_args(data, tiny_encoder_dir, out)
-    args[args.index("--learning-rate") + 1] = "1e-4"
-    result = CliRunner().invoke(main, args + [
-        "--head-learning-rate-multiplier", multiplier])
-    assert result.exit_code == 0, result.output
-    info = json.loads((out / "encoder_info.json").read_text())["pretraining"]
-    assert info["settings"]["head_learning_rate_multiplier"] == float(multiplier)
-    losses[multiplier] = info["held_out_after"]["val_loss"]
-  assert losses["30"] < losses["1"] - 0.3, losses
+  out = tmp_path / "x30"
+  args = _pretrain_args(data, tiny_encoder_dir, out)
+  for option, value in (("--steps", "4"), ("--checkpoint-every", "2")):
+    args[args.index(option) + 1] = value
+  result = CliRunner().invoke(main, args + [
+      "--head-learning-rate-multiplier", "30"])
+  assert result.exit_code == 0, result.output
+  info = json.loads((out / "encoder_info.json").read_text())["pretraining"]
+  assert info["settings"]["head_learning_rate_multiplier"] == 30.0
+
+  texts = read_texts([data], text_column=columns.INPUT_TEXT)
+  learning_rate = 1e-4  # no warm-up: the first step's rate is the peak
+
+  class Cut(Exception):
+    pass
+
+  def after_the_first_step(message):
+    if message.startswith("step 2/"):
+      raise Cut  # step 1's checkpoint is written, step 2's not yet
+
+  weights = {}
+  for multiplier in (1.0, 30.0):
+    cut = tmp_path / f"cut{multiplier:g}"
+    settings = PretrainSettings(
+        seq_length=32, batch_size=8, steps=2, learning_rate=learning_rate,
+        warmup_fraction=0.0, validation_chunks=24, checkpoint_every_steps=1,
+        precision="float32", head_learning_rate_multiplier=multiplier)
+    with pytest.raises(Cut):
+      pretrain(texts=texts, encoder=str(tiny_encoder_dir), out=cut,
+               settings=settings, progress=after_the_first_step,
+               log_every_steps=1)
+    reader = tf.train.load_checkpoint(str(cut / "pretrain_checkpoints"))
+    weights[multiplier] = {
+        name.split("/.ATTRIBUTES")[0]: reader.get_tensor(name)
+        for name in reader.get_variable_to_shape_map()
+        if name.startswith("model/")}
+  slow, fast = weights[1.0], weights[30.0]
+  assert sorted(slow) == sorted(fast)
+  head = [n for n in slow if not n.startswith("model/backbone/")]
+  encoder = [n for n in slow if n.startswith("model/backbone/")]
+  assert head and encoder
+  apart = (30 - 1) * learning_rate
+  for name in head:  # measured here: 0.96-1.00 x apart, every variable
+    moved = np.median(np.abs(fast[name] - slow[name]))
+    assert 0.8 * apart < moved < 1.2 * apart, (name, moved, apart)
+  encoder_moved = np.median(np.concatenate(
+      [np.abs(fast[n] - slow[n]).ravel() for n in encoder]))
+  assert encoder_moved < 0.05 * apart, encoder_moved  # measured: 0.001 x

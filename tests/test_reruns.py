@@ -236,40 +236,117 @@ def test_a_rerun_that_cannot_extend_its_runs_is_refused_before_scoring(
 def test_the_same_weights_served_otherwise_mean_a_full_run():
   """Catches: a rerun keeping scores and labels a model with the same
   weights gave under another decision threshold or tokenization."""
-  from pipeline.incremental import another_model
-  model = {"fingerprint": "f1", "threshold": 0.5,
+  from schemas.manifest import ModelUsed, Precision, RunManifest
+  model = {"dir": "m", "name": "m", "fingerprint": "f1", "threshold": 0.5,
+           "precision": {"requested": "auto"},
            "tokenization": {"seq_length": 256, "truncation": "head+tail"}}
-  assert another_model({"model": dict(model)}, model) is None
+
+  def differs(then: dict):
+    earlier = RunManifest.from_dict({"run_id": "r1", "model": then,
+                                     "input_files": {}})
+    now = ModelUsed(**{**model, "precision": Precision("auto")})
+    return now.differs_from(earlier.model)
+  assert differs(dict(model)) is None
   # Manifests of older versions record neither: the fingerprint decides.
-  assert another_model({"model": {"fingerprint": "f1"}}, model) is None
-  assert "another model" in another_model(
-      {"model": {**model, "fingerprint": "f0"}}, model)
-  assert "decision threshold (0.9 then, 0.5 now)" in another_model(
-      {"model": {**model, "threshold": 0.9}}, model)
-  assert "tokenization" in another_model(
-      {"model": {**model, "tokenization": {"seq_length": 128,
-                                           "truncation": "head"}}}, model)
+  assert differs({"fingerprint": "f1"}) is None
+  assert "another model" in differs({**model, "fingerprint": "f0"})
+  assert "decision threshold (0.9 then, 0.5 now)" in differs(
+      {**model, "threshold": 0.9})
+  assert "tokenization" in differs(
+      {**model, "tokenization": {"seq_length": 128, "truncation": "head"}})
 
 
 def test_a_rerun_cut_while_committing_never_shows_a_review_twice(
     tiny_model_dir, imdb_dir, tmp_path, monkeypatch):
-  """Catches: the rerun's shards moved in before the earlier rows of the
-  files it rescored were removed, so a rerun cut between the two left
-  the changed file's reviews in the union twice."""
-  from pipeline import incremental
-  archive, pattern, out = _first_run(tmp_path, imdb_dir, tiny_model_dir)
-  _write(archive / "a.parquet", _reviews(imdb_dir, 0, 6), bump_s=60)
+  """A rerun's commit (pipeline/commit.py: the earlier rows of the files it
+  rescores are dropped from each earlier shard, then its own shards are
+  moved in, then its manifest is written) cut at each step, then run
+  again as the same command. The earlier rows sit in two shards (run1's
+  and run2's), so a cut can fall between them.
 
-  def cut(shards, sources):
-    raise OSError("cut while committing")
-  monkeypatch.setattr(incremental, "drop_rows_of", cut)
-  with pytest.raises(PipelineFailed, match="cut while committing"):
-    _score(f"--input={pattern}", f"--model={tiny_model_dir}",
-           f"--output={out}/run2", f"--since={out}/run1")
-  assert _union(out).num_rows == 6
+  Catches: the rerun's shards moved in before the earlier rows were
+  removed (the changed files' reviews twice in the union), rows dropped
+  that were not the changed files', a manifest written by a cut run, and
+  a rerun that cannot complete what a cut one left."""
+  from pipeline import commit
+  archive = tmp_path / "archive"
+  archive.mkdir()
+  a_old, c_kept, b_old = (_reviews(imdb_dir, start, 6) for start in (0, 6, 12))
+  a_new, b_new = _reviews(imdb_dir, 100, 6), _reviews(imdb_dir, 106, 6)
+  _write(archive / "a.parquet", a_old)
+  _write(archive / "c.parquet", c_kept)
+  pattern = str(archive / "*.parquet")
+  out = tmp_path / "scores"
+  _score(f"--input={pattern}", f"--model={tiny_model_dir}",
+         f"--output={out}/run1")
+  _write(archive / "b.parquet", b_old)
+  _score(f"--input={pattern}", f"--model={tiny_model_dir}",
+         f"--output={out}/run2", f"--since={out}/run1")
+  earlier_shards = sorted(glob.glob(f"{out}/*-?????-of-?????.parquet"))
+  assert len(earlier_shards) == 2  # run1's (a, c) and run2's (b)
+  # a and b are rewritten with other reviews; c stays.
+  _write(archive / "a.parquet", a_new, bump_s=60)
+  _write(archive / "b.parquet", b_new, bump_s=60)
+
+  def ids(*tables):
+    return sorted(i for t in tables for i in t["review_id"].to_pylist())
+
+  def union_ids():
+    union = _union(out)[c.REVIEW_ID].to_pylist()
+    assert len(union) == len(set(union)), "a review twice in the union"
+    return sorted(union)
+
+  def rerun_cut(message):
+    with pytest.raises(PipelineFailed, match=message):
+      _score(f"--input={pattern}", f"--model={tiny_model_dir}",
+             f"--output={out}/run3", f"--since={out}/run2")
+    assert not (out / "run3-manifest.json").exists()
+    assert not glob.glob(f"{out}/run3-?????-of-?????.parquet")
+
+  # 1. Cut before any earlier row is dropped: the union is run2's.
+  def before_dropping(shards, sources):
+    raise OSError("cut before dropping")
+  monkeypatch.setattr(commit, "drop_rows_of", before_dropping)
+  rerun_cut("cut before dropping")
+  assert union_ids() == ids(a_old, c_kept, b_old)
   monkeypatch.undo()
+
+  # 2. Cut after the first earlier shard lost its rows, before the second:
+  # one of the changed files' old reviews are gone, the other's still there,
+  # and none of their new ones.
+  rewritten = []
+  real_write = commit.write_atomically
+
+  def after_one_shard(path, data):
+    if path.endswith(".parquet"):
+      if rewritten:
+        raise OSError("cut between shards")
+      real_write(path, data)
+      rewritten.append(path)
+      raise OSError("cut between shards")
+    real_write(path, data)
+  monkeypatch.setattr(commit, "write_atomically", after_one_shard)
+  rerun_cut("cut between shards")
+  assert len(rewritten) == 1 and rewritten[0] in earlier_shards
+  assert union_ids() in (ids(c_kept, b_old), ids(a_old, c_kept))
+  monkeypatch.undo()
+
+  # 3. Cut after every earlier row of a and b was dropped, before the
+  # rerun's shards are moved in: the union lacks them, never doubles them.
+  dropped = []
+  real_drop = commit.drop_rows_of
+
+  def after_dropping(shards, sources):
+    dropped.append(real_drop(shards, sources))
+    raise OSError("cut after dropping")
+  monkeypatch.setattr(commit, "drop_rows_of", after_dropping)
+  rerun_cut("cut after dropping")
+  assert dropped == [6]  # the shard that step 2 had not reached yet
+  assert union_ids() == ids(c_kept)
+  monkeypatch.undo()
+
+  # The same command completes the union: each current review once.
   again = _score(f"--input={pattern}", f"--model={tiny_model_dir}",
-                 f"--output={out}/run2", f"--since={out}/run1")
-  assert again.counts["read"] == 6
-  union = _union(out)
-  assert union.num_rows == 6 and len(set(union[c.REVIEW_ID].to_pylist())) == 6
+                 f"--output={out}/run3", f"--since={out}/run2")
+  assert again.counts["read"] == 12  # a and b rescored, c kept
+  assert union_ids() == ids(a_new, c_kept, b_new)

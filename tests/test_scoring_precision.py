@@ -5,9 +5,9 @@ import pytest
 
 import tensorflow as tf
 
-from train.bert_backbone import LayerNorm
-from train.classifier import build_classifier
-from train.encoders import resolve_encoder
+from train.model.bert_backbone import LayerNorm
+from train.model.classifier import build_classifier
+from train.encoders.source import resolve_encoder
 
 EPSILON = 1e-12
 

@@ -1,4 +1,4 @@
-"""Dropout masks keyed by (seed, step, layer): train/seeded_dropout.py.
+"""Dropout masks keyed by (seed, step, layer): train/model/seeded_dropout.py.
 
 The resume tests (test_train, test_train_faults, test_pretrain) show that a
 resumed run repeats an unbroken one with dropout on; this pins the key's
@@ -8,7 +8,7 @@ import numpy as np
 import tensorflow as tf
 
 import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
-from train.seeded_dropout import SeededDropout, keyed_by
+from train.model.seeded_dropout import SeededDropout, keyed_by
 
 
 def _mask(layer, seed, step):

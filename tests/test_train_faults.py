@@ -6,7 +6,7 @@ import pytest
 
 from tests.conftest import crash_test_command
 from train.run import train_and_export
-from train.trainer import TrainingDiverged, TrainSettings
+from train.loops.trainer import TrainingDiverged, TrainSettings
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
@@ -92,7 +92,7 @@ def test_a_run_from_before_a_setting_existed_resumes_as_it_was_made(
   breaks: resumed with today's default (drop) it would export a model whose
   tokenizer differs from its training. Catches a resume that fills a setting
   missing from the saved run with today's default."""
-  from train.trainer import ResumeMismatch
+  from train.loops.checkpoints import ResumeMismatch
   settings = TrainSettings(batch_size=8, epochs=1, seq_length=32,
                            truncation="head", pooling="cls",
                            precision="float32", checkpoint_every_steps=5)

@@ -1,12 +1,12 @@
 """The GELU the training step differentiates: the exact GELU, x·Φ(x), with
-its derivative Φ(x) + x·φ(x) written out (train/bert_backbone.py)."""
+its derivative Φ(x) + x·φ(x) written out (train/model/bert_backbone.py)."""
 import math
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from train import bert_backbone
+from train.model import bert_backbone
 
 
 def _exact(x: np.ndarray):
