@@ -10,11 +10,13 @@ from their model cards, all on the same test reviews:
 Scoring speed is measured here, in this run, on the same sample of test
 reviews for every row (raw strings in, scores out: `serving_default` for our
 models, `predict_proba` for the baseline), so the column compares like with
-like. Needs the benchmark extra (`pip install -e '.[benchmark]'`).
+like. Writes the rows with the machine (benchmarks/machine.py) to --out.
+Needs the benchmark extra (`pip install -e '.[benchmark]'`).
 
   .venv/bin/python benchmarks/accuracy_table.py models/imdb-256-ht-mean models/quick
 """
 import argparse
+import datetime
 import json
 import pathlib
 import sys
@@ -26,6 +28,7 @@ sys.path.insert(0, str(REPO))
 import train  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
 
+from benchmarks import machine  # noqa: E402
 from benchmarks.throughput import DATA_DIR  # noqa: E402
 from evaluation.metrics import binary_metrics  # noqa: E402
 from train import data as data_lib  # noqa: E402
@@ -52,8 +55,9 @@ def linear_baseline(train_set, test_set, speed_texts):
 def our_model(model_dir: pathlib.Path, speed_texts):
   """Test metrics from the model card; scoring speed measured here."""
   import tensorflow as tf
-  from train.evaluate import load_model_dir, score_texts
-  model, model_card = load_model_dir(model_dir)
+  from engines.model_dir import load_saved_model
+  from train.export.evaluate import score_texts
+  model, model_card = load_saved_model(model_dir)
   card = model_card.to_dict()
   score_texts(model, speed_texts[:64])  # traces the functions once
   start = time.perf_counter()
@@ -77,7 +81,8 @@ def main(argv=None):
   parser.add_argument("--out", type=pathlib.Path,
                       default=REPO / "benchmarks" / "results" / "accuracy.json")
   args = parser.parse_args(argv)
-
+  described = machine.describe()  # the speed column's machine
+  print(machine.summary(described))
   labelled = data_lib.read_labelled(args.data, "train")
   train_set, _ = data_lib.split_train_validation(labelled, seed=42)
   test_set = data_lib.read_labelled(args.data, "test")
@@ -104,7 +109,12 @@ def main(argv=None):
           f"{r['roc_auc']:.4f} | {r['train_seconds'] / 60:.1f} min | "
           f"{r['scoring_reviews_per_s']:.1f} |")
   args.out.parent.mkdir(parents=True, exist_ok=True)
-  args.out.write_text(json.dumps(rows, indent=2))
+  args.out.write_text(json.dumps({
+      "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+          timespec="seconds"),
+      "command": "python benchmarks/accuracy_table.py " + " ".join(
+          map(str, argv if argv is not None else sys.argv[1:])),
+      "machine": described, "rows": rows}, indent=2))
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@
    ([32, 12, L, L], bfloat16: what the mixed-precision training step drops)
    and on a hidden tensor ([32 * L, 384]), TensorFlow's
    `tf.nn.experimental.stateless_dropout` (a float drawn per unit) against
-   `train.seeded_dropout.SeededDropout` inside a keyed step (16 bits per
+   `train.model.seeded_dropout.SeededDropout` inside a keyed step (16 bits per
    unit), alternating, with the dropped fraction each gives.
 2. The training step of `reviewscore train` (MiniLM from encoders/minilm,
    mean pooling, mixed bfloat16, batches of 32 IMDB training reviews at L
@@ -36,7 +36,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 def stock_drop(layer, inputs):
   """SeededDropout._drop as it was: TensorFlow's stateless dropout."""
   import tensorflow as tf
-  from train import seeded_dropout
+  from train.model import seeded_dropout
   seed = tf.random.experimental.stateless_fold_in(
       seeded_dropout._stack()[-1], layer._salt_int)
   return tf.nn.experimental.stateless_dropout(
@@ -59,7 +59,7 @@ def time_calls(functions, args, rounds):
 
 def layer_calls(seq_length, rounds):
   import tensorflow as tf
-  from train.seeded_dropout import SeededDropout, keyed_by
+  from train.model.seeded_dropout import SeededDropout, keyed_by
   layer = SeededDropout(0.1, salt="transformer_layer_0/attention",
                         dtype="mixed_bfloat16")
 
@@ -84,7 +84,7 @@ def layer_calls(seq_length, rounds):
 
 
 def training_variants():
-  from train import seeded_dropout
+  from train.model import seeded_dropout
   # SeededDropout._drop is read when a step traces.
   return {"stock": lambda: mock.patch.object(
               seeded_dropout.SeededDropout, "_drop", stock_drop),

@@ -15,14 +15,14 @@ the batch size and thread count its sweep in peers-<length>.json chose (an
 ONNX graph is exported beforehand, untimed, as a user exports once). Passes
 alternate (ours, peer, ours, peer...) so that a change in the machine's
 speed hits both. Prints each time and the ratio; writes
-benchmarks/results/end_to_end-<length>.json with every pass and the medians.
+benchmarks/results/end_to_end-<length>.json with every pass, the medians and
+the machine (benchmarks/machine.py: CPU, flags, matmul peaks, versions).
 """
 import argparse
 import datetime
 import json
 import os
 import pathlib
-import platform
 import shutil
 import subprocess
 import sys
@@ -35,6 +35,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from benchmarks import machine  # noqa: E402
 from benchmarks.throughput import DATA_DIR  # noqa: E402
 
 
@@ -43,8 +44,8 @@ def export_hf_weights(model_dir: pathlib.Path, path: pathlib.Path) -> None:
   os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
   import tensorflow as tf
   from benchmarks.throughput import _save_hf_weights, read_card
-  from train.classifier import build_classifier
-  from train.encoders import resolve_encoder
+  from train.model.classifier import build_classifier
+  from train.encoders.source import resolve_encoder
   card = read_card(model_dir)
   source = resolve_encoder(card.encoder["name"])
   model = build_classifier(source, precision="float32", pooling=card.pooling,
@@ -63,7 +64,7 @@ def peer_main(kind, weights_dir, seq_length, input_path, output_path, batch,
   import pyarrow.parquet as pq
   import transformers
   from benchmarks import peers
-  from train.hf_checkpoint import minilm_directory
+  from train.encoders.hf_checkpoint import minilm_directory
   peer = peers.make_peer(kind, weights_dir, pathlib.Path(weights_dir) / "onnx")
   peer.configure(int(threads))
   tokenizer = transformers.AutoTokenizer.from_pretrained(str(minilm_directory()))
@@ -144,6 +145,8 @@ def main(argv=None):
   parser.add_argument("--results-dir", type=pathlib.Path,
                       default=REPO / "benchmarks/results")
   args = parser.parse_args(argv)
+  described = machine.describe()  # before the runs, on a quiet machine
+  print(machine.summary(described), flush=True)
   import pyarrow.parquet as pq
   from benchmarks.throughput import read_card
   card = read_card(args.model)
@@ -195,13 +198,11 @@ def main(argv=None):
               f"{row['ours_per_peer']:.2f}x the peer's speed (accuracy "
               f"{row['ours_accuracy']:.4f} vs {row['peer_accuracy']:.4f})",
               flush=True)
-  from benchmarks.peers import versions
   report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
                 timespec="seconds"),
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+            "machine": described,
             "model": str(args.model), "model_fingerprint":
                 card.model_fingerprint,
-            "versions": versions(),
             "command": "python benchmarks/end_to_end.py " + " ".join(argv),
             "rows": rows, "medians": medians(rows)}
   for size in report["medians"]:

@@ -1,5 +1,5 @@
 """The training step's GELU gradient: autodiff of tf.nn.gelu against the
-derivative written out (`train.bert_backbone._gelu_for_training`).
+derivative written out (`train.model.bert_backbone._gelu_for_training`).
 
     .venv/bin/python benchmarks/gelu_gradient.py [--seq-length 256]
         [--rounds 5] [--train-steps 6]
@@ -30,7 +30,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def gelu_calls(seq_length, rounds):
   import tensorflow as tf
-  from train import bert_backbone
+  from train.model import bert_backbone
 
   def value_and_gradient(activation):
     @tf.function
@@ -56,7 +56,7 @@ def gelu_calls(seq_length, rounds):
 
 
 def training_variants():
-  from train import bert_backbone
+  from train.model import bert_backbone
   # Read when a block is built: the stock model differentiates tf.nn.gelu.
   return {"stock": lambda: mock.patch.dict(
               bert_backbone._TRAINING_ACTIVATIONS, gelu=bert_backbone._gelu),

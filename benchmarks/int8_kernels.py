@@ -1,4 +1,4 @@
-"""Issue 19's int8 question at the kernel level: what TensorFlow's oneDNN
+"""int8 at the kernel level: what TensorFlow's oneDNN
 int8 matmul gives over the bfloat16 matmul our scoring graph runs, on the
 dense layers of a MiniLM-sized block, side by side in one process.
 
@@ -19,13 +19,14 @@ feed-forward), alternating, best of --rounds:
 
 It also records whether the op takes per-channel weight scales (the
 accuracy-first choice) and the error of the dynamic path against the float32
-matmul on normal inputs. Writes benchmarks/results/int8_kernels.json.
+matmul on normal inputs. Writes benchmarks/results/int8_kernels.json, with
+the machine (benchmarks/machine.py) and TensorFlow's matmul peaks in this
+process before and after.
 """
 import argparse
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
@@ -37,7 +38,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from benchmarks import throughput  # noqa: E402
+from benchmarks import machine  # noqa: E402
 
 HIDDEN, INTERMEDIATE = 384, 1536
 SHAPES = {  # name: (inputs, outputs, how many per block)
@@ -187,19 +188,23 @@ def main(argv=None):
   parser.add_argument("--results-dir", type=pathlib.Path,
                       default=REPO / "benchmarks" / "results")
   args = parser.parse_args(argv)
-  peaks = throughput.tf_matmul_peaks()
-  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, matmul peaks "
-        + ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()) + " GFLOP/s")
+  described = machine.describe()
+  print(machine.summary(described))
+  # And in this process, before and after: the kernels' own conditions.
+  peaks = machine.tf_matmul_peaks(n=4096, reps=5, xla=True)
+  print(f"TensorFlow {tf.__version__}, {os.cpu_count()} CPUs, matmul 4096² "
+        "peaks in this process " + ", ".join(
+            f"{k} {v:.0f}" for k, v in peaks.items()) + " GFLOP/s")
   per_channel = per_channel_supported()
   print(f"per-channel weight scales: {per_channel}")
   rows, block = measure(args.tokens, args.reps, args.rounds)
-  peaks_after = throughput.tf_matmul_peaks()
+  peaks_after = machine.tf_matmul_peaks(n=4096, reps=5, xla=True)
   result = {
       "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-      "machine": {"cpus": os.cpu_count(), "processor": platform.processor(),
-                  "matmul_peaks_gflops_before": peaks,
-                  "matmul_peaks_gflops_after": peaks_after},
-      "versions": {"tensorflow": tf.__version__, "numpy": np.__version__},
+      "machine": described,
+      # tf.matmul 4096², best of 5, in this process around the measurement.
+      "matmul_peaks_gflops_before": peaks,
+      "matmul_peaks_gflops_after": peaks_after,
       "settings": vars(args) | {"results_dir": str(args.results_dir)},
       "per_channel_weight_scales": per_channel,
       "dense": rows,

@@ -22,14 +22,14 @@ whole `reviewscore score` processes on N test reviews written as Parquet,
 alternated --passes times: every default (auto) against --precision float32
 and --precision int8, reading, tokenizing and writing included.
 
-Records the CPU (model, family, flags that matter) and TensorFlow's matmul
-peaks beside the results in benchmarks/results/int8_runtime-<cpu>.json:
-results from different CPUs are kept apart.
+Records the machine (benchmarks/machine.py: the CPU's model, family and
+flags that matter, TensorFlow's matmul peaks, versions) beside the results
+in benchmarks/results/int8_runtime-<cpu>.json: results from different CPUs
+are kept apart.
 """
 import argparse
 import datetime
 import json
-import os
 import pathlib
 import subprocess
 import sys
@@ -42,47 +42,13 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from benchmarks import throughput  # noqa: E402
+from benchmarks import machine, throughput  # noqa: E402
 from pipeline.settings import DEFAULTS as PIPELINE_DEFAULTS  # noqa: E402
-from runtime.hardware import (INT8_DOT_PRODUCT_FLAGS,  # noqa: E402
-                              NATIVE_BFLOAT16_FLAGS, cpu_flags)
 from schemas import model_dir as contract  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 BATCH = PIPELINE_DEFAULTS["max_batch_size"]
-FLAGS_OF_INTEREST = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni",
-                     "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8",
-                     "amx_tile")
 REFERENCE = "tensorflow-float32"
-
-
-def machine() -> dict:
-  """The CPU as /proc/cpuinfo names it, with the flags that decide speed."""
-  info = {}
-  try:
-    with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-      for line in f:
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key in ("model name", "cpu family", "model", "stepping") and \
-            key not in info:
-          info[key] = value.strip()
-  except OSError:
-    pass
-  flags = cpu_flags()
-  return {"cpu": info.get("model name", ""),
-          "cpu_family": info.get("cpu family"), "cpu_model": info.get("model"),
-          "cores": os.cpu_count(),
-          "flags": sorted(f for f in FLAGS_OF_INTEREST if f in flags),
-          "native_bfloat16": any(f in flags for f in NATIVE_BFLOAT16_FLAGS),
-          "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT_FLAGS)}
-
-
-def cpu_slug(info: dict) -> str:
-  """A file-name-safe name of the CPU class: vendor, family, model."""
-  vendor = "amd" if "AMD" in info["cpu"] else (
-      "intel" if "Intel" in info["cpu"] else "cpu")
-  return f"{vendor}-family{info['cpu_family']}-model{info['cpu_model']}"
 
 
 def length_sorted_batches(tokens, batch=BATCH):
@@ -164,8 +130,10 @@ def render(reports) -> str:
   for report in reports:
     info = report["machine"]
     model = report["model"]
-    peaks = ", ".join(f"{k} {v:.0f}" for k, v in
-                      report["matmul_peaks_gflops"].items())
+    # benchmarks/machine.py records the peaks in the machine; results
+    # written before it, beside it.
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in info.get(
+        "matmul_peaks_gflops", report.get("matmul_peaks_gflops", {})).items())
     lines += [f"## {info['cpu']} (family {info['cpu_family']}, model "
               f"{info['cpu_model']}), {report['date']}", "",
               f"Native bfloat16: {'yes' if info['native_bfloat16'] else 'no'}; "
@@ -204,6 +172,8 @@ def render(reports) -> str:
         options = "every default" if name == "auto" else f"--precision {name}"
         chosen = "; ".join(run["precision"]) if isinstance(
             run["precision"], list) else run["precision"]
+        # The worker's reason for a precision forced on the command line.
+        chosen = chosen.replace(": asked for", ": set by `--precision`")
         lines.append(f"| {options} | {run['best_s']:.1f} | "
                      f"{n / run['best_s']:.1f} | "
                      f"{run['speedup_over_float32']:.2f} | {chosen} |")
@@ -238,14 +208,10 @@ def main(argv=None):
   def log(line):
     print(line, flush=True)
 
-  from pipeline.model_card import load_model_card
+  from engines.model_dir import load_model_card
   card = load_model_card(str(args.model))
-  info = machine()
-  log(f"CPU: {info['cpu']} (family {info['cpu_family']}, model "
-      f"{info['cpu_model']}), flags {' '.join(info['flags'])}")
-  peaks = throughput.tf_matmul_peaks(n=2048, reps=3)
-  log("TensorFlow matmul peaks (GFLOP/s): " +
-      ", ".join(f"{k} {v:.0f}" for k, v in peaks.items()))
+  info = machine.describe()
+  log(machine.summary(info))
   # Whole processes first: this one's engines, once loaded, keep threads
   # that would take CPU from them.
   end_to_end_report = None
@@ -310,14 +276,14 @@ def main(argv=None):
         f"{row['accuracy']:9.4f} {row['agreement_with_float32'] or 0:7.4f}")
   report = {
       "benchmark": "int8_runtime", "date": datetime.date.today().isoformat(),
-      "machine": info, "matmul_peaks_gflops": peaks,
+      "machine": info,
       "model": {"dir": str(args.model), "fingerprint": card.model_fingerprint,
                 "seq_length": card.seq_length, "int8": card.int8},
       "reviews": len(texts), "mean_tokens": mean_tokens, "batch_size": BATCH,
       "passes": args.passes, "model_call": rows, "skipped": skipped}
   if end_to_end_report:
     report["end_to_end"] = end_to_end_report
-  out = args.out or RESULTS / f"int8_runtime-{cpu_slug(info)}.json"
+  out = args.out or RESULTS / f"int8_runtime-{machine.cpu_slug(info)}.json"
   out.write_text(json.dumps(report, indent=2) + "\n")
   log(f"wrote {out}")
   if args.out is None:

@@ -1,4 +1,4 @@
-"""Our scoring against the strongest CPU peers, each tuned, interleaved (issue 19).
+"""Our scoring against the strongest CPU peers, each tuned, interleaved.
 
     python benchmarks/peers.py [--num-reviews 1000] [--seq-lengths 128,512]
         [--passes 3] [--accuracy-reviews 25000] [--weights-from DIR]
@@ -33,8 +33,9 @@ contender scores --accuracy-reviews test reviews (all 25,000 by default) at
 its kept setting: accuracy, and agreement with ort-fp32, the float32
 reference.
 
-Writes benchmarks/results/peers-<length>.json for each length (versions,
-settings, every pass), so lengths can be measured in separate runs, then
+Writes benchmarks/results/peers-<length>.json for each length (the
+machine and versions as benchmarks/machine.py describes them, settings,
+every pass), so lengths can be measured in separate runs, then
 docs/peers.md from all of them (benchmarks/tables.py).
 Needs the benchmark extra (PyTorch, transformers, onnxruntime, onnx).
 """
@@ -55,7 +56,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from benchmarks import tables, throughput  # noqa: E402
+from benchmarks import machine, tables, throughput  # noqa: E402
 from pipeline.settings import DEFAULTS as PIPELINE_DEFAULTS  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
@@ -90,7 +91,7 @@ def torch_scorer(model_dir, *, attention="sdpa"):
   """BertModel + mean pooling + linear head with the fine-tuned weights."""
   import torch
   import transformers
-  from train.hf_checkpoint import minilm_directory
+  from train.encoders.hf_checkpoint import minilm_directory
 
   class Scorer(torch.nn.Module):
 
@@ -332,13 +333,7 @@ def worker(kind, model_dir, graphs_dir):
 def _torch_matmul_peaks(n=4096, reps=5):
   import torch
   torch.set_num_threads(os.cpu_count())
-  peaks = {}
-  for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    torch.matmul(a, b)
-    best = min(throughput._timed(lambda: torch.matmul(a, b)) for _ in range(reps))
-    peaks[name] = 2 * n ** 3 / best / 1e9
-  return peaks
+  return machine.torch_matmul_peaks(n=n, reps=reps)
 
 
 class Worker:
@@ -426,7 +421,7 @@ def measure_length(seq, args, tmp, log):
           f"{args.sweep_reviews / seconds:.1f} reviews/s")
     entry["setting"] = max(entry["sweep"], key=lambda s: s["reviews_per_s"])
     entry["setting"] = {k: entry["setting"][k] for k in ("batch", "threads")}
-  peaks = throughput.tf_matmul_peaks()
+  peaks = machine.tf_matmul_peaks(n=4096, reps=5, xla=True)
   torch_peaks = next((w.ask(op="matmul_peaks") for k, w in workers.items()
                       if k.startswith("torch")), {})
   result["matmul_gflops"] = {"tensorflow": peaks, "torch": torch_peaks}
@@ -520,18 +515,6 @@ def summarise(result):
   return result
 
 
-def versions():
-  versions = {}
-  for name in ("tensorflow", "torch", "transformers", "onnxruntime", "onnx",
-               "numpy", "apache_beam"):
-    try:
-      from importlib import metadata
-      versions[name] = metadata.version(name.replace("_", "-"))
-    except Exception:  # noqa: BLE001  (a package the run did not need)
-      pass
-  return versions
-
-
 def main(argv=None):
   argv = sys.argv[1:] if argv is None else argv
   if argv and argv[0] == "--worker":
@@ -559,7 +542,7 @@ def main(argv=None):
   args.accuracy_reviews = max(args.accuracy_reviews, args.num_reviews)
   args.results_dir.mkdir(parents=True, exist_ok=True)
   header = {"command": "python benchmarks/peers.py " + " ".join(argv),
-            "machine": throughput._machine(), "versions": versions(),
+            "machine": machine.describe(),
             "settings": {k: (str(v) if isinstance(v, pathlib.Path) else v)
                          for k, v in vars(args).items()}}
   with tempfile.TemporaryDirectory() as tmp:

@@ -14,7 +14,8 @@ the test set stays for final figures), for each model:
   long.
 
 Scores go through the model's serving signature (raw strings in, its own
-tokenizer, threshold and precision). Writes benchmarks/results/robustness.json.
+tokenizer, threshold and precision). Writes benchmarks/results/robustness.json
+(with the machine as benchmarks/machine.py describes it).
 
   python benchmarks/robustness.py /work/runs/student/soft-1ep /work/runs/default-512
 """
@@ -32,6 +33,7 @@ sys.path.insert(0, str(REPO))
 
 import train  # noqa: E402,F401  (TF_USE_LEGACY_KERAS before TensorFlow)
 
+from benchmarks import machine  # noqa: E402
 from benchmarks.throughput import DATA_DIR  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 from train import data as data_lib  # noqa: E402
@@ -53,7 +55,7 @@ def without_line_breaks(text: str) -> str:
 
 
 def labels(model, texts, batch_size):
-  from train.evaluate import serve_texts
+  from train.export.evaluate import serve_texts
   return serve_texts(model, texts, (contract.OUTPUT_LABEL_ID,),
                      batch_size=batch_size)[contract.OUTPUT_LABEL_ID]
 
@@ -98,7 +100,7 @@ def main(argv=None):
   parser.add_argument("--out", type=pathlib.Path,
                       default=REPO / "benchmarks" / "results" / "robustness.json")
   args = parser.parse_args(argv)
-  from train.evaluate import load_model_dir
+  from engines.model_dir import load_saved_model
   labelled = data_lib.read_labelled(args.data, "train")
   _, validation = data_lib.split_train_validation(labelled, seed=42)
   texts, truth = validation.texts, np.asarray(validation.labels)
@@ -107,10 +109,11 @@ def main(argv=None):
   report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
       timespec="minutes"), "command": "python benchmarks/robustness.py " +
       " ".join(map(str, argv if argv is not None else sys.argv[1:])),
+      "machine": machine.describe(peaks=False),  # accuracy, not speed
       "split": f"validation of {args.data} (20%, seed 42)",
       "reviews": len(texts), "models": []}
   for model_dir in args.models:
-    model, card = load_model_dir(model_dir)
+    model, card = load_saved_model(model_dir)
     entry = {"model": str(model_dir), "fingerprint": card.model_fingerprint,
              "rating_phrases": edited_probe(model, texts, truth,
                                             without_ratings, args.batch_size),

@@ -28,7 +28,8 @@ At each series' smallest size (`--bucketed-at`), the same input runs right
 after with `--length-bucketing` (Beam's stateful bucketed BatchElements,
 the default before sorted waves), for the rate and memory comparison.
 Writes benchmarks/results/scale.json (every run with its date, the
-commands, the latest run's versions and machine; a run replaces only the
+commands, the latest run's machine as benchmarks/machine.py describes it:
+CPU, flags, matmul peaks, versions; a run replaces only the
 points it measures again) and
 scale.png; `python benchmarks/tables.py` turns them into docs/scale.md.
 """
@@ -37,7 +38,6 @@ import datetime
 import json
 import os
 import pathlib
-import platform
 import re
 import shutil
 import subprocess
@@ -49,7 +49,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from benchmarks.peers import versions  # noqa: E402
+from benchmarks import machine  # noqa: E402
 from benchmarks.throughput import DATA_DIR, _tree_rss, read_card  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
@@ -256,7 +256,7 @@ def padding_runs(test, model, log, waves=(1024, 2048, 4096, 8192)):
 
 
 def checks(runs):
-  """What issue 17 asks of the series, computed from the runs."""
+  """Memory growth and the waves-to-buckets ratios, computed from the runs."""
   out = {}
   for name in ("long", "short"):
     waves = [r for r in runs if r["series"] == name and r["batching"] == "waves"]
@@ -325,6 +325,14 @@ def _remeasured(earlier, runs):
   return any(r["series"] == earlier["series"] for r in runs)
 
 
+def _same_cpu(recorded, described):
+  """Whether an earlier report's machine is this CPU class (the same model
+  name, family and model): runs from different CPUs are never merged."""
+  keys = ("cpu", "cpu_family", "cpu_model")
+  return all(recorded.get(k) is not None and recorded.get(k) == described[k]
+             for k in keys)
+
+
 def _now():
   return datetime.datetime.now(datetime.timezone.utc).isoformat(
       timespec="seconds")
@@ -357,6 +365,8 @@ def main(argv=None):
   parser.add_argument("--results-dir", type=pathlib.Path, default=RESULTS)
   args = parser.parse_args(argv)
   wanted = set(args.series.split(","))
+  described = machine.describe()  # before the runs, on a quiet machine
+  print(machine.summary(described), flush=True)
   args.work_dir.mkdir(parents=True, exist_ok=True)
   reviews = imdb_reviews(args.data_dir)
   bucketed_at = args.bucketed_at
@@ -382,16 +392,19 @@ def main(argv=None):
   results = args.results_dir / "scale.json"
   command = "python benchmarks/scale.py " + " ".join(argv)
   commands = [command]
-  if results.exists():  # earlier runs stay unless this run remeasured them
-    earlier = json.loads(results.read_text())
+  earlier = json.loads(results.read_text()) if results.exists() else None
+  if earlier and not _same_cpu(earlier["machine"], described):
+    print(f"{results}: its runs were measured on another CPU, or on one it "
+          "does not record: replaced, not merged (git keeps them)")
+    earlier = None
+  if earlier:  # earlier runs stay unless this run remeasured them
     runs = [r for r in earlier["runs"] if not _remeasured(r, runs)] + runs
     commands = [c for c in earlier.get("commands", [earlier.get("command")])
                 if c and c != command] + commands
   report = {
       "date": _now(),
       "commands": commands,
-      "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-      "versions": versions(),
+      "machine": described,
       "seq_lengths": {"long": _seq_length(args.model_512),
                       "short": _seq_length(args.model_128)},
       "models": {"long": str(args.model_512), "short": str(args.model_128)},

@@ -1,9 +1,9 @@
 """The bfloat16 scoring graph's fused kernels against the unfused graphs,
-side by side in one process (issue 5's FLOP-rate work).
+side by side in one process.
 
     .venv/bin/python benchmarks/scoring_kernels.py [--rows 16384] [--reps 30]
 
-1. Layer norm on a [rows, 384] bfloat16 tensor: train.bert_backbone.LayerNorm
+1. Layer norm on a [rows, 384] bfloat16 tensor: train.model.bert_backbone.LayerNorm
    unfused (float32 statistics from tf.nn.moments, as training computes it)
    against `fused=True` (the graph grappler turns into one _MklLayerNorm).
 2. Attention scores at 512 tokens, batch 32, 12 heads of 32: q pre-scaled,
@@ -29,7 +29,7 @@ import train  # noqa: E402,F401  (TF_USE_LEGACY_KERAS)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from train.bert_backbone import LayerNorm  # noqa: E402
+from train.model.bert_backbone import LayerNorm  # noqa: E402
 
 
 def _best_ms(fn, args, reps, rounds):

@@ -14,21 +14,21 @@ times. The cache is per thread, so a worker with more threads holds more. Memory
 levels off while new shapes keep coming is a bounded cache, not a leak.
 The control runs first, so both curves start from the same loaded model.
 
-Writes benchmarks/results/shape_cache.json and shape_cache.png.
+Writes benchmarks/results/shape_cache.json (with the machine as
+benchmarks/machine.py describes it) and shape_cache.png.
 """
 import argparse
 import datetime
 import json
 import os
 import pathlib
-import platform
 import sys
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.peers import versions  # noqa: E402
+from benchmarks import machine  # noqa: E402
 from benchmarks.throughput import read_card  # noqa: E402
 from runtime import hardware, quiet, text_ops  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
@@ -114,8 +114,8 @@ def main(argv=None):
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "command": " ".join(["python", "benchmarks/shape_cache.py",
                            *(argv if argv is not None else sys.argv[1:])]),
-      "machine": platform.processor() or platform.machine(),
-      "versions": versions(),
+      # Memory, not speed: no matmul peaks.
+      "machine": machine.describe(peaks=False),
       "model_seq_length": seq_length, "batch_sizes": args.batch_sizes,
       "shapes_per_round": len(shapes),
       # The primitive cache is per thread: more threads, more caches.

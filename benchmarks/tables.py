@@ -26,6 +26,46 @@ def _generated(sources):
           f"in `benchmarks/results/` ({sources}); do not edit by hand.")
 
 
+def _cpu(machine, precision_used=None, peaks=True):
+  """The CPU as the raw result records it, and what it says where it does not.
+
+  Results since benchmarks/machine.py carry its description (family, model,
+  what the flags mean, the matmul peaks: `peaks` says them); older ones
+  carry less, said as it is."""
+  cores = machine.get("cores", machine.get("cpus"))
+  if machine.get("cpu") and "native_bfloat16" in machine:
+    said = (f"{machine['cpu']} (family {machine.get('cpu_family')}, model "
+            f"{machine.get('cpu_model')}), {cores} cores, "
+            + ("native bfloat16" if machine["native_bfloat16"]
+               else "no native bfloat16") + ", "
+            + ("int8 dot products" if machine.get("int8_dot_product")
+               else "no int8 dot products") + " (flags: "
+            + (" ".join(machine.get("flags", [])) or "none of interest") + ")")
+    measured = machine.get("matmul_peaks_gflops")
+    if peaks and measured:
+      said += ("; TensorFlow matmul peaks " + ", ".join(
+          f"{k} {v:.0f}" for k, v in measured.items()) + " GFLOP/s ("
+          + machine.get("matmul_peaks_measured", "") + ")")
+    return said
+  if machine.get("cpu"):
+    said = f"{machine['cpu']}, {cores} cores"
+    if "bf16" in machine:
+      said += (", native bfloat16" if machine["bf16"]
+               else ", no native bfloat16")
+    return said
+  said = f"{cores} cores, CPU model not recorded in the raw result"
+  if precision_used == ["bfloat16"]:
+    said += (" (the workers chose bfloat16 under `--precision auto`: the CPU "
+             "computes bfloat16 natively)")
+  return said
+
+
+def _versions(report):
+  """{package: version}: the machine's description has them since
+  benchmarks/machine.py; older results, beside it."""
+  return report.get("versions") or report["machine"].get("versions", {})
+
+
 def _by_length(results_dir, prefix):
   paths = [p for p in pathlib.Path(results_dir).glob(f"{prefix}-*.json")
            if p.stem.split("-")[-1].isdigit()]
@@ -52,8 +92,8 @@ def render_peers(reports):
     lines += [
         f"### {run['seq_length']} tokens", "",
         f"{report['date']}, `{report['command']}`; "
-        f"{report['machine']['cpu']}, {report['machine']['cores']} cores; "
-        + ", ".join(f"{k} {v}" for k, v in sorted(report["versions"].items()))
+        f"{_cpu(report['machine'], peaks=False)}; "
+        + ", ".join(f"{k} {v}" for k, v in sorted(_versions(report).items()))
         + (f"; other busy processes at the end: {run['others_busy']}"
            if run.get("others_busy") else "; nothing else ran") + ".", "",
         f"{run['num_reviews']:,} test reviews timed, {run['mean_tokens']:.0f} "
@@ -87,8 +127,7 @@ def render_peers(reports):
     fastest = run.get("fastest_eligible_peer")
     if fastest:
       lines += ["", f"Fastest peer within 0.2 points of float32: **{fastest}**; "
-                f"ours ÷ it = **{run['ours_vs_fastest_eligible']:.2f}×** "
-                "(target 1.2×)."]
+                f"ours ÷ it = **{run['ours_vs_fastest_eligible']:.2f}×**."]
     lines += ["", "Sweeps (reviews/s on the first "
               f"{report['settings']['sweep_reviews']} reviews):", ""]
     for kind, e in run["contenders"].items():
@@ -106,7 +145,16 @@ def render_end_to_end(reports):
            "(its own tokenizer, truncating from the head; sorted batches; "
            "Parquet out), also a whole process; passes alternate. Seconds are "
            "medians of the passes; the ratio is the median of the per-pass "
-           "ratios (peer seconds ÷ ours), with its range.", "",
+           "ratios (peer seconds ÷ ours), with its range.", ""]
+  for report in reports:
+    row = report["rows"][0]
+    lines.append(
+        f"- {row['seq_length']} tokens: {report['date'][:16]}, "
+        f"`{report.get('command', 'python benchmarks/end_to_end.py')}`; "
+        f"{_cpu(report['machine'], row.get('ours_precision', {}).get('used'))}"
+        "; " + ", ".join(f"{k} {v}" for k, v in sorted(_versions(report).items()))
+        + ".")
+  lines += ["",
            "| tokens | reviews | peer (setting) | passes | ours s | peer s | "
            "ours ÷ peer speed | range | accuracy ours / peer | run |",
            "|---:|---:|---|---:|---:|---:|---:|---:|---:|---|"]
@@ -125,16 +173,21 @@ def render_end_to_end(reports):
   return "\n".join(lines) + "\n"
 
 
+def _dates(runs):
+  days = sorted({r["date"][:10] for r in runs if r.get("date")})
+  return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
 def render_scale(report):
   runs = report["runs"]
   lines = [
-      "# Scoring at scale: memory and rate by input size (issue 17)", "",
+      "# Scoring at scale: memory and rate by input size", "",
       _generated("`scale.json`, `scale.png`"), "",
       "; ".join(f"`{c}`" for c in report["commands"]) +
-      f"; {report['machine']['cpus']} cores, "
+      f"; {_dates(runs)}; {_cpu(report['machine'])}, "
       f"{report['machine']['platform']}; TensorFlow "
-      f"{report['versions']['tensorflow']}, Beam "
-      f"{report['versions']['apache_beam']}.", "",
+      f"{_versions(report)['tensorflow']}, Beam "
+      f"{_versions(report)['apache_beam']}.", "",
       "Each row is one fresh `reviewscore score` process with every default "
       "(waves) or with `--length-bucketing` (buckets: Beam's stateful "
       "BatchElements, the default before sorted waves), on DirectRunner; "
@@ -198,14 +251,15 @@ def render_scale(report):
               f"| `--since` the full run, one file added | {since['reviews']:,} "
               f"| {since['seconds']:.1f} |", ""]
   if report.get("checks"):
-    lines += ["## Checks", "", "| check | value |", "|---|---:|"]
+    lines += ["## Ratios computed from the runs", "", "| ratio | value |",
+              "|---|---:|"]
     lines += [f"| {k} | {v} |" for k, v in report["checks"].items()]
     lines.append("")
   return "\n".join(lines)
 
 
 def write_tables(results_dir, docs_dir):
-  parts = ["# Scoring against tuned CPU peers (issue 19)", "",
+  parts = ["# Scoring against tuned CPU peers", "",
            _generated("`peers-<length>.json`, `end_to_end-<length>.json`"), ""]
   end_to_end = [r for r in _by_length(results_dir, "end_to_end") if "medians" in r]
   if end_to_end:

@@ -1,4 +1,4 @@
-"""Scoring throughput, side by side in one run (issue 5).
+"""Scoring throughput, side by side in one run.
 
     .venv/bin/python benchmarks/throughput.py [--num-reviews 1000]
         [--seq-lengths 128,512] [--results-dir benchmarks/results]
@@ -23,7 +23,8 @@ seed), at each sequence length, it times:
                  length with dynamic padding, inference_mode, 2 threads; and
                  its float32 fixed-padding baseline.
 
-plus the levers of the issue, each measured on its own on (b). Both sides
+plus the levers (batching, precision, batch size, XLA, threads,
+overlapped tokenization), each measured on its own on (b). Both sides
 score the same token ids (the peer gets ours, so both do the same work) with
 the same fine-tuned weights (copied into the PyTorch model), so label
 agreement with (a) is meaningful for every row.
@@ -37,8 +38,8 @@ the best of a few 4096x4096 tf.matmul (and torch.matmul) in the same run.
 
 The models: models/bench-<L> are exported from a trained model's weights
 (default models/quick, what run_local.sh trains; `--weights-from`) at each length L with the
-current train/ code (re-exported whenever train/bert_backbone.py or
-train/export.py change), so a change to the backbone is measured here.
+current train/ code (re-exported whenever train/model/bert_backbone.py or
+train/export/serving.py change), so a change to the backbone is measured here.
 """
 import argparse
 import bisect
@@ -48,7 +49,6 @@ import hashlib
 import json
 import os
 import pathlib
-import platform
 import shutil
 import subprocess
 import sys
@@ -62,6 +62,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from benchmarks import machine  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -109,8 +110,8 @@ def sample_reviews(n, seed=0, data_dir=DATA_DIR):
 
 def _code_stamp():
   digest = hashlib.sha256()
-  for name in ("train/bert_backbone.py", "train/export.py",
-               "train/classifier.py", "train/review_packer.py"):
+  for name in ("train/model/bert_backbone.py", "train/export/serving.py",
+               "train/model/classifier.py", "train/data/review_packer.py"):
     digest.update((REPO / name).read_bytes())
   return digest.hexdigest()[:16]
 
@@ -124,11 +125,11 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
   import train  # noqa: F401  (TF_USE_LEGACY_KERAS)
   import tensorflow as tf
   import tensorflow_hub as hub
-  from train.classifier import (build_classifier, scoring_copies,
+  from train.model.classifier import (build_classifier, scoring_copies,
                                 weights_fingerprint)
-  from train.encoders import resolve_encoder
-  from train.export import ServingModule, save_serving_model, write_json
-  from train.review_packer import ReviewPacker
+  from train.encoders.source import resolve_encoder
+  from train.export.serving import ServingModule, save_serving_model, write_json
+  from train.data.review_packer import ReviewPacker
 
   weights_from = pathlib.Path(weights_from)
   source_card = json.loads((weights_from / contract.MODEL_CARD_FILE).read_text())
@@ -176,7 +177,7 @@ def prepare_models(seq_lengths, *, weights_from, models_dir, log=print):
 
 
 def _save_hf_weights(model, path):
-  from train.import_encoder import hf_tensor_names
+  from train.encoders.importer import hf_tensor_names
   backbone = model.get_layer("encoder")
   w = {name: (variable.numpy().T if transposed else variable.numpy())
        for name, variable, transposed in hf_tensor_names(backbone)}
@@ -193,7 +194,7 @@ def read_card(model_dir):
 
 
 def bert_config(model_dir):
-  from train.bert_config import BertConfig
+  from train.model.bert_config import BertConfig
   return BertConfig.from_dict(read_card(model_dir).encoder["bert_config"])
 
 
@@ -201,35 +202,11 @@ def useful_flops(config, lengths):
   return float(sum(int(n) * config.flops_per_token(int(n)) for n in lengths))
 
 
-# ----------------------------------------------------------------------------
-# Matmul peaks
-
-
-def tf_matmul_peaks(n=4096, reps=5):
-  import tensorflow as tf
-  out = {}
-  for dtype in ("float32", "bfloat16"):
-    for jit in (False, True):
-      a = tf.cast(tf.random.normal([n, n]), dtype)
-      b = tf.cast(tf.random.normal([n, n]), dtype)
-      f = tf.function(lambda x, y: tf.matmul(x, y), jit_compile=jit)
-      f(a, b).numpy()
-      best = min(_timed(lambda: f(a, b).numpy()) for _ in range(reps))
-      out[dtype + ("_xla" if jit else "")] = 2 * n ** 3 / best / 1e9
-  return out
-
-
 def read_tokens(path):
   """Token id arrays saved as `lengths` and `flat` (np.savez)."""
   with np.load(path) as data:  # each data[key] reads the array anew
     lengths, flat = data["lengths"], data["flat"]
   return np.split(flat, np.cumsum(lengths)[:-1])
-
-
-def _timed(fn):
-  start = time.perf_counter()
-  fn()
-  return time.perf_counter() - start
 
 
 # ----------------------------------------------------------------------------
@@ -521,7 +498,7 @@ def peer_worker(model_dir, inputs, out, variants, batch, seq_len, threads):
   """PyTorch: BertModel (from the MiniLM checkpoint) + mean pool + linear."""
   import torch
   import transformers
-  from train.hf_checkpoint import minilm_directory
+  from train.encoders.hf_checkpoint import minilm_directory
   torch.set_num_threads(int(threads))
   batch, seq_len = int(batch), int(seq_len)
   tokens = read_tokens(inputs)
@@ -580,15 +557,7 @@ def peer_worker(model_dir, inputs, out, variants, batch, seq_len, threads):
     results[variant] = {"seconds": seconds, "labels": labels.tolist(),
                         "padding_efficiency": float(lengths.sum() / padded)}
   # Matmul peaks in PyTorch too (same machine, same run).
-  peaks = {}
-  n = 4096
-  for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-    a = torch.randn(n, n).to(dtype)
-    b = torch.randn(n, n).to(dtype)
-    torch.matmul(a, b)
-    best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(5))
-    peaks[name] = 2 * n ** 3 / best / 1e9
-  results["matmul_gflops"] = peaks
+  results["matmul_gflops"] = machine.torch_matmul_peaks(n=4096, reps=5)
   pathlib.Path(out).write_text(json.dumps(results))
 
 
@@ -648,12 +617,14 @@ def benchmark(args, log=print):
   ids, texts, gold = sample_reviews(args.num_reviews, args.seed, args.data_dir)
   log(f"{len(texts)} reviews from {args.data_dir / 'test.parquet'} "
       f"(seed {args.seed}); TensorFlow {tf.__version__}")
-  peaks = tf_matmul_peaks()
-  log("tf.matmul 4096² GFLOP/s: " + ", ".join(
+  described = machine.describe()
+  log(machine.summary(described))
+  peaks = machine.tf_matmul_peaks(n=4096, reps=5, xla=True)
+  log("tf.matmul 4096² GFLOP/s in this process: " + ", ".join(
       f"{k} {v:.0f}" for k, v in peaks.items()))
   best_peaks = {"float32": peaks["float32"], "bfloat16": peaks["bfloat16"]}
   report = {"date": started.isoformat(timespec="seconds"),
-            "machine": _machine(), "num_reviews": len(texts),
+            "machine": described, "num_reviews": len(texts),
             "seed": args.seed, "matmul_gflops_tf": peaks, "runs": {}}
   levers_on = not args.no_levers
   results_dir = pathlib.Path(args.results_dir)
@@ -858,19 +829,6 @@ def _busy_others():
   return busy
 
 
-def _machine():
-  cpu = ""
-  try:
-    for line in open("/proc/cpuinfo"):
-      if line.startswith("model name"):
-        cpu = line.split(":", 1)[1].strip()
-        break
-  except OSError:
-    pass
-  return {"cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-          "bf16": "avx512_bf16" in open("/proc/cpuinfo").read()}
-
-
 def _fmt_row(row):
   agreement = row.get("agreement")
   peak = row.get("peak_fraction")
@@ -911,7 +869,7 @@ def format_table(seq, run, peaks):
 
 
 def check_targets(report, peaks):
-  lines, ok = ["\ntargets (issue 5, item 2):"], {}
+  lines, ok = ["\nchecks against the peer (d), the bf16 peak and (a):"], {}
   for seq, run in report["runs"].items():
     rows = {r["name"][:3]: r for r in run["rows"]}
     b, c, d = rows["(b)"], rows["(c)"], rows["(d)"]

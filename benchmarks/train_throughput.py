@@ -3,15 +3,16 @@
     .venv/bin/python benchmarks/train_throughput.py [--seq-lengths 128,256]
         [--precisions float32,bfloat16] [--steps 6] [--batch-size 32]
 
-Ours: train.classifier.build_classifier (MiniLM from encoders/minilm, mean
-pooling) and the step function of train.trainer.Trainer (AdamW, clipping,
+Ours: train.model.classifier.build_classifier (MiniLM from encoders/minilm, mean
+pooling) and the step function of train.loops.trainer.Trainer (AdamW, clipping,
 the same tf.function that `reviewscore train` runs). The peer: Hugging Face
 transformers' BertModel (the same MiniLM checkpoint) + mean pooling + linear
 head, torch.optim.AdamW, global-norm clipping, BCE loss, bf16 autocast for
 bfloat16, 2 threads. Both get the same length-bucketed batches of real IMDB
 training reviews (our tokenizer, head+tail truncation, dynamic padding as in
-train.trainer.epoch_batches); the first 2 steps (tracing, oneDNN primitive
-creation) are not timed.
+train.loops.trainer.epoch_batches); the first 2 steps (tracing, oneDNN primitive
+creation) are not timed. Writes benchmarks/results/train_throughput.json
+(with the machine as benchmarks/machine.py describes it) and a plot.
 """
 import argparse
 import datetime
@@ -29,6 +30,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
+from benchmarks import machine  # noqa: E402
 from benchmarks.throughput import DATA_DIR  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -40,9 +42,9 @@ def make_batches(seq, n_batches, batch_size, *, encoder, data_dir, seed=0):
   import tensorflow as tf
   import tensorflow_hub as hub
   import pyarrow.parquet as pq
-  from train.encoders import resolve_encoder
-  from train.review_packer import ReviewPacker
-  from train.trainer import _batch_inputs, epoch_batches, tokenize_reviews
+  from train.encoders.source import resolve_encoder
+  from train.data.review_packer import ReviewPacker
+  from train.loops.trainer import _batch_inputs, epoch_batches, tokenize_reviews
   source = resolve_encoder(encoder)
   table = pq.read_table(pathlib.Path(data_dir) / "train.parquet",
                         columns=["text", "label"])
@@ -65,9 +67,9 @@ def make_batches(seq, n_batches, batch_size, *, encoder, data_dir, seed=0):
 
 def ours(batches, precision, encoder):
   import train  # noqa: F401
-  from train.classifier import build_classifier
-  from train.encoders import resolve_encoder
-  from train.trainer import Trainer, TrainSettings, TokenizedReviews
+  from train.model.classifier import build_classifier
+  from train.encoders.source import resolve_encoder
+  from train.loops.trainer import Trainer, TrainSettings, TokenizedReviews
   source = resolve_encoder(encoder)
   model = build_classifier(source, precision=precision, pooling="mean")
   settings = TrainSettings(batch_size=len(batches[0][2]), epochs=1,
@@ -95,9 +97,9 @@ def compare_training_steps(variants, *, seq_length, steps, encoder, data_dir):
   traced}: one model per variant in this process, steps alternating on the
   same batches after one untimed step each. Returns {name: seconds}."""
   import train  # noqa: F401
-  from train.classifier import build_classifier
-  from train.encoders import resolve_encoder
-  from train.trainer import TokenizedReviews, Trainer, TrainSettings
+  from train.model.classifier import build_classifier
+  from train.encoders.source import resolve_encoder
+  from train.loops.trainer import TokenizedReviews, Trainer, TrainSettings
   batches = make_batches(seq_length, steps + 1, 32, encoder=encoder,
                          data_dir=data_dir)
   source = resolve_encoder(encoder)
@@ -158,7 +160,7 @@ def run_side_by_side(description, argv, *, first_part, calls,
 def peer(batches, precision, threads=2):
   import torch
   import transformers
-  from train.hf_checkpoint import minilm_directory
+  from train.encoders.hf_checkpoint import minilm_directory
   torch.set_num_threads(threads)
   torch.manual_seed(0)
   bert = transformers.BertModel.from_pretrained(str(minilm_directory()))
@@ -222,12 +224,14 @@ def main(argv=None):
   parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
   parser.add_argument("--results-dir", default=str(REPO / "benchmarks/results"))
   args = parser.parse_args(argv)
-  from train.bert_config import BertConfig
+  from train.model.bert_config import BertConfig
   info = json.loads((pathlib.Path(args.encoder) / "encoder_info.json").read_text())
   config = BertConfig.from_dict(info["bert_config"])
+  described = machine.describe()  # before the runs, on a quiet machine
+  print(machine.summary(described))
   report = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(
-      timespec="seconds"), "batch_size": args.batch_size, "steps": args.steps,
-      "runs": []}
+      timespec="seconds"), "machine": described,
+      "batch_size": args.batch_size, "steps": args.steps, "runs": []}
   print(f"{'':28s} {'reviews/s':>10s} {'tok/s':>8s} {'GFLOP/s':>8s} "
         f"{'×peer':>6s}  (3×forward useful FLOPs)")
   with tempfile.TemporaryDirectory() as tmp:
