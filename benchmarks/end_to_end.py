@@ -43,7 +43,7 @@ def export_hf_weights(model_dir: pathlib.Path, path: pathlib.Path) -> None:
   """The model's trained weights under Hugging Face BertModel names."""
   os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
   import tensorflow as tf
-  from benchmarks.throughput import _save_hf_weights, read_card
+  from benchmarks.reviews_and_models import read_card, save_hf_weights
   from train.model.classifier import build_classifier
   from train.encoders.source import resolve_encoder
   card = read_card(model_dir)
@@ -53,7 +53,7 @@ def export_hf_weights(model_dir: pathlib.Path, path: pathlib.Path) -> None:
   tf.train.Checkpoint(model=model).read(
       str(model_dir / "best" / "weights")
   ).expect_partial().assert_existing_objects_matched()
-  _save_hf_weights(model, path)
+  save_hf_weights(model, path)
 
 
 def peer_main(kind, weights_dir, seq_length, input_path, output_path, batch,

@@ -45,10 +45,8 @@ import json
 import os
 import pathlib
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -56,316 +54,27 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
-from benchmarks import machine, tables, throughput  # noqa: E402
-from pipeline.settings import DEFAULTS as PIPELINE_DEFAULTS  # noqa: E402
+from benchmarks import machine, tables  # noqa: E402
+from benchmarks.peer_contenders import OURS_BATCH, PEER_BATCHES  # noqa: E402
+from benchmarks.peer_workers import Worker, worker  # noqa: E402
+from benchmarks.processes import busy_now, without_pytorch  # noqa: E402
+from benchmarks.reviews_and_models import (DATA_DIR, bert_config,  # noqa: E402
+                                           prepare_models, read_card,
+                                           sample_reviews, useful_flops,
+                                           write_tokens)
+from benchmarks.scoring_paths import tokenize_all  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
+# end_to_end.py's peer process takes these from here.
+from benchmarks.peer_contenders import (export_onnx,  # noqa: E402, F401
+                                        make_peer, sorted_batches)
 
 CONTENDERS = ("ours", "torch-bf16", "torch-compile", "ort-fp32", "ort-int8")
 REFERENCE = tables.REFERENCE
-PEER_BATCHES = (8, 16, 32, 64)
 PEER_THREADS = (1, 2)
-OURS_BATCH = PIPELINE_DEFAULTS["max_batch_size"]  # the product's default
-REPLY = "@@reply "
-
-
-# ----------------------------------------------------------------------------
-# Contenders (each runs in its own process: `peers.py --worker KIND ...`)
-
-
-def sorted_batches(lengths, batch):
-  order = np.argsort(lengths, kind="stable")
-  return [order[i:i + batch] for i in range(0, len(order), batch)]
-
-
-def padded(tokens, rows):
-  length = max(len(tokens[r]) for r in rows)
-  ids = np.zeros((len(rows), length), np.int64)
-  mask = np.zeros((len(rows), length), np.int64)
-  for j, r in enumerate(rows):
-    ids[j, :len(tokens[r])] = tokens[r]
-    mask[j, :len(tokens[r])] = 1
-  return ids, mask
-
-
-def torch_scorer(model_dir, *, attention="sdpa"):
-  """BertModel + mean pooling + linear head with the fine-tuned weights."""
-  import torch
-  import transformers
-  from train.encoders.hf_checkpoint import minilm_directory
-
-  class Scorer(torch.nn.Module):
-
-    def __init__(self):
-      super().__init__()
-      self.bert = transformers.BertModel.from_pretrained(
-          str(minilm_directory()), add_pooling_layer=False,
-          attn_implementation=attention)
-      self.head = torch.nn.Linear(self.bert.config.hidden_size, 1)
-
-    def forward(self, input_ids, attention_mask):
-      hidden = self.bert(input_ids=input_ids,
-                         attention_mask=attention_mask).last_hidden_state
-      mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-      pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-      return self.head(pooled).squeeze(-1).float()
-
-  scorer = Scorer().eval()
-  weights = dict(np.load(pathlib.Path(model_dir) / "hf_weights.npz"))
-  scorer.head.weight.data = torch.from_numpy(weights.pop("head.weight"))
-  scorer.head.bias.data = torch.from_numpy(weights.pop("head.bias"))
-  # Mean pooling: the [CLS] pooler's weights are not used.
-  missing, unexpected = scorer.bert.load_state_dict(
-      {k: torch.from_numpy(v) for k, v in weights.items()
-       if not k.startswith("pooler.")}, strict=False)
-  missing = [m for m in missing if not m.endswith("position_ids")]
-  if missing or unexpected:
-    raise RuntimeError(f"weights do not match: {missing} {unexpected}")
-  return scorer
-
-
-class TorchContender:
-
-  def __init__(self, model_dir, compiled):
-    import torch
-    self.torch = torch
-    self.model = torch_scorer(model_dir).to(torch.bfloat16)
-    self.info = {"torch": torch.__version__}
-    if compiled:
-      import torch._inductor.config as inductor
-      inductor.freezing = True
-      self.model = torch.compile(self.model, dynamic=True)
-
-  def warm_up(self, tokens):
-    """Every batch size of the sweep over every length once, untimed: the
-    compiler specialises on some sizes (1, and the first it sees) and
-    compiles a shape-generic graph at the next; no sweep pays for it."""
-    start = time.perf_counter()
-    lengths = [len(t) for t in tokens]
-    for batch in (1,) + PEER_BATCHES:
-      self.score(tokens, sorted_batches(lengths, batch))
-    return time.perf_counter() - start
-
-  def configure(self, threads):
-    self.torch.set_num_threads(threads)
-
-  def score(self, tokens, batches):
-    logits = np.zeros(len(tokens), np.float32)
-    with self.torch.inference_mode():
-      for rows in batches:
-        ids, mask = padded(tokens, rows)
-        out = self.model(self.torch.from_numpy(ids), self.torch.from_numpy(mask))
-        logits[rows] = out.numpy()
-    return logits
-
-
-def export_onnx(model_dir, folder):
-  """ort-fp32 and ort-int8 graphs of the model in `model_dir`, cached."""
-  import onnxruntime
-  from onnxruntime.quantization import QuantType, quantize_dynamic
-  from onnxruntime.transformers.optimizer import optimize_model
-  folder = pathlib.Path(folder)
-  stamp = (pathlib.Path(model_dir) / "hf_weights.npz").stat().st_mtime_ns
-  done = folder / f"done-{stamp}-{onnxruntime.__version__}"
-  graphs = {"ort-fp32": folder / "model-opt.onnx",
-            "ort-int8": folder / "model-opt-int8.onnx"}
-  if done.exists():
-    return graphs
-  import warnings
-
-  import onnx
-  import torch
-  for stale in folder.glob("done-*"):  # another export's: the graphs change
-    stale.unlink()
-  warnings.filterwarnings("ignore", category=DeprecationWarning)
-  warnings.filterwarnings("ignore", module="torch.onnx")
-  warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-  folder.mkdir(parents=True, exist_ok=True)
-  # The eager attention exports as the MatMul/Softmax pattern that the
-  # optimizer fuses into one Attention operator.
-  scorer = torch_scorer(model_dir, attention="eager")
-  ids = torch.ones((2, 16), dtype=torch.int64)
-  raw = folder / "model.onnx"
-  torch.onnx.export(
-      scorer, (ids, torch.ones_like(ids)), str(raw),
-      input_names=["input_ids", "attention_mask"], output_names=["logit"],
-      dynamic_axes={"input_ids": {0: "batch", 1: "sequence"},
-                    "attention_mask": {0: "batch", 1: "sequence"},
-                    "logit": {0: "batch"}},
-      opset_version=17, dynamo=False)
-  config = scorer.bert.config
-  optimized = optimize_model(str(raw), model_type="bert",
-                             num_heads=config.num_attention_heads,
-                             hidden_size=config.hidden_size)
-  optimized.save_model_to_file(str(graphs["ort-fp32"]))
-  # The fused contrib operators (Attention, SkipLayerNorm) have no shape
-  # inference: their outputs are float32.
-  quantize_dynamic(str(graphs["ort-fp32"]), str(graphs["ort-int8"]),
-                   weight_type=QuantType.QInt8, per_channel=False,
-                   reduce_range=False,
-                   extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT})
-  done.write_text(json.dumps(optimized.get_fused_operator_statistics()))
-  return graphs
-
-
-class OnnxContender:
-
-  def __init__(self, graph):
-    import onnxruntime
-    self.ort = onnxruntime
-    self.graph = str(graph)
-    self.session = None
-    self.info = {"onnxruntime": onnxruntime.__version__,
-                 "graph_bytes": pathlib.Path(graph).stat().st_size,
-                 # export_onnx's marker (one: it removes older ones)
-                 "fused": json.loads(next(
-                     pathlib.Path(graph).parent.glob("done-*")).read_text())}
-
-  def configure(self, threads):
-    options = self.ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = (
-        self.ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
-    self.session = self.ort.InferenceSession(
-        self.graph, options, providers=["CPUExecutionProvider"])
-
-  def warm_up(self, tokens):
-    start = time.perf_counter()
-    self.configure(2)
-    self.score(tokens, [np.arange(min(4, len(tokens)))])
-    return time.perf_counter() - start
-
-  def score(self, tokens, batches):
-    logits = np.zeros(len(tokens), np.float32)
-    for rows in batches:
-      ids, mask = padded(tokens, rows)
-      logits[rows] = self.session.run(
-          None, {"input_ids": ids, "attention_mask": mask})[0]
-    return logits
-
-
-class OursContender:
-  """The model handler as the pipeline calls it, with its defaults."""
-
-  def __init__(self, model_dir):
-    from pipeline.model_handler import TokenIdsModelHandler
-    card = throughput.read_card(model_dir)
-    self.handler = TokenIdsModelHandler(
-        str(pathlib.Path(model_dir) / contract.SAVED_MODEL_DIR),
-        signatures={"bfloat16": card.classify_signature("bfloat16")},
-        precision="bfloat16",
-        model_fingerprint=card.model_fingerprint,
-        max_batch_size=OURS_BATCH)
-    self.model = None
-    import tensorflow as tf
-    self.info = {"tensorflow": tf.__version__}
-
-  def warm_up(self, tokens):
-    start = time.perf_counter()
-    self.model = self.handler.load_model()
-    self.score(tokens, [np.arange(min(2, len(tokens)))])
-    return time.perf_counter() - start
-
-  def configure(self, threads):
-    del threads  # TensorFlow sets its pools once per process; default kept.
-
-  def batches(self, tokens, batch):
-    del batch
-    # The pipeline's default: sorted waves, then Beam's batching.
-    return throughput.make_batches([len(t) for t in tokens], batch=OURS_BATCH,
-                                   mode="waves",
-                                   wave=PIPELINE_DEFAULTS["sort_wave_size"])
-
-  def score(self, tokens, batches):
-    logits = np.zeros(len(tokens), np.float32)
-    for rows in batches:
-      results = self.handler.run_inference(
-          [{"id": int(r), "tokens": tokens[r]} for r in rows], self.model)
-      for r, result in zip(rows, results):
-        p = float(np.clip(result.inference["probability"], 1e-7, 1 - 1e-7))
-        logits[r] = np.log(p / (1 - p))
-    return logits
-
-
-def make_peer(kind, model_dir, graphs_dir):
-  """A peer contender; `model_dir` holds hf_weights.npz."""
-  if kind.startswith("torch"):
-    return TorchContender(model_dir, compiled=kind == "torch-compile")
-  return OnnxContender(export_onnx(model_dir, graphs_dir)[kind])
-
-
-def worker(kind, model_dir, graphs_dir):
-  """Answers commands read from stdin, one JSON line each, until EOF."""
-  if kind == "ours":
-    throughput._without_pytorch()
-    contender = OursContender(model_dir)
-  else:
-    contender = make_peer(kind, model_dir, graphs_dir)
-  tokens_cache = {}
-  for line in sys.stdin:
-    command = json.loads(line)
-    op = command["op"]
-    if op == "tokens":
-      tokens_cache[command["name"]] = throughput.read_tokens(command["path"])
-      reply = {}
-    elif op == "warm_up":
-      reply = {"seconds": contender.warm_up(tokens_cache[command["name"]]),
-               "info": contender.info}
-    elif op == "score":
-      tokens = tokens_cache[command["name"]]
-      contender.configure(command["threads"])
-      if hasattr(contender, "batches"):
-        batches = contender.batches(tokens, command["batch"])
-      else:
-        batches = sorted_batches([len(t) for t in tokens], command["batch"])
-      start = time.perf_counter()
-      logits = contender.score(tokens, batches)
-      reply = {"seconds": time.perf_counter() - start,
-               "logits": logits.tolist()}
-    elif op == "matmul_peaks":
-      reply = _torch_matmul_peaks() if kind.startswith("torch") else {}
-    else:
-      raise ValueError(op)
-    sys.stdout.write(REPLY + json.dumps(reply) + "\n")
-    sys.stdout.flush()
-
-
-def _torch_matmul_peaks(n=4096, reps=5):
-  import torch
-  torch.set_num_threads(os.cpu_count())
-  return machine.torch_matmul_peaks(n=n, reps=reps)
-
-
-class Worker:
-  """The orchestrator's handle on one contender's process."""
-
-  def __init__(self, kind, model_dir, graphs_dir):
-    self.kind = kind
-    self.process = subprocess.Popen(
-        [sys.executable, __file__, "--worker", kind, str(model_dir),
-         str(graphs_dir)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
-
-  def ask(self, **command):
-    self.process.stdin.write(json.dumps(command) + "\n")
-    self.process.stdin.flush()
-    for line in self.process.stdout:
-      if line.startswith(REPLY):
-        return json.loads(line[len(REPLY):])
-    raise RuntimeError(f"{self.kind} ended (exit {self.process.wait()})")
-
-  def close(self):
-    self.process.stdin.close()
-    self.process.wait(timeout=60)
 
 
 # ----------------------------------------------------------------------------
 # The run
-
-
-def _write_tokens(path, tokens):
-  np.savez(path, lengths=np.array([len(t) for t in tokens]),
-           flat=np.concatenate(tokens))
 
 
 def _settings_for(kind):
@@ -379,30 +88,30 @@ def _labels(logits, threshold):
 
 
 def measure_length(seq, args, tmp, log):
-  model_dir = throughput.prepare_models(
+  model_dir = prepare_models(
       [seq], weights_from=args.weights_from, models_dir=args.models_dir,
       log=log)[seq]
-  card = throughput.read_card(model_dir)
+  card = read_card(model_dir)
   threshold = card.threshold
-  ids, texts, gold = throughput.sample_reviews(
+  ids, texts, gold = sample_reviews(
       args.accuracy_reviews, seed=args.seed, data_dir=args.data_dir)
   from pipeline.scoring_model import acquire_model
   model = acquire_model(str(model_dir / contract.SAVED_MODEL_DIR))
-  tokens, _ = throughput.tokenize_all(model, texts)
+  tokens, _ = tokenize_all(model, texts)
   del model
   timed = tokens[:args.num_reviews]
   files = {}
   for name, part in (("sweep", timed[:args.sweep_reviews]), ("timed", timed),
                      ("accuracy", tokens)):
     files[name] = pathlib.Path(tmp) / f"{seq}-{name}.npz"
-    _write_tokens(files[name], part)
+    write_tokens(files[name], part)
   lengths = np.array([len(t) for t in timed])
-  config = throughput.bert_config(model_dir)
+  config = bert_config(model_dir)
   result = {"seq_length": seq, "model_fingerprint": card.model_fingerprint,
             "threshold": threshold, "num_reviews": len(timed),
             "mean_tokens": float(lengths.mean()),
             "useful_gflop_per_review":
-                throughput.useful_flops(config, lengths) / len(timed) / 1e9,
+                useful_flops(config, lengths) / len(timed) / 1e9,
             "contenders": {}}
   workers = {}
   for kind in args.contenders:
@@ -463,37 +172,6 @@ def measure_length(seq, args, tmp, log):
   return result
 
 
-def _cpu_ticks():
-  ticks = {}
-  for stat in pathlib.Path("/proc").glob("[0-9]*/stat"):
-    try:
-      fields = stat.read_text().rsplit(")", 1)[1].split()
-      ticks[int(stat.parent.name)] = int(fields[11]) + int(fields[12])
-    except (OSError, IndexError, ValueError):
-      pass
-  return ticks
-
-
-def busy_now(seconds=2.0):
-  """Other processes that used at least a tenth of a core over the last
-  `seconds` (a stopped or sleeping process is not busy, whatever its past)."""
-  before = _cpu_ticks()
-  time.sleep(seconds)
-  after = _cpu_ticks()
-  hz = os.sysconf("SC_CLK_TCK")
-  busy = []
-  for pid, ticks in after.items():
-    share = (ticks - before.get(pid, ticks)) / hz / seconds
-    if pid != os.getpid() and share >= 0.1:
-      try:
-        args = pathlib.Path(f"/proc/{pid}/cmdline").read_bytes()
-      except OSError:
-        continue
-      command = args.replace(b"\0", b" ").decode(errors="replace")
-      busy.append(f"{share:.0%} {command[:120]}")
-  return busy
-
-
 def summarise(result):
   """Medians, ranges and ratios from the raw passes (in place)."""
   contenders = result["contenders"]
@@ -531,13 +209,13 @@ def main(argv=None):
   parser.add_argument("--seq-lengths", default="128,512")
   parser.add_argument("--contenders", default=",".join(CONTENDERS))
   parser.add_argument("--seed", type=int, default=0)
-  parser.add_argument("--data-dir", type=pathlib.Path, default=throughput.DATA_DIR)
+  parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
   parser.add_argument("--weights-from", default=str(REPO / "models/quick"))
   parser.add_argument("--models-dir", default=str(REPO / "models"))
   parser.add_argument("--results-dir", type=pathlib.Path,
                       default=REPO / "benchmarks/results")
   args = parser.parse_args(argv)
-  throughput._without_pytorch()  # the orchestrator tokenizes with TensorFlow
+  without_pytorch()  # the orchestrator tokenizes with TensorFlow
   args.contenders = args.contenders.split(",")
   args.accuracy_reviews = max(args.accuracy_reviews, args.num_reviews)
   args.results_dir.mkdir(parents=True, exist_ok=True)

@@ -50,7 +50,8 @@ if str(REPO) not in sys.path:
   sys.path.insert(0, str(REPO))
 
 from benchmarks import machine  # noqa: E402
-from benchmarks.throughput import DATA_DIR, _tree_rss, read_card  # noqa: E402
+from benchmarks.processes import tree_rss  # noqa: E402
+from benchmarks.throughput import DATA_DIR, read_card  # noqa: E402
 from schemas import model_dir as contract  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -89,7 +90,7 @@ def measure(command, log=print, first_scored=False):
         pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
         if pid:
           break
-        sampled = max(sampled, _tree_rss(proc.pid))
+        sampled = max(sampled, tree_rss(proc.pid))
         if first_scored and marked is None:
           seen = seen[-200:] + probe.read()
           if FIRST_SCORED.encode() in seen:

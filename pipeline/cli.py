@@ -53,22 +53,24 @@ def score(ctx, **values):
           --model models/quick --output scores/acl \\
           --direct_running_mode=multi_processing --direct_num_workers=2
   """
-  from runtime.quiet import keep_pytorch_out
-  keep_pytorch_out()
-  from pipeline.run import SCORING_ERRORS, OptionsError, run
+  from runtime.quiet import pytorch_kept_out
   # Values click filled in from the defaults stay out: they would override
   # the same options given in Beam's spelling (`--num_shards=4`), which
   # reach Beam in ctx.args, and Beam has the same defaults.
   given = {name: value for name, value in values.items()
            if ctx.get_parameter_source(name) is not
            click.core.ParameterSource.DEFAULT}
-  try:
-    result = run(list(ctx.args),
-                 echo=lambda message: click.echo(message, err=True), **given)
-  except OptionsError as e:  # a bad option, ours or Beam's: usage, exit 2
-    raise click.UsageError(str(e)) from None
-  except SCORING_ERRORS as e:
-    raise click.ClickException(str(e)) from None
+  # Beam's RunInference imports PyTorch where it is installed: not while
+  # this command scores.
+  with pytorch_kept_out():
+    from pipeline.run import SCORING_ERRORS, OptionsError, run
+    try:
+      result = run(list(ctx.args),
+                   echo=lambda message: click.echo(message, err=True), **given)
+    except OptionsError as e:  # a bad option, ours or Beam's: usage, exit 2
+      raise click.UsageError(str(e)) from None
+    except SCORING_ERRORS as e:
+      raise click.ClickException(str(e)) from None
   counts = result.counts
   click.echo(f"scored {counts['scored']:,}, dead-lettered "
              f"{counts['dead_lettered']:,} of {counts['read']:,} read; "

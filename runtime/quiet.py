@@ -171,6 +171,21 @@ def keep_pytorch_out() -> None:
   sys.meta_path.insert(0, _RefusePyTorch())
 
 
+@contextlib.contextmanager
+def pytorch_kept_out():
+  """`keep_pytorch_out` for the length of a block: a process that scores
+  and then quantizes (NNCF asks whether PyTorch is there) or trains gets
+  its imports back."""
+  installed = not any(isinstance(f, _RefusePyTorch) for f in sys.meta_path)
+  keep_pytorch_out()
+  try:
+    yield
+  finally:
+    if installed:
+      sys.meta_path[:] = [f for f in sys.meta_path
+                          if not isinstance(f, _RefusePyTorch)]
+
+
 class _RefusePyTorch:
   """An import finder that answers `import torch` with ModuleNotFoundError."""
 

@@ -306,3 +306,36 @@ def test_optimize_adds_the_copy_to_a_model_trained_without_it(
   assert again.exit_code == 1, again.output
   assert "not the ones the model was trained with" in again.output
   assert _card(model) == after
+
+
+def test_a_quantizer_that_fails_leaves_the_float32_model_complete(
+    tiny_encoder_dir, tiny_training_data, tmp_path, monkeypatch):
+  """Catches: an OpenVINO or NNCF error failing a training run whose model
+  is fine, a half-made int8 folder left behind, or a card offering it."""
+  from train.export import quantize
+  from train.loops.trainer import TrainSettings
+  from train.run import train_and_export
+
+  def crashing(*args, **kwargs):
+    raise RuntimeError("the converter crashed")
+  monkeypatch.setattr(quantize, "calibrate_and_quantize", crashing)
+  lines = []
+  out = tmp_path / "model"
+  card = train_and_export(
+      data_path=tiny_training_data, encoder=str(tiny_encoder_dir), out=out,
+      settings=TrainSettings(batch_size=8, epochs=1, seq_length=64,
+                             truncation="head", pooling="cls",
+                             precision="float32", max_examples=200,
+                             checkpoint_every_steps=1000),
+      progress=lines.append, int8=True)
+  warned = [line for line in lines if line.startswith("int8: no copy")]
+  assert len(warned) == 1, lines
+  assert "the converter crashed" in warned[0]
+  assert "scoring keeps float32" in warned[0]
+  assert not (out / contract.INT8_COPY_DIR).exists()
+  assert not (out / (contract.INT8_COPY_DIR + ".partial")).exists()
+  written = _card(out)
+  assert written["model_fingerprint"] == card["model_fingerprint"]
+  assert not (written.get("int8") or {}).get("offered")
+  assert "int8" not in written["accuracy_by_precision"]
+  assert (out / contract.SAVED_MODEL_DIR / contract.SAVED_MODEL_GRAPH).is_file()

@@ -111,3 +111,19 @@ def test_pytorch_kept_out_without_breaking_libraries_that_look_for_it():
        "print('torch' in sys.modules)"],
       capture_output=True, text=True, timeout=300)
   assert done.stdout.split() == ["refused", "False"], done.stderr[-2000:]
+
+
+def test_pytorch_is_kept_out_only_while_scoring():
+  """Catches the refusal outliving `score` in its process: NNCF, asked to
+  quantize after a scoring run in the same process (a notebook, the test
+  suite), failed on "No module named 'torch'"."""
+  done = subprocess.run(
+      [sys.executable, "-c",
+       "import importlib.util\nfrom runtime.quiet import pytorch_kept_out\n"
+       "with pytorch_kept_out():\n"
+       "  try:\n    importlib.util.find_spec('torch')\n"
+       "  except ImportError:\n    print('refused')\n"
+       "importlib.util.find_spec('torch')\nprint('asked')"],
+      capture_output=True, text=True, timeout=300)
+  # Afterwards the lookup reaches the real finders again (found or not).
+  assert done.stdout.split() == ["refused", "asked"], done.stderr[-2000:]
