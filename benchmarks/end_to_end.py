@@ -1,7 +1,8 @@
 """Whole-process scoring time with every default, beside a peer's script.
 
     python benchmarks/end_to_end.py --model models/bench-128 \
-        [--peer torch-bf16|torch-compile|ort-fp32|ort-int8] [--sizes 25000]
+        [--peer torch-bf16|torch-fp32|torch-compile|ort-fp32|ort-int8]
+        [--sizes 25000]
         [--passes 3]
 
 What a user sees: `reviewscore score --input X --model M --output O` with no
@@ -15,8 +16,9 @@ the batch size and thread count its sweep in peers-<length>.json chose (an
 ONNX graph is exported beforehand, untimed, as a user exports once). Passes
 alternate (ours, peer, ours, peer...) so that a change in the machine's
 speed hits both. Prints each time and the ratio; writes
-benchmarks/results/end_to_end-<length>.json with every pass, the medians and
-the machine (benchmarks/machine.py: CPU, flags, matmul peaks, versions).
+benchmarks/results/end_to_end-<length>.json (-<length>-<peer>-<cpu>.json
+for a peer other than torch-bf16) with every pass, the medians and the
+machine (benchmarks/machine.py: CPU, flags, matmul peaks, versions).
 """
 import argparse
 import datetime
@@ -137,8 +139,8 @@ def main(argv=None):
   parser.add_argument("--sizes", default="5000,25000")
   parser.add_argument("--passes", type=int, default=1)
   parser.add_argument("--peer", dest="peer_kind", default="torch-bf16",
-                      choices=["torch-bf16", "torch-compile", "ort-fp32",
-                               "ort-int8"],
+                      choices=["torch-bf16", "torch-fp32", "torch-compile",
+                               "ort-fp32", "ort-int8"],
                       help="which of benchmarks/peers.py's peers to run as a "
                       "whole-process script")
   parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
@@ -211,7 +213,10 @@ def main(argv=None):
           f"{size['passes']}): {size['ours_per_peer']:.2f}x "
           f"(range {size['ours_per_peer_range'][0]:.2f}-"
           f"{size['ours_per_peer_range'][1]:.2f})")
-  results = args.results_dir / f"end_to_end-{card.seq_length}.json"
+  name = f"end_to_end-{card.seq_length}"
+  if args.peer_kind != "torch-bf16":  # the first peer kept its plain name
+    name += f"-{args.peer_kind}-{machine.cpu_slug(described)}"
+  results = args.results_dir / f"{name}.json"
   args.results_dir.mkdir(parents=True, exist_ok=True)
   results.write_text(json.dumps(report, indent=2))
   print(f"written to {results}")

@@ -14,7 +14,11 @@ each pass (a change in the machine's speed hits them all):
   tensorflow-bfloat16 its bfloat16 signature, where the CPU computes
                       bfloat16 natively (emulated elsewhere: not run);
   openvino-float32    that float32 signature converted to OpenVINO here;
-  openvino-int8       the model's int8 copy (`reviewscore train` makes it).
+  openvino-int8       the model's int8 copy (`reviewscore train` makes it);
+  pytorch-float32     the peer: transformers' BertModel with the same
+                      fine-tuned weights, float32, in a process of its own
+                      (its OpenMP threads would stall the others), fed the
+                      same batches (MiniLM-based models only).
 
 Each engine's accuracy on those reviews and its agreement with
 tensorflow-float32 are reported beside its speed. With --end-to-end N,
@@ -73,9 +77,14 @@ def engines(model_dir: pathlib.Path, card: contract.ModelCard, native_bf16):
       signature = card.classify_signature(precision)
       found[f"tensorflow-{precision}"] = (
           lambda ids, mask, s=signature: saved.classify(s, ids, mask))
-  converted = engine.Classifier(engine.convert_signature(
-      str(model_dir / contract.SAVED_MODEL_DIR),
-      card.classify_signature("float32")))
+  copies = card.openvino_copies
+  if "float32" in copies:  # the copy scoring uses
+    converted = engine.Classifier(
+        model_dir / copies["float32"].folder / copies["float32"].model_file)
+  else:
+    converted = engine.Classifier(engine.convert_signature(
+        str(model_dir / contract.SAVED_MODEL_DIR),
+        card.classify_signature("float32")))
   found["openvino-float32"] = converted.classify
   if card.int8_copy is None:
     skipped["openvino-int8"] = "the model offers no int8 copy"
@@ -83,6 +92,32 @@ def engines(model_dir: pathlib.Path, card: contract.ModelCard, native_bf16):
     found["openvino-int8"] = engine.Classifier(
         model_dir / contract.INT8_COPY_DIR / contract.INT8_MODEL_FILE).classify
   return saved, found, skipped
+
+
+PEER = "pytorch-float32"
+# The whole-process baseline: --precision float32 on the model without its
+# OpenVINO copies, i.e. TensorFlow's float32 pipeline.
+TENSORFLOW_ONLY = "tensorflow-float32"
+
+
+def pytorch_weights(model_dir: pathlib.Path, folder: pathlib.Path
+                    ) -> pathlib.Path:
+  """A folder with the model's weights under transformers' names."""
+  from benchmarks.end_to_end import export_hf_weights
+  if not (model_dir / "hf_weights.npz").exists():  # not a benchmarks/ model
+    export_hf_weights(model_dir, folder / "hf_weights.npz")
+    return folder
+  return model_dir
+
+
+def pytorch_pass(weights_dir, token_ids, seq_length, threshold):
+  """(seconds, labels) of one PyTorch float32 pass in its own process,
+  decided at the model's threshold as ours are."""
+  from benchmarks.torch_peer import run_peer
+  result = run_peer(weights_dir, token_ids, ["f32_sorted"], batch=BATCH,
+                    seq_len=seq_length)["f32_sorted"]
+  probability = 1 / (1 + np.exp(-np.asarray(result["logits"], np.float64)))
+  return result["seconds"], (probability >= threshold).astype(np.int32)
 
 
 def model_call_pass(fn, batches, n):
@@ -93,21 +128,37 @@ def model_call_pass(fn, batches, n):
   return time.perf_counter() - start, labels
 
 
+def without_copies(model_dir: pathlib.Path, target: pathlib.Path
+                   ) -> pathlib.Path:
+  """The model as TensorFlow alone scores it: its SavedModel and a card
+  that offers no OpenVINO copy (what every model was before the copies)."""
+  target.mkdir(parents=True)
+  (target / contract.SAVED_MODEL_DIR).symlink_to(
+      (model_dir / contract.SAVED_MODEL_DIR).resolve())
+  card = json.loads((model_dir / contract.MODEL_CARD_FILE).read_text())
+  card.update(int8=None, float32_copy=None)
+  (target / contract.MODEL_CARD_FILE).write_text(json.dumps(card))
+  return target
+
+
 def end_to_end(model_dir, parquet, passes, log, *, int8: bool):
   """Whole `reviewscore score` processes, alternated."""
   variants = {"auto": [], "float32": ["--precision", "float32"]}
   if int8:
     variants["int8"] = ["--precision", "int8"]
+  variants[TENSORFLOW_ONLY] = ["--precision", "float32"]
   seconds = {name: [] for name in variants}
   chosen = {}
   reviewscore = pathlib.Path(sys.executable).parent / "reviewscore"
   with tempfile.TemporaryDirectory() as tmp:
+    plain = without_copies(model_dir, pathlib.Path(tmp) / "tensorflow-only")
     for attempt in range(passes):
       for name, extra in variants.items():
         out = pathlib.Path(tmp) / f"{name}-{attempt}"
         start = time.perf_counter()
+        model = plain if name == TENSORFLOW_ONLY else model_dir
         subprocess.run([str(reviewscore), "score", "--input", str(parquet),
-                        "--model", str(model_dir), "--output", str(out),
+                        "--model", str(model), "--output", str(out),
                         *extra], check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         seconds[name].append(time.perf_counter() - start)
@@ -119,13 +170,18 @@ def end_to_end(model_dir, parquet, passes, log, *, int8: bool):
           for name, s in seconds.items()}
 
 
+def _has_pytorch() -> bool:
+  import importlib.util
+  return all(importlib.util.find_spec(m) for m in ("torch", "transformers"))
+
+
 def render(reports) -> str:
   """docs/engines.md: one section per CPU, from the raw results."""
   lines = ["# Engines by CPU", "",
            "Generated by `python benchmarks/int8_runtime.py --tables` from "
            "`benchmarks/results/int8_runtime-*.json`; measured by "
            "`python benchmarks/int8_runtime.py --model MODEL --end-to-end N` "
-           "(one run per CPU: figures from different CPUs are never compared).",
+           "(one run per section: figures from different sections are never compared).",
            ""]
   for report in reports:
     info = report["machine"]
@@ -161,22 +217,30 @@ def render(reports) -> str:
     e2e = report.get("end_to_end")
     if e2e:
       n = e2e["reviews"]
+      base = TENSORFLOW_ONLY if TENSORFLOW_ONLY in e2e else "float32"
+      baseline = ("`--precision float32` on the model without its OpenVINO "
+                  "copies (TensorFlow's float32 pipeline)"
+                  if base == TENSORFLOW_ONLY else "`--precision float32` "
+                  "(TensorFlow: this model had no float32 copy)")
       lines += ["", f"`reviewscore score` as a whole process on {n:,} test "
-                "reviews (Parquet in and out), best of the alternated passes:",
-                "", "| options | seconds | reviews/s | × `--precision float32` "
+                "reviews (Parquet in and out), best of the alternated passes; "
+                f"the baseline is {baseline}:", "",
+                "| options | seconds | reviews/s | × baseline "
                 "| precision the worker used |", "| --- | ---: | ---: | ---: | --- |"]
-      for name in ("auto", "float32", "int8"):
+      for name in ("auto", "float32", "int8", TENSORFLOW_ONLY):
         if name not in e2e:
           continue
         run = e2e[name]
-        options = "every default" if name == "auto" else f"--precision {name}"
+        options = {"auto": "every default",
+                   TENSORFLOW_ONLY: "--precision float32, no copies"}.get(
+                       name, f"--precision {name}")
         chosen = "; ".join(run["precision"]) if isinstance(
             run["precision"], list) else run["precision"]
         # The worker's reason for a precision forced on the command line.
         chosen = chosen.replace(": asked for", ": set by `--precision`")
         lines.append(f"| {options} | {run['best_s']:.1f} | "
                      f"{n / run['best_s']:.1f} | "
-                     f"{run['speedup_over_float32']:.2f} | {chosen} |")
+                     f"{e2e[base]['best_s'] / run['best_s']:.2f} | {chosen} |")
     lines.append("")
   return "\n".join(lines)
 
@@ -228,9 +292,11 @@ def main(argv=None):
       runs = end_to_end(args.model, parquet, args.passes, log,
                         int8=card.int8_copy is not None)
     for name, run in runs.items():
-      run["speedup_over_float32"] = runs["float32"]["best_s"] / run["best_s"]
+      run["speedup_over_tensorflow_float32"] = (
+          runs[TENSORFLOW_ONLY]["best_s"] / run["best_s"])
       log(f"{name}: {len(texts) / run['best_s']:.1f} reviews/s whole process, "
-          f"{run['speedup_over_float32']:.2f}x --precision float32")
+          f"{run['speedup_over_tensorflow_float32']:.2f}x TensorFlow's "
+          "float32 pipeline")
     end_to_end_report = {"reviews": len(texts), **runs}
   ids, texts, labels = throughput.sample_reviews(args.reviews,
                                                  data_dir=args.data_dir)
@@ -246,13 +312,23 @@ def main(argv=None):
       f"skipped: {skipped or 'none'}")
   for fn in found.values():  # warm-up: first-call compilation
     fn(*batches[len(batches) // 2][1:])
-  times = {name: [] for name in found}
-  decisions = {}
   names = list(found)
+  if _has_pytorch():
+    names.append(PEER)
+    weights_dir = pytorch_weights(args.model, pathlib.Path(
+        tempfile.mkdtemp(prefix="reviewscore-peer-")))
+  else:
+    skipped[PEER] = "PyTorch or transformers not installed"
+  times = {name: [] for name in names}
+  decisions = {}
   for attempt in range(args.passes):
     order = names[attempt % len(names):] + names[:attempt % len(names)]
     for name in order:
-      seconds, decided = model_call_pass(found[name], batches, len(texts))
+      if name == PEER:
+        seconds, decided = pytorch_pass(weights_dir, token_ids, card.seq_length,
+                                         card.threshold)
+      else:
+        seconds, decided = model_call_pass(found[name], batches, len(texts))
       times[name].append(seconds)
       decisions[name] = decided
       log(f"  pass {attempt + 1} {name}: {len(texts) / seconds:.1f} reviews/s")

@@ -115,12 +115,20 @@ def tf_matmul_peaks(n=PEAK_SIZE, reps=PEAK_REPS, xla=False) -> dict:
   return out
 
 
+def native_bfloat16() -> bool:
+  """Whether this CPU computes bfloat16 natively (AVX-512 BF16, AMX)."""
+  flags = cpu_flags()
+  return any(f in flags for f in NATIVE_BFLOAT16_FLAGS)
+
+
 def torch_matmul_peaks(n=4096, reps=5) -> dict:
   """The same for torch.matmul, with PyTorch's threads as the caller set
   them (PyTorch benchmarks run in processes of their own)."""
   import torch
   out = {}
   for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+    if dtype == torch.bfloat16 and not native_bfloat16():
+      continue  # emulated, one thread: minutes per product, and not a peak
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
     torch.matmul(a, b)
     best = min(_timed(lambda: torch.matmul(a, b)) for _ in range(reps))
@@ -168,7 +176,7 @@ def describe(peaks: bool = True) -> dict:
       "cores": os.cpu_count(),
       "cores_usable": usable,
       "flags": sorted(f for f in SPEED_FLAGS if f in flags),
-      "native_bfloat16": any(f in flags for f in NATIVE_BFLOAT16_FLAGS),
+      "native_bfloat16": native_bfloat16(),
       "int8_dot_product": any(f in flags for f in INT8_DOT_PRODUCT_FLAGS),
       "platform": platform.platform(),
       "python": platform.python_version(),

@@ -75,10 +75,12 @@ def torch_scorer(model_dir, *, attention="sdpa"):
 
 class TorchContender:
 
-  def __init__(self, model_dir, compiled):
+  def __init__(self, model_dir, compiled, bfloat16=True):
     import torch
     self.torch = torch
-    self.model = torch_scorer(model_dir).to(torch.bfloat16)
+    self.model = torch_scorer(model_dir)
+    if bfloat16:
+      self.model = self.model.to(torch.bfloat16)
     self.info = {"torch": torch.__version__}
     if compiled:
       import torch._inductor.config as inductor
@@ -239,7 +241,8 @@ class OursContender:
 def make_peer(kind, model_dir, graphs_dir):
   """A peer contender; `model_dir` holds hf_weights.npz."""
   if kind.startswith("torch"):
-    return TorchContender(model_dir, compiled=kind == "torch-compile")
+    return TorchContender(model_dir, compiled=kind == "torch-compile",
+                          bfloat16=kind != "torch-fp32")
   return OnnxContender(export_onnx(model_dir, graphs_dir)[kind])
 
 

@@ -123,16 +123,20 @@ def peer_worker(model_dir, inputs, out, variants, batch, seq_len, threads):
     bf16 = variant.startswith("bf16")
     prepared = list(batches_of(variant))
     labels = np.zeros(len(tokens), np.int32)
+    logits = np.zeros(len(tokens), np.float32)
     with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16,
                                                 enabled=bf16):
       forward(prepared[0][1][:2], prepared[0][2][:2])  # warm-up
       forward(prepared[-1][1][:2], prepared[-1][2][:2])
       start = time.perf_counter()
       for rows, ids, mask in prepared:
-        labels[rows] = (forward(ids, mask) >= 0).int().numpy()
+        batch_logits = forward(ids, mask)
+        labels[rows] = (batch_logits >= 0).int().numpy()
+        logits[rows] = batch_logits.float().numpy()
       seconds = time.perf_counter() - start
     padded = sum(ids.numel() for _, ids, _ in prepared)
     results[variant] = {"seconds": seconds, "labels": labels.tolist(),
+                        "logits": logits.tolist(),
                         "padding_efficiency": float(lengths.sum() / padded)}
   # Matmul peaks in PyTorch too (same machine, same run).
   results["matmul_gflops"] = machine.torch_matmul_peaks(n=4096, reps=5)

@@ -24,8 +24,9 @@ def saved_model_path(model_dir: str) -> str:
   return join_path(model_dir, contract.SAVED_MODEL_DIR)
 
 
-def int8_copy_path(model_dir: str) -> str:
-  return join_path(model_dir, contract.INT8_COPY_DIR)
+def copy_path(model_dir: str, copy: contract.OpenVinoCopy) -> str:
+  """The folder of one of the model's OpenVINO copies."""
+  return join_path(model_dir, copy.folder)
 
 
 def _read_bytes(path: str) -> bytes:
@@ -85,19 +86,20 @@ def _check_files_unchanged(model_dir: str, card: contract.ModelCard) -> None:
                        "to score with weights the card does not describe")
 
 
-def _check_int8_copy(model_dir: str, card: contract.ModelCard) -> None:
-  """The int8 copy the card offers is there, as it was made: a missing or
-  altered copy stops the job here, never scores in another precision."""
-  copy = card.int8_copy
-  for name, expected in sorted(copy.files_sha256.items() if copy else ()):
-    path = join_path(int8_copy_path(model_dir), name)
-    if not FileSystems.exists(path):
-      raise ModelError(f"{path}: missing (the model card offers an int8 copy "
-                       "with this file; `reviewscore optimize` remakes it)")
-    changed = _changed_file(path, expected)
-    if changed:
-      raise ModelError(f"{path}: changed since it was made ({changed}); "
-                       "refusing to score with it")
+def _check_openvino_copies(model_dir: str, card: contract.ModelCard) -> None:
+  """The copies the card offers are there, as they were made: a missing or
+  altered copy stops the job here, never scores another way."""
+  for copy in card.openvino_copies.values():
+    for name, expected in sorted(copy.files_sha256.items()):
+      path = join_path(copy_path(model_dir, copy), name)
+      if not FileSystems.exists(path):
+        raise ModelError(f"{path}: missing (the model card offers a "
+                         f"{copy.precision} copy with this file; `reviewscore "
+                         "optimize` remakes it)")
+      changed = _changed_file(path, expected)
+      if changed:
+        raise ModelError(f"{path}: changed since it was made ({changed}); "
+                         "refusing to score with it")
 
 
 def load_model_card(model_dir: str, *, check_saved_model: bool = True
@@ -135,7 +137,7 @@ def _load_model_card(model_dir: str, check_saved_model: bool
     _check_saved_model(model_dir, card.signatures)
     _check_files_unchanged(model_dir, card)
     try:
-      _check_int8_copy(model_dir, card)
+      _check_openvino_copies(model_dir, card)
     except contract.ModelCardError as e:
       raise ModelError(f"{card_path}: {e}") from None
   return card

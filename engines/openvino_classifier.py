@@ -1,8 +1,9 @@
-"""OpenVINO: the engine of a model's int8 copy, for both halves.
+"""OpenVINO: the engine of a model's copies (int8, float32), for both halves.
 
 Training converts the SavedModel's float32 classify signature to OpenVINO's
-format and quantizes it (`train.export.quantize`); scoring workers compile the copy
-once per process and call it from any of their threads. Nothing here imports
+format, as it is (`train.export.float32_copy`) and quantized
+(`train.export.quantize`); scoring workers compile a copy once per process
+and call it from any of their threads. Nothing here imports
 OpenVINO until a function is called, so commands that never touch the copy
 never load it.
 """
@@ -21,7 +22,7 @@ DEVICE = "CPU"
 
 
 class CopyError(Exception):
-  """The int8 copy is missing or not the one the card describes."""
+  """A copy is missing or not the one the card describes."""
 
 
 def version() -> str:
@@ -44,7 +45,7 @@ def check_files(copy_dir: str, expected: Dict[str, str]) -> None:
     path = os.path.join(copy_dir, name)
     if not os.path.isfile(path):
       raise CopyError(f"{path}: missing (the model card lists it as part of "
-                      "its int8 copy)")
+                      "this copy)")
     actual = sha256_of(path)
     if actual != digest:
       raise CopyError(f"{path}: changed since it was made (sha256 "

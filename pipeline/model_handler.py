@@ -59,8 +59,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                bucket_boundaries: Optional[Sequence[int]] = None,
                max_attempts: int = DEFAULTS["inference_attempts"],
                backoff_secs: float = BACKOFF_SECS,
-               int8_copy_dir: Optional[str] = None,
-               int8_files_sha256: Optional[Dict[str, str]] = None):
+               openvino_copies: Optional[Dict[str, Dict[str, Any]]] = None):
     bucketing = {}
     if length_bucketing:
       bucketing = dict(batch_length_fn=token_count,
@@ -74,8 +73,8 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
     # precision -> classify signature, for the precisions the model carries.
     self._signatures = dict(signatures)
     self._requested_precision = precision
-    self._int8_copy_dir = int8_copy_dir
-    self._int8_files_sha256 = dict(int8_files_sha256 or {})
+    # precision -> {"folder", "model_file", "files_sha256"} of its copy.
+    self._openvino_copies = dict(openvino_copies or {})
     self._fingerprint = model_fingerprint
     self._max_attempts = max(1, int(max_attempts))
     self._backoff_secs = backoff_secs
@@ -83,8 +82,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
   def load_model(self) -> ScoringModel:
     return load_scoring_model(
         self._saved_model_dir, requested=self._requested_precision,
-        signatures=self._signatures, int8_copy_dir=self._int8_copy_dir,
-        int8_files_sha256=self._int8_files_sha256)
+        signatures=self._signatures, openvino_copies=self._openvino_copies)
 
   def _classify(self, model: ScoringModel, ids, mask):
     """One model call; the seam where transient faults surface."""

@@ -15,13 +15,13 @@ from apache_beam.options.pipeline_options import (DirectOptions,
                                                   PipelineOptions, SetupOptions,
                                                   StandardOptions, WorkerOptions)
 
-from engines.model_dir import int8_copy_path
+from engines.model_dir import copy_path
 from pipeline.options import BadOptionValue, ScoreOptions, unknown_flags
 from pipeline.settings import (DEFAULTS, OptionsError, check_values,
                                default_bucket_boundaries, parse_int_list)
 from runtime import quiet
 from runtime.filesystems import missing_filesystem, same_prefix
-from schemas.model_dir import INT8, ModelCard, ModelCardError
+from schemas.model_dir import ModelCard, ModelCardError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,7 +33,9 @@ class CheckedOptions:
   bucket_boundaries: Optional[List[int]]  # with --length-bucketing
   max_batch_duration_secs: Optional[float]
   runner: Any  # None: the runner --runner names
-  int8_copy: Dict[str, Any]  # where workers find the int8 copy, when they may use it
+  # precision -> where workers find the OpenVINO copy computing it and what
+  # its files hash to, for the precisions they may use.
+  openvino_copies: Dict[str, Dict[str, Any]]
 
 
 def parse_options(argv: Optional[List[str]], values: Dict[str, Any], *,
@@ -107,19 +109,19 @@ def check_against_model(opts: ScoreOptions, card: ModelCard, *,
                        "run a new --output prefix beside it")
   return CheckedOptions(
       signatures=signatures, min_batch_size=min_batch_size,
-      int8_copy=_int8_copy_of(model_dir, card, signatures),
+      openvino_copies=_openvino_copies_of(model_dir, card, signatures),
       **_batching(opts, buckets, options=options,
                   direct=runs_on_direct_runner(options)))
 
 
-def _int8_copy_of(model_dir: str, card: ModelCard, signatures) -> Dict[str, Any]:
-  """Where the workers find the int8 copy and what its files must hash to,
-  when they may score in int8."""
-  copy = card.int8_copy
-  if copy is None or INT8 not in signatures:
-    return {}
-  return {"int8_copy_dir": int8_copy_path(model_dir),
-          "int8_files_sha256": copy.files_sha256}
+def _openvino_copies_of(model_dir: str, card: ModelCard, signatures
+                        ) -> Dict[str, Dict[str, Any]]:
+  """The copies of the precisions the workers may score in."""
+  return {precision: {"folder": copy_path(model_dir, copy),
+                      "model_file": copy.model_file,
+                      "files_sha256": copy.files_sha256}
+          for precision, copy in card.openvino_copies.items()
+          if precision in signatures}
 
 
 _DIRECT_RUNNER_NAMES = ("directrunner", "direct", "switchingdirectrunner")

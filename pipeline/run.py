@@ -147,7 +147,8 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
       max_batch_duration_secs=checked.max_batch_duration_secs,
       length_bucketing=opts.length_bucketing,
       bucket_boundaries=checked.bucket_boundaries,
-      max_attempts=opts.inference_attempts, **checked.int8_copy)
+      max_attempts=opts.inference_attempts,
+      openvino_copies=checked.openvino_copies)
   try:
     p = beam.Pipeline(runner=checked.runner, options=options)
   except (ValueError, ImportError, AttributeError) as e:  # an unknown --runner

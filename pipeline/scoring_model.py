@@ -2,8 +2,10 @@
 its threads, computing in the precision chosen for this worker.
 
 The SavedModel (TensorFlow) is always loaded: it tokenizes, and it computes
-float32 and bfloat16. Where the worker scores in int8, the model directory's
-int8 copy is checked against its card and compiled by OpenVINO beside it.
+bfloat16, and float32 on GPUs or where the model has no float32 copy. Where
+the worker scores in int8, or in float32 on a CPU, and the model directory
+carries an OpenVINO copy in that precision, the copy is checked against its
+card and compiled by OpenVINO beside it (docs/engines.md measures why).
 Both go through module-level `shared.Shared` handles, so the Tokenize step
 and RunInference of one process hold one copy of each.
 """
@@ -17,11 +19,11 @@ from apache_beam.utils import shared
 
 from runtime import quiet, text_ops
 from runtime.filesystems import local_copy
-from runtime.hardware import INT8, choose_precision
+from runtime.hardware import FLOAT32, INT8, choose_precision
 from schemas import model_dir as contract
 
 _MODELS = shared.Shared()
-_INT8_COPIES = shared.Shared()
+_OPENVINO_COPIES = shared.Shared()
 _TF_CONFIGURED = threading.Lock()
 _tf_configured = False
 _LOGGED_CHOICES = set()
@@ -83,64 +85,76 @@ def acquire_model(saved_model_dir: str) -> LoadedSavedModel:
   return model
 
 
-class _Int8Copy:
-  """A checked, compiled int8 copy (weak-referenceable for `shared`)."""
+class _OpenVinoCopy:
+  """A checked, compiled OpenVINO copy (weak-referenceable for `shared`)."""
 
-  def __init__(self, copy_dir: str, files_sha256: Dict[str, str]):
+  def __init__(self, folder: str, model_file: str,
+               files_sha256: Dict[str, str]):
     from engines import openvino_classifier as engine
-    local = local_copy(copy_dir)
+    local = local_copy(folder)
     engine.check_files(local, files_sha256)
-    self.classifier = engine.Classifier(
-        f"{local.rstrip('/')}/{contract.INT8_MODEL_FILE}")
+    self.classifier = engine.Classifier(f"{local.rstrip('/')}/{model_file}")
 
   def classify(self, word_ids: np.ndarray, mask: np.ndarray):
     out = self.classifier.classify(word_ids, mask)
     return {name: out[name] for name in SCORED_OUTPUTS if name in out}
 
 
-def acquire_int8_copy(copy_dir: str, files_sha256: Dict[str, str]) -> _Int8Copy:
-  """The process's shared, sha256-checked int8 copy."""
-  return _INT8_COPIES.acquire(lambda: _Int8Copy(copy_dir, files_sha256),
-                              tag=copy_dir)
+def acquire_openvino_copy(folder: str, model_file: str,
+                          files_sha256: Dict[str, str]) -> _OpenVinoCopy:
+  """The process's shared, sha256-checked copy in `folder`."""
+  return _OPENVINO_COPIES.acquire(
+      lambda: _OpenVinoCopy(folder, model_file, files_sha256), tag=folder)
 
 
 class ScoringModel:
-  """What RunInference holds on a worker: the SavedModel, the int8 copy
-  where this worker scores in int8, and the precision it chose (once, when
+  """What RunInference holds on a worker: the SavedModel, the OpenVINO copy
+  it computes with where it uses one, and the precision it chose (once, when
   it loaded the model: `auto` follows the worker's hardware, not the
   launcher's)."""
 
   def __init__(self, saved_model: LoadedSavedModel, precision: str, why: str,
-               signature: Optional[str], int8_copy: Optional[_Int8Copy]):
+               signature: Optional[str],
+               openvino_copy: Optional[_OpenVinoCopy]):
     self.saved_model = saved_model
     self.precision = precision
     self.why = why
     self._signature = signature
-    self._int8_copy = int8_copy
+    self._openvino_copy = openvino_copy
 
   def classify(self, word_ids: np.ndarray, mask: np.ndarray):
-    if self._int8_copy is not None:
-      return self._int8_copy.classify(word_ids, mask)
+    if self._openvino_copy is not None:
+      return self._openvino_copy.classify(word_ids, mask)
     return self.saved_model.classify(self._signature, word_ids, mask)
 
 
 def load_scoring_model(saved_model_dir: str, *, requested: str,
                        signatures: Dict[str, str],
-                       int8_copy_dir: Optional[str] = None,
-                       int8_files_sha256: Optional[Dict[str, str]] = None
+                       openvino_copies: Optional[Dict[str, Dict]] = None
                        ) -> ScoringModel:
   """The worker's model, in the precision chosen for it, with the choice
-  and its reason logged once per process."""
+  and its reason logged once per process.
+
+  `openvino_copies`: precision -> {"folder", "model_file", "files_sha256"}.
+  int8 has only its copy; float32 computes with its copy on CPUs (TensorFlow
+  keeps GPUs).
+  """
+  openvino_copies = openvino_copies or {}
   saved_model = acquire_model(saved_model_dir)
   precision, why = choose_precision(requested, available=signatures,
                                     has_gpu=saved_model.has_gpu)
+  if precision == INT8 and INT8 not in openvino_copies:
+    raise ValueError("int8 chosen but the model offers no int8 copy")
+  use_copy = precision == INT8 or (
+      precision == FLOAT32 and FLOAT32 in openvino_copies
+      and not saved_model.has_gpu)
+  if use_copy and precision == FLOAT32:
+    why += "; computed by OpenVINO from the model's float32 copy"
   key = (saved_model_dir, precision)
   if key not in _LOGGED_CHOICES:  # once per worker process
     _LOGGED_CHOICES.add(key)
     worker_log.info("scoring in %s (%s)", precision, why)
-  if precision == INT8:
-    if int8_copy_dir is None:
-      raise ValueError("int8 chosen but the model offers no int8 copy")
+  if use_copy:
     return ScoringModel(saved_model, precision, why, None,
-                        acquire_int8_copy(int8_copy_dir, int8_files_sha256 or {}))
+                        acquire_openvino_copy(**openvino_copies[precision]))
   return ScoringModel(saved_model, precision, why, signatures[precision], None)

@@ -93,8 +93,10 @@ SCORE_OPTIONS = (
                 "model, among what the model carries: int8 (its OpenVINO "
                 "copy) where the CPU has int8 dot-product instructions "
                 "(AVX-512 VNNI, AVX-VNNI, AMX), else bfloat16 where the CPU "
-                "computes it natively (AVX-512 BF16, AMX), else float32; "
-                "GPUs keep TensorFlow's float32. A precision forces it.",
+                "computes it natively (AVX-512 BF16, AMX), else float32. "
+                "float32 on a CPU is computed by the model's OpenVINO float32 "
+                "copy where it carries one; GPUs keep TensorFlow's float32. "
+                "A precision forces it.",
                 default=AUTO, choices=(AUTO, INT8, FLOAT32, BFLOAT16, FLOAT16)),
     ScoreOption("min_batch_size", "Smallest inference batch [default: "
                 "--max-batch-size, fixed batches].", type=int, minimum=1),

@@ -4,6 +4,8 @@
     DIR/saved_model/     SavedModel with the signatures below
     DIR/int8/            optional int8 copy of the float32 classify signature
                          (OpenVINO), made after training, checked like the rest
+    DIR/float32/         optional float32 copy of that signature (OpenVINO,
+                         converted as it is), for CPUs, checked like the rest
     DIR/model_card.json  ModelCard: how to score with it, and where it came from
 
 Plain Python (no TensorFlow, no Beam): the launcher of a scoring job checks a
@@ -42,6 +44,27 @@ INT8_FILES = (INT8_MODEL_FILE, INT8_WEIGHTS_FILE)
 # How far below float32 an int8 copy's validation accuracy may fall and still
 # be offered (a fraction: 0.002 is 0.2 points).
 INT8_MAX_ACCURACY_DROP = 0.002
+
+# The float32 copy: the same signature converted to OpenVINO as it is (no
+# quantization), offered only where its outputs match TensorFlow's on
+# validation reviews (`Float32Copy`); CPU workers compute float32 with it.
+FLOAT32 = "float32"
+FLOAT32_COPY_DIR = "float32"
+FLOAT32_MODEL_FILE = "classify_tokens_float32.xml"
+FLOAT32_WEIGHTS_FILE = "classify_tokens_float32.bin"
+FLOAT32_FILES = (FLOAT32_MODEL_FILE, FLOAT32_WEIGHTS_FILE)
+# The most a float32 copy's probability may differ from TensorFlow's.
+FLOAT32_MAX_PROBABILITY_DIFFERENCE = 1e-3
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenVinoCopy:
+  """Where a copy's files are (relative to DIR) and what they hash to."""
+  precision: str
+  folder: str
+  model_file: str
+  files_sha256: Dict[str, str]
+
 
 # Argument and output names of those signatures.
 TEXT_INPUT = "text"
@@ -98,6 +121,8 @@ class ModelCard:
   versions: Optional[Dict[str, str]] = None
   # The int8 copy (`Int8Copy.to_dict()`), offered or refused with its reason.
   int8: Optional[Dict[str, Any]] = None
+  # The float32 copy (`Float32Copy.to_dict()`), offered or refused.
+  float32_copy: Optional[Dict[str, Any]] = None
   # precision -> {"runtime", "validation_accuracy", "test_accuracy"}: what
   # each way of computing the model scores, measured after export.
   accuracy_by_precision: Optional[Dict[str, Dict[str, Any]]] = None
@@ -131,6 +156,20 @@ class ModelCard:
     if not self.int8 or not self.int8.get("offered"):
       return None
     return Int8Copy.from_dict(self.int8)
+
+  @property
+  def openvino_copies(self) -> Dict[str, OpenVinoCopy]:
+    """precision -> the OpenVINO copy offered in it (int8, float32)."""
+    copies = {}
+    if self.int8_copy:
+      copies[INT8] = OpenVinoCopy(INT8, INT8_COPY_DIR, INT8_MODEL_FILE,
+                                  self.int8_copy.files_sha256)
+    record = self.float32_copy or {}
+    if record.get("offered") and FLOAT32 in self.precisions:
+      copies[FLOAT32] = OpenVinoCopy(FLOAT32, FLOAT32_COPY_DIR,
+                                     FLOAT32_MODEL_FILE,
+                                     dict(record.get("files_sha256") or {}))
+    return copies
 
   @property
   def scoring_precisions(self) -> List[str]:
@@ -237,6 +276,26 @@ class Int8Copy:
       return cls(**{k: v for k, v in record.items() if k in names})
     except TypeError as e:
       raise ModelCardError(f"int8: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class Float32Copy:
+  """The card's record of the float32 copy (`ModelCard.float32_copy`).
+
+  Offered where, on `compared_reviews` validation reviews, its probabilities
+  are within `max_probability_difference` of TensorFlow's; `reason` says
+  why not otherwise (its files are then gone).
+  """
+  offered: bool
+  runtime: str  # e.g. "openvino 2026.4.1"
+  files_sha256: Dict[str, str]
+  compared_reviews: int = 0
+  largest_probability_difference: Optional[float] = None
+  max_probability_difference: float = FLOAT32_MAX_PROBABILITY_DIFFERENCE
+  reason: Optional[str] = None
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
 
 
 def _strings(value) -> List[str]:

@@ -342,18 +342,19 @@ def tiny_model_dir(tiny_encoder_dir, tiny_training_data, tmp_path_factory
   """A tiny real model (saved_model/ + model_card.json), trained in ~10 s.
 
   Fine-tuned on 200 real IMDB reviews from the tiny encoder (seq_length 64);
-  the scoring tests treat it as read-only. No int8 copy: these tests score
-  the SavedModel (`tiny_int8_model_dir` has the copy).
+  the scoring tests treat it as read-only. No OpenVINO copies: these tests
+  score the SavedModel in TensorFlow (`tiny_int8_model_dir` has both).
   """
   return _train_tiny(tiny_training_data, tiny_encoder_dir,
                      tmp_path_factory.mktemp("tiny-model") / "model",
-                     int8=False)
+                     int8=False, float32_copy_wanted=False)
 
 
 @pytest.fixture(scope="session")
 def tiny_int8_model_dir(tiny_encoder_dir, tiny_training_data,
                         tmp_path_factory) -> pathlib.Path:
-  """The tiny model, trained the same way, with its int8 copy offered.
+  """The tiny model, trained the same way, with its int8 copy offered (and
+  its float32 copy, which CPU workers score float32 with).
 
   The guard is widened to 20 points: the tiny model is right on about 60%
   of 40 validation reviews, where one review is 2.5 points. The real model's

@@ -177,7 +177,8 @@ def test_score_in_int8_end_to_end_agrees_with_float32(
     assert result.exit_code == 0, result.output
     manifest = json.loads(pathlib_of(out, "-manifest.json").read_text())
     assert manifest["model"]["precision"]["used"] == [precision]
-    assert manifest["model"]["precision"]["why"] == [f"{precision}: asked for"]
+    why = manifest["model"]["precision"]["why"]
+    assert len(why) == 1 and why[0].startswith(f"{precision}: asked for"), why
     assert manifest["counts"]["scored"] == 48
     table = pq.read_table([str(p) for p in
                            sorted(out.parent.glob("scores-*.parquet"))])
@@ -287,11 +288,15 @@ def test_optimize_adds_the_copy_to_a_model_trained_without_it(
   assert after["int8"]["float32_validation_accuracy"] == \
       before["metrics"]["validation"]["accuracy"]
   assert {k: v for k, v in after.items()
-          if k not in ("int8", "accuracy_by_precision")} == \
+          if k not in ("int8", "float32_copy", "accuracy_by_precision")} == \
       {k: v for k, v in before.items()
-       if k not in ("int8", "accuracy_by_precision")}
+       if k not in ("int8", "float32_copy", "accuracy_by_precision")}
   for name in contract.INT8_FILES:
     assert (model / contract.INT8_COPY_DIR / name).is_file()
+  assert after["float32_copy"]["offered"] is True
+  for name in contract.FLOAT32_FILES:
+    assert (model / contract.FLOAT32_COPY_DIR / name).is_file()
+  assert "float32 copy offered" in result.output
   # Other reviews than the model was trained on: refused, nothing changed.
   other = tmp_path / "other"
   other.mkdir()

@@ -22,7 +22,7 @@ from runtime.hardware import FLOAT32
 from schemas import model_dir as contract
 from train.data import reviews as data_lib
 from train.data.pseudo_labels import PseudoLabelled, read_pseudo_labels
-from train.export import quantize
+from train.export import float32_copy, quantize
 from train.model.classifier import (build_classifier, scoring_copies,
                               weights_fingerprint)
 from train.encoders.source import check_reachable, resolve_encoder
@@ -162,6 +162,21 @@ def _int8_copy_and_accuracies(out, *, settings, metrics, tokenized, threshold,
   return copy.to_dict(), {**by_precision, **measured}
 
 
+def _float32_copy(out, *, tokenized, signatures, wanted: bool, progress
+                  ) -> Optional[dict]:
+  """The card's record of the float32 copy, or None where not made."""
+  float32_signature = contract.classify_signature_for(FLOAT32)
+  if not wanted or float32_signature not in signatures:
+    return None
+  try:
+    return float32_copy.make_float32_copy(
+        out, float32_signature=float32_signature,
+        validation=tokenized["validation"], progress=progress).to_dict()
+  except float32_copy.CopyFailed as e:
+    progress(f"float32 copy: none ({e}); scoring keeps TensorFlow")
+    return {"offered": False, "reason": str(e)}
+
+
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
                      text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
@@ -176,6 +191,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      log_every_steps: int = 20,
                      restore_best: bool = True,
                      int8: bool = True,
+                     float32_copy_wanted: bool = True,
                      int8_max_accuracy_drop: float = contract.INT8_MAX_ACCURACY_DROP,
                      on_checkpoint: Optional[Callable[[], None]] = None) -> dict:
   """Trains, evaluates and exports; returns the model card (as written).
@@ -187,7 +203,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   (self-training). `on_checkpoint` runs after each checkpoint is written
   (`runtime.state_mirror`). `int8`: also make the int8 copy
   (`train.export.quantize`), offered if its validation accuracy is at most
-  `int8_max_accuracy_drop` below float32's.
+  `int8_max_accuracy_drop` below float32's. `float32_copy_wanted`: also
+  make the float32 copy (`train.export.float32_copy`) for CPU workers.
   """
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -344,6 +361,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       out, settings=settings, metrics=metrics, tokenized=tokenized,
       threshold=threshold, signatures=module.signatures(), wanted=int8,
       max_accuracy_drop=int8_max_accuracy_drop, progress=progress)
+  float32_record = _float32_copy(out, tokenized=tokenized,
+                                 signatures=module.signatures(),
+                                 wanted=float32_copy_wanted, progress=progress)
 
   exported = state["history"][trainer.exported_epoch - 1]
   metrics = {"train": {"accuracy": exported["accuracy"],
@@ -401,6 +421,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       reload_check_max_difference=reload_difference,
       versions=_versions(),
       int8=int8_record,
+      float32_copy=float32_record,
       accuracy_by_precision=accuracy_by_precision,
   ).to_dict()
   # Written last: a model directory with a card is a finished one.

@@ -15,15 +15,18 @@ from train.cli.options import (LABEL_MAP_HELP, echo_err, existing_or_glob,
               "validation reviews guard.")
 @int8_max_drop
 def optimize(model_dir, data_path, int8_max_drop):
-  """Add an int8 copy to a trained model, offered only if it holds accuracy.
+  """Add OpenVINO copies to a trained model: int8, offered only if it holds
+  accuracy, and float32, for CPU workers.
 
   The float32 classifier is quantized to int8 (OpenVINO, NNCF post-training
   quantization) on the model's own training reviews, and written into
   MODEL/int8 with its sha256 in the model card, beside its validation and
   test accuracy. A copy whose validation accuracy falls more than
   --int8-max-drop points below float32's is not offered: the card says why
-  and scoring keeps float32. `reviewscore train` does this itself unless
-  --no-int8; this is for models trained without it.
+  and scoring keeps float32. The float32 classifier is also converted as it
+  is into MODEL/float32, offered where its probabilities match TensorFlow's
+  on validation reviews. `reviewscore train` does both itself unless
+  --no-int8 / --no-float32-copy; this is for models trained without them.
 
   \b
   Example:
@@ -53,6 +56,11 @@ def optimize(model_dir, data_path, int8_max_drop):
       f"offered (validation accuracy {int8['validation_accuracy']:.4f}, "
       f"float32 {int8['float32_validation_accuracy']:.4f})" if int8["offered"]
       else f"not offered: {int8['reason']}"))
+  float32 = card["float32_copy"]
+  click.echo(f"{model_dir}: float32 copy " + (
+      "offered (probabilities within "
+      f"{float32['largest_probability_difference']:.1e} of TensorFlow's)"
+      if float32["offered"] else f"not offered: {float32['reason']}"))
 
 
 @click.command()

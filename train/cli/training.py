@@ -91,13 +91,19 @@ from train.settings import (AUTO, POOLINGS, PRECISIONS, PRETRAIN_PRECISIONS,
               "only if its validation accuracy is within --int8-max-drop of "
               "float32's.")
 @int8_max_drop
+@click.option("--float32-copy/--no-float32-copy", default=True,
+              show_default=True,
+              help="After export, add a float32 copy of the classifier in "
+              "OpenVINO's format, which CPU workers score with (faster than "
+              "TensorFlow there; offered only if its probabilities match "
+              "TensorFlow's on validation reviews).")
 @click.option("--resume", is_flag=True,
               help="Continue the run in --out from its last checkpoint.")
 @click.pass_context
 def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
           max_test_examples, text_column, label_column, id_column,
           positional_ids, class_names, label_map, threshold, pseudo_labels,
-          int8, int8_max_drop, resume, **setting_values):
+          int8, int8_max_drop, float32_copy, resume, **setting_values):
   """Fine-tune a BERT classifier on labelled reviews and export it.
 
   Writes OUT/saved_model (raw strings in; logits, probability and label out),
@@ -153,7 +159,7 @@ def train(ctx, data_path, encoder, out, preset, preprocessor, restore_best,
         pseudo_labels=pseudo_labels, max_test_examples=max_test_examples,
         progress=echo_err, restore_best=restore_best, int8=int8,
         int8_max_accuracy_drop=int8_max_drop / 100,
-        on_checkpoint=on_checkpoint)
+        float32_copy_wanted=float32_copy, on_checkpoint=on_checkpoint)
   summary = {split: round(m["accuracy"], 4)
              for split, m in card["metrics"].items() if m.get("accuracy") is not None}
   click.echo(f"model written to {out} (fingerprint {card['model_fingerprint'][:12]}); "

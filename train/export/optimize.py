@@ -1,4 +1,5 @@
-"""`reviewscore optimize`: the int8 copy added to a model after the fact.
+"""`reviewscore optimize`: the OpenVINO copies (int8, float32) added to a
+model after the fact.
 
 The training, validation and test reviews are read again from the data the
 model was trained on, chosen exactly as training chose them (its seed,
@@ -15,7 +16,7 @@ import numpy as np
 
 from schemas import model_dir as contract
 from train.data import reviews as data_lib
-from train.export import quantize
+from train.export import float32_copy, quantize
 from engines.model_dir import ModelError, load_saved_model
 from train.data.labels import LabelScheme
 from train.loops.trainer import TokenizedReviews
@@ -74,8 +75,8 @@ def _splits_as_trained(card: contract.ModelCard, data_path):
 def optimize_model(model_dir, data_path, *,
                    max_accuracy_drop: float = contract.INT8_MAX_ACCURACY_DROP,
                    progress: Callable[[str], None] = print) -> dict:
-  """Adds (or remakes) the int8 copy of a local model directory; returns
-  the card as rewritten."""
+  """Adds (or remakes) the int8 and float32 copies of a local model
+  directory; returns the card as rewritten."""
   model_dir = pathlib.Path(model_dir)
   model, card = load_saved_model(model_dir)
   float32_signature = contract.classify_signature_for("float32")
@@ -101,6 +102,13 @@ def optimize_model(model_dir, data_path, *,
       threshold=card.threshold, seed=int((card.hyperparameters or {}).get(
           "seed", 42)), float32_accuracy=float32_accuracy,
       max_accuracy_drop=max_accuracy_drop, progress=progress)
+  try:
+    float32_record = float32_copy.make_float32_copy(
+        model_dir, float32_signature=float32_signature,
+        validation=tokenized["validation"], progress=progress).to_dict()
+  except float32_copy.CopyFailed as e:
+    progress(f"float32 copy: none ({e}); scoring keeps TensorFlow")
+    float32_record = {"offered": False, "reason": str(e)}
   by_precision = dict(card.accuracy_by_precision or {})
   if not by_precision and trained_in and card.metrics:
     import tensorflow as tf
@@ -110,6 +118,7 @@ def optimize_model(model_dir, data_path, *,
            if name != "train"}}
   by_precision.update(measured)
   rewritten = {**card.to_dict(), "int8": copy.to_dict(),
+               "float32_copy": float32_record,
                "accuracy_by_precision": by_precision}
   contract.ModelCard.from_dict(rewritten)  # still a valid card
   card_path = model_dir / contract.MODEL_CARD_FILE
