@@ -53,14 +53,16 @@ def check_files(copy_dir: str, expected: Dict[str, str]) -> None:
                       "refusing to score with it")
 
 
-def convert_signature(saved_model_dir: str, signature: str):
-  """The SavedModel's classify signature as an OpenVINO model (float32)."""
+def convert_signature(saved_model_dir: str, signature: str, module=None):
+  """The SavedModel's classify signature as an OpenVINO model (float32);
+  `module`: the SavedModel already loaded, where the caller has it."""
   import openvino as ov
   import tensorflow as tf
 
   from runtime import text_ops
-  text_ops.register_text_ops()  # the SavedModel's tokenizer ops
-  module = tf.saved_model.load(saved_model_dir)
+  if module is None:
+    text_ops.register_text_ops()  # the SavedModel's tokenizer ops
+    module = tf.saved_model.load(saved_model_dir)
   model = ov.convert_model(module.signatures[signature])
   # The converted model's weights point into TensorFlow's tensors, which
   # go when `module` does: written out and read back, they are its own.

@@ -5,7 +5,8 @@ Catches: a copy offered without being compared with TensorFlow, a copy
 whose numbers are not TensorFlow's (weights lost in conversion score near
 random, which still "runs"), a CPU worker that ignores the copy or a model
 without one that no longer scores, a missing or altered copy scored
-silently in TensorFlow, and `optimize` not adding it.
+silently in TensorFlow (`test_int8`'s damaged-copy test covers both
+copies), and `optimize` not adding it.
 """
 import hashlib
 import json
@@ -23,12 +24,6 @@ ZEN3_FLAGS = {"avx2", "fma"}
 
 def _card(model_dir):
   return json.loads((model_dir / contract.MODEL_CARD_FILE).read_text())
-
-
-def _score(*args):
-  from click.testing import CliRunner
-  from reviewscore.cli import main
-  return CliRunner().invoke(main, ["score", *map(str, args)])
 
 
 @pytest.fixture(scope="module")
@@ -134,31 +129,6 @@ def test_the_copy_computes_what_the_saved_model_does(tiny_int8_model_dir,
                             contract.OUTPUT_LOGITS]
   np.testing.assert_allclose(openvino, tensorflow, atol=1e-4)
   assert np.std(tensorflow) > 1e-3  # logits that differ between reviews
-
-
-@pytest.mark.parametrize("damage", ["altered", "missing"])
-def test_a_damaged_float32_copy_is_refused_naming_the_file(
-    tiny_int8_model_dir, reviews_parquet, tmp_path, damage):
-  model = tmp_path / "model"
-  shutil.copytree(tiny_int8_model_dir, model)
-  weights = model / contract.FLOAT32_COPY_DIR / contract.FLOAT32_WEIGHTS_FILE
-  if damage == "altered":
-    data = bytearray(weights.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    weights.write_bytes(bytes(data))
-  else:
-    weights.unlink()
-  for precision in ("auto", "float32"):
-    out = tmp_path / damage / precision / "scores"
-    result = _score("--input", reviews_parquet, "--model", model, "--output",
-                    out, "--precision", precision)
-    assert result.exit_code == 1, result.output
-    lines = result.output.strip().splitlines()
-    assert len(lines) == 1, result.output
-    assert str(weights) in lines[0]
-    assert ("changed since it was made" if damage == "altered" else
-            "missing") in lines[0]
-    assert not out.parent.exists() or not list(out.parent.glob("*.parquet"))
 
 
 def test_a_conversion_that_fails_leaves_the_model_complete(

@@ -198,22 +198,27 @@ def pathlib_of(prefix, suffix):
 
 
 @pytest.mark.parametrize("damage", ["altered", "missing"])
-def test_a_damaged_int8_copy_is_refused_naming_the_file(
-    tiny_int8_model_dir, reviews_parquet, tmp_path, damage):
-  """Under auto or int8 alike: never scored silently in another precision."""
+@pytest.mark.parametrize("precision, folder, weights_file", [
+    ("int8", contract.INT8_COPY_DIR, contract.INT8_WEIGHTS_FILE),
+    ("float32", contract.FLOAT32_COPY_DIR, contract.FLOAT32_WEIGHTS_FILE)])
+def test_a_damaged_copy_is_refused_naming_the_file(
+    tiny_int8_model_dir, reviews_parquet, tmp_path, damage, precision, folder,
+    weights_file):
+  """Under auto or the copy's precision alike: never scored silently
+  another way (in another precision, or float32 in TensorFlow)."""
   model = tmp_path / "model"
   shutil.copytree(tiny_int8_model_dir, model)
-  weights = model / contract.INT8_COPY_DIR / contract.INT8_WEIGHTS_FILE
+  weights = model / folder / weights_file
   if damage == "altered":
     data = bytearray(weights.read_bytes())
     data[len(data) // 2] ^= 0x01
     weights.write_bytes(bytes(data))
   else:
     weights.unlink()
-  for precision in ("auto", "int8"):
-    out = tmp_path / damage / precision / "scores"
+  for asked in ("auto", precision):
+    out = tmp_path / damage / asked / "scores"
     result = _score("--input", reviews_parquet, "--model", model, "--output",
-                    out, "--precision", precision)
+                    out, "--precision", asked)
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1, result.output

@@ -61,16 +61,16 @@ def make_float32_copy(model_dir, *, float32_signature: str,
   progress("float32 copy: converting the float32 classifier to OpenVINO")
   staging.mkdir(parents=True)
   xml = staging / contract.FLOAT32_MODEL_FILE
+  text_ops.register_text_ops()  # the SavedModel's tokenizer ops
+  module = tf.saved_model.load(str(saved_model))  # converted and compared
   try:
-    engine.save(engine.convert_signature(str(saved_model), float32_signature),
-                str(xml))
+    engine.save(engine.convert_signature(str(saved_model), float32_signature,
+                                         module=module), str(xml))
   except Exception as e:  # OpenVINO's errors have no common base
     shutil.rmtree(staging, ignore_errors=True)
     raise CopyFailed(f"conversion failed: {type(e).__name__}: {e}") from e
   compared = _longest(validation, compared_reviews)
-  text_ops.register_text_ops()
-  reference = tf.saved_model.load(str(saved_model)).signatures[
-      float32_signature]
+  reference = module.signatures[float32_signature]
 
   def tensorflow_logits(word_ids, mask):
     return reference(**{contract.TOKEN_IDS: tf.constant(word_ids, tf.int32),
