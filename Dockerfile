@@ -7,9 +7,9 @@
 #   docker push REGION-docker.pkg.dev/PROJECT/reviewscore/worker:0.1.0
 #
 # The launcher must use the same Python (3.11) and apache-beam (2.77.0) as the
-# image. docs/scaling.md has the pipeline options that go with it. Keep the
-# build context small: a .dockerignore with .venv, .git, models, encoders,
-# scores and *.parquet.
+# image. docs/scaling.md has the pipeline options that go with it. The
+# build context is the repository less what .dockerignore names (data,
+# models, tests, benchmarks...).
 
 # TensorFlow 2.21 with CUDA/cuDNN. Its Python must be the SDK image's (3.11):
 # the first RUN below fails the build otherwise; pass another base with
@@ -30,24 +30,18 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TF_USE_LEGACY_KERAS=1
 
 WORKDIR /opt/reviewscore
-# Dependencies first (cached layer), then the code.
+# Dependencies first, from setup.py alone (a cached layer: with no package
+# beside it, it installs what the package needs and nothing of its own),
+# then the package as setup.py ships it, from the build context that
+# .dockerignore leaves (tests/test_worker_image.py holds the two together).
 COPY setup.py ./
 RUN python -c "import sys; assert sys.version_info[:2] == (3, 11), sys.version" \
- && mkdir -p schemas evaluation train pipeline reviewscore runtime \
- && touch schemas/__init__.py evaluation/__init__.py train/__init__.py \
-          pipeline/__init__.py \
-          reviewscore/__init__.py runtime/__init__.py \
  && python -m pip install --upgrade "pip<25" \
  && python -m pip install ".[gcp]" \
  && python -m pip uninstall -y reviewscore
-COPY schemas ./schemas
-COPY evaluation ./evaluation
-COPY train ./train
-COPY pipeline ./pipeline
-COPY reviewscore ./reviewscore
-COPY runtime ./runtime
+COPY . .
 RUN python -m pip install --no-deps . \
- && python -c "import apache_beam, tensorflow, tensorflow_text, pipeline.run; \
+ && cd / && python -c "import apache_beam, tensorflow, tensorflow_text, onnxruntime, pipeline.run; \
 print('beam', apache_beam.__version__, 'tf', tensorflow.__version__)"
 
 ENTRYPOINT ["/opt/apache/beam/boot"]

@@ -62,8 +62,10 @@ def length_sorted_batches(tokens, batch=BATCH):
           for rows in (order[s:s + batch] for s in range(0, len(order), batch))]
 
 
-def engines(model_dir: pathlib.Path, card: contract.ModelCard, native_bf16):
+def engines(model_dir: pathlib.Path, card: contract.ModelCard, native_bf16,
+            calibration_ids, folder: pathlib.Path, log):
   """name -> (ids, mask) -> probability/label outputs; with skipped ones."""
+  from benchmarks import int8_candidates
   from engines import openvino_classifier as engine
   from pipeline.scoring_model import acquire_model
   saved = acquire_model(str(model_dir / contract.SAVED_MODEL_DIR))
@@ -77,21 +79,54 @@ def engines(model_dir: pathlib.Path, card: contract.ModelCard, native_bf16):
       signature = card.classify_signature(precision)
       found[f"tensorflow-{precision}"] = (
           lambda ids, mask, s=signature: saved.classify(s, ids, mask))
-  copies = card.openvino_copies
+  copies = card.copies
   if "float32" in copies:  # the copy scoring uses
-    converted = engine.Classifier(
-        model_dir / copies["float32"].folder / copies["float32"].model_file)
+    xml = model_dir / copies["float32"].folder / copies["float32"].model_file
   else:
-    converted = engine.Classifier(engine.convert_signature(
-        str(model_dir / contract.SAVED_MODEL_DIR),
-        card.classify_signature("float32")))
-  found["openvino-float32"] = converted.classify
-  if card.int8_copy is None:
-    skipped["openvino-int8"] = "the model offers no int8 copy"
+    xml = folder / "openvino-float32.xml"
+    if not xml.exists():
+      engine.save(engine.convert_signature(
+          None, card.classify_signature("float32"), module=saved.module),
+          str(xml))
+  found["openvino-float32"] = engine.Classifier(xml).classify
+  if native_bf16:
+    found["openvino-bfloat16"] = _openvino_in(xml, "bf16")
   else:
-    found["openvino-int8"] = engine.Classifier(
-        model_dir / contract.INT8_COPY_DIR / contract.INT8_MODEL_FILE).classify
+    skipped["openvino-bfloat16"] = "emulated on this CPU"
+  own = copies.get(contract.INT8)
+  if own is not None and own.engine == contract.OPENVINO:
+    found["openvino-int8 (the model's copy)"] = engine.Classifier(
+        model_dir / own.folder / own.model_file).classify
+  found.update(int8_candidates.candidates(
+      model_dir, card, saved.module, calibration_ids, folder, log=log))
   return saved, found, skipped
+
+
+def _openvino_in(xml, precision_hint: str):
+  """The float32 copy compiled to compute in `precision_hint` (bf16)."""
+  import openvino as ov
+
+  from engines import openvino_classifier as engine
+  core = ov.Core()
+  compiled = core.compile_model(core.read_model(str(xml)), engine.DEVICE, {
+      **engine.COMPILE_OPTIONS, "INFERENCE_PRECISION_HINT": precision_hint})
+  request = compiled.create_infer_request()
+  names = {port: next(iter(port.get_names()), None) for port in compiled.outputs}
+
+  def classify(ids, mask):
+    results = request.infer({contract.TOKEN_IDS: ids, contract.TOKEN_MASK: mask})
+    return {name: np.array(results[port]) for port, name in names.items()
+            if name}
+  return classify
+
+
+def calibration_token_ids(saved, data_dir: pathlib.Path, count: int, seed=7):
+  """Token ids of `count` training reviews (NNCF's calibration)."""
+  import pyarrow.parquet as pq
+  texts = pq.read_table(data_dir / "train.parquet", columns=["text"])["text"]
+  rows = np.random.default_rng(seed).choice(len(texts), count, replace=False)
+  ids, counts = saved.tokenize([texts[int(i)].as_py() for i in rows])
+  return [row[:int(n)] for row, n in zip(ids, counts)]
 
 
 PEER = "pytorch-float32"
@@ -182,6 +217,18 @@ def render(reports) -> str:
            "`benchmarks/results/int8_runtime-*.json`; measured by "
            "`python benchmarks/int8_runtime.py --model MODEL --end-to-end N` "
            "(one run per section: figures from different sections are never compared).",
+           "",
+           "What scoring computes with, chosen from these tables: the int8 copy "
+           "training makes is ONNX Runtime's dynamic int8 with 7-bit weights, "
+           "the one candidate faster than float32 on every x86 CPU measured "
+           "(OpenVINO's NNCF copies are faster where the CPU has VNNI, but "
+           "slower than float32 with oneDNN held to AVX2, and 8-bit weights "
+           "saturate there); `--precision auto` takes bfloat16 where the CPU "
+           "computes it natively (faster than that copy there), else the int8 "
+           "copy on any x86 CPU with AVX2, else float32 by the OpenVINO float32 "
+           "copy. Engines named `openvino-int8-nncf…`, `onnxruntime-int8-…` and "
+           "`openvino-int8-dynamic` are the candidates "
+           "`benchmarks/int8_candidates.py` makes for the comparison.",
            ""]
   for report in reports:
     info = report["machine"]
@@ -198,7 +245,11 @@ def render(reports) -> str:
               f"{' '.join(info['flags']) or 'none of interest'}; "
               f"TensorFlow matmul peaks (GFLOP/s): {peaks}. Model: "
               f"seq_length {model['seq_length']}, fingerprint "
-              f"{model['fingerprint'][:12]}.", ""]
+              f"{model['fingerprint'][:12]}." + (
+                  f" **oneDNN held to {report['onednn_max_isa']}** "
+                  "(`--onednn-max-isa`: TensorFlow's and OpenVINO's kernels "
+                  "as on a CPU without AVX-512; ONNX Runtime's are not held)."
+                  if report.get("onednn_max_isa") else ""), ""]
     lines += [f"Model call alone: {report['reviews']:,} test reviews "
               f"({report['mean_tokens']:.0f} tokens on average), the same "
               f"token ids in length-sorted batches of {report['batch_size']}, "
@@ -262,12 +313,23 @@ def main(argv=None):
   parser.add_argument("--passes", type=int, default=2)
   parser.add_argument("--end-to-end", type=int, default=0, metavar="N")
   parser.add_argument("--out", type=pathlib.Path, default=None)
+  parser.add_argument("--candidates-dir", type=pathlib.Path, default=None,
+                      help="where the int8 candidates are made (reused)")
+  parser.add_argument("--onednn-max-isa", default=None, metavar="ISA",
+                      help="cap oneDNN (TensorFlow's and OpenVINO's kernels, "
+                      "not ONNX Runtime's) at an instruction set, e.g. AVX2: "
+                      "how they run on CPUs without AVX-512 or VNNI")
+  parser.add_argument("--only", default=None,
+                      help="comma-separated engines to time (all by default)")
   args = parser.parse_args(argv)
   if args.tables:
     write_tables()
     return
   if args.model is None:
     parser.error("--model is required")
+  if args.onednn_max_isa:  # before TensorFlow or OpenVINO loads
+    import os
+    os.environ["ONEDNN_MAX_CPU_ISA"] = args.onednn_max_isa
 
   def log(line):
     print(line, flush=True)
@@ -300,7 +362,14 @@ def main(argv=None):
     end_to_end_report = {"reviews": len(texts), **runs}
   ids, texts, labels = throughput.sample_reviews(args.reviews,
                                                  data_dir=args.data_dir)
-  saved, found, skipped = engines(args.model, card, info["native_bfloat16"])
+  from benchmarks.int8_candidates import CALIBRATION_REVIEWS
+  from pipeline.scoring_model import acquire_model
+  saved = acquire_model(str(args.model / contract.SAVED_MODEL_DIR))
+  calibration = calibration_token_ids(saved, args.data_dir, CALIBRATION_REVIEWS)
+  candidates_dir = args.candidates_dir or pathlib.Path(
+      tempfile.mkdtemp(prefix="reviewscore-int8-candidates-"))
+  saved, found, skipped = engines(args.model, card, info["native_bfloat16"],
+                                  calibration, candidates_dir, log)
   token_ids = []
   for start in range(0, len(texts), 256):
     batch_ids, batch_counts = saved.tokenize(texts[start:start + 256])
@@ -310,10 +379,13 @@ def main(argv=None):
   log(f"{len(texts)} reviews, {mean_tokens:.0f} tokens on average "
       f"(seq_length {card.seq_length}), batches of {BATCH}; "
       f"skipped: {skipped or 'none'}")
-  for fn in found.values():  # warm-up: first-call compilation
-    fn(*batches[len(batches) // 2][1:])
   names = list(found)
-  if _has_pytorch():
+  if args.only:
+    wanted = set(args.only.split(","))
+    names = [n for n in names if n in wanted or n == REFERENCE]
+  for name in names:  # warm-up: first-call compilation
+    found[name](*batches[len(batches) // 2][1:])
+  if _has_pytorch() and (not args.only or PEER in args.only.split(",")):
     names.append(PEER)
     weights_dir = pytorch_weights(args.model, pathlib.Path(
         tempfile.mkdtemp(prefix="reviewscore-peer-")))
@@ -356,10 +428,12 @@ def main(argv=None):
       "model": {"dir": str(args.model), "fingerprint": card.model_fingerprint,
                 "seq_length": card.seq_length, "int8": card.int8},
       "reviews": len(texts), "mean_tokens": mean_tokens, "batch_size": BATCH,
-      "passes": args.passes, "model_call": rows, "skipped": skipped}
+      "passes": args.passes, "model_call": rows, "skipped": skipped,
+      "onednn_max_isa": args.onednn_max_isa}
   if end_to_end_report:
     report["end_to_end"] = end_to_end_report
-  out = args.out or RESULTS / f"int8_runtime-{machine.cpu_slug(info)}.json"
+  suffix = f"-onednn-{args.onednn_max_isa.lower()}" if args.onednn_max_isa else ""
+  out = args.out or RESULTS / f"int8_runtime-{machine.cpu_slug(info)}{suffix}.json"
   out.write_text(json.dumps(report, indent=2) + "\n")
   log(f"wrote {out}")
   if args.out is None:

@@ -7,12 +7,13 @@ is read, so that a wrong `--model` costs one clear line rather than a
 worker stack trace an hour into a job. `load_saved_model` does the same
 checks, then loads the SavedModel.
 """
-from typing import Any, Tuple
+from typing import Any, Dict, Tuple
 
 from apache_beam.io.filesystems import FileSystems
 
 from runtime import text_ops
-from runtime.filesystems import join_path, local_copy, missing_filesystem
+from runtime.filesystems import (join_path, local_copy, missing_filesystem,
+                                 sha256_of)
 from schemas import model_dir as contract
 
 
@@ -24,8 +25,8 @@ def saved_model_path(model_dir: str) -> str:
   return join_path(model_dir, contract.SAVED_MODEL_DIR)
 
 
-def copy_path(model_dir: str, copy: contract.OpenVinoCopy) -> str:
-  """The folder of one of the model's OpenVINO copies."""
+def copy_path(model_dir: str, copy: contract.DerivedCopy) -> str:
+  """The folder of one of the model's copies."""
   return join_path(model_dir, copy.folder)
 
 
@@ -70,8 +71,7 @@ def _check_saved_model(model_dir: str, signatures) -> None:
 
 def _changed_file(path: str, expected: str) -> str:
   """'' when the file's sha256 is `expected`, else what it is instead."""
-  import hashlib
-  actual = hashlib.sha256(_read_bytes(path)).hexdigest()
+  actual = sha256_of(path)
   return "" if actual == expected else (
       f"sha256 {actual[:12]}, the model card says {expected[:12]}")
 
@@ -86,31 +86,62 @@ def _check_files_unchanged(model_dir: str, card: contract.ModelCard) -> None:
                        "to score with weights the card does not describe")
 
 
-def _check_openvino_copies(model_dir: str, card: contract.ModelCard) -> None:
+def _copy_problem(folder: str, files_sha256: Dict[str, str], precision: str
+                  ) -> str:
+  """'' when every file of a copy is there as made, else what is wrong."""
+  for name, expected in sorted(files_sha256.items()):
+    path = join_path(folder, name)
+    if not FileSystems.exists(path):
+      return (f"{path}: missing (the model card offers a {precision} copy "
+              "with this file; `reviewscore optimize` remakes it)")
+    changed = _changed_file(path, expected)
+    if changed:
+      return (f"{path}: changed since it was made ({changed}); `reviewscore "
+              "optimize` remakes it")
+  return ""
+
+
+def copy_problems(model_dir: str, card: contract.ModelCard) -> Dict[str, str]:
+  """precision -> one line on what is wrong with the copy the card offers
+  in it (a file missing or altered); empty when every copy is as made."""
+  problems = {}
+  for precision, copy in sorted(card.copies.items()):
+    problem = _copy_problem(copy_path(model_dir, copy), copy.files_sha256,
+                            precision)
+    if problem:
+      problems[precision] = problem
+  return problems
+
+
+def check_copy_files(folder: str, files_sha256: Dict[str, str],
+                     precision: str) -> None:
+  """A worker's check of the copy it is about to compute with (its local
+  folder): ModelError when a file is missing or altered."""
+  problem = _copy_problem(folder, files_sha256, precision)
+  if problem:
+    raise ModelError(f"{problem} (refusing to score with it)")
+
+
+def _check_copies(model_dir: str, card: contract.ModelCard) -> None:
   """The copies the card offers are there, as they were made: a missing or
   altered copy stops the job here, never scores another way."""
-  for copy in card.openvino_copies.values():
-    for name, expected in sorted(copy.files_sha256.items()):
-      path = join_path(copy_path(model_dir, copy), name)
-      if not FileSystems.exists(path):
-        raise ModelError(f"{path}: missing (the model card offers a "
-                         f"{copy.precision} copy with this file; `reviewscore "
-                         "optimize` remakes it)")
-      changed = _changed_file(path, expected)
-      if changed:
-        raise ModelError(f"{path}: changed since it was made ({changed}); "
-                         "refusing to score with it")
+  problems = copy_problems(model_dir, card)
+  if problems:
+    raise ModelError(next(iter(problems.values())) if len(problems) == 1
+                     else "; ".join(problems.values()))
 
 
-def load_model_card(model_dir: str, *, check_saved_model: bool = True
-                    ) -> contract.ModelCard:
-  """Reads and validates DIR/model_card.json (and DIR/saved_model)."""
+def load_model_card(model_dir: str, *, check_saved_model: bool = True,
+                    check_copies: bool = True) -> contract.ModelCard:
+  """Reads and validates DIR/model_card.json (and DIR/saved_model, and the
+  copies it offers unless `check_copies` is False: commands that never
+  compute with them)."""
   model_dir = str(model_dir).rstrip("/") or "/"
   unreachable = missing_filesystem(model_dir)
   if unreachable:
     raise ModelError(unreachable)
   try:
-    return _load_model_card(model_dir, check_saved_model)
+    return _load_model_card(model_dir, check_saved_model, check_copies)
   except ModelError:
     raise
   except Exception as e:  # a bucket unreachable: offline, no credentials...
@@ -119,8 +150,8 @@ def load_model_card(model_dir: str, *, check_saved_model: bool = True
                      f"{lines[-1][:300] if lines else ''})") from None
 
 
-def _load_model_card(model_dir: str, check_saved_model: bool
-                     ) -> contract.ModelCard:
+def _load_model_card(model_dir: str, check_saved_model: bool,
+                     check_copies: bool) -> contract.ModelCard:
   card_path = join_path(model_dir, contract.MODEL_CARD_FILE)
   if not FileSystems.exists(card_path):
     if not FileSystems.exists(model_dir):
@@ -136,18 +167,20 @@ def _load_model_card(model_dir: str, check_saved_model: bool
   if check_saved_model:
     _check_saved_model(model_dir, card.signatures)
     _check_files_unchanged(model_dir, card)
-    try:
-      _check_openvino_copies(model_dir, card)
-    except contract.ModelCardError as e:
-      raise ModelError(f"{card_path}: {e}") from None
+    if check_copies:
+      try:
+        _check_copies(model_dir, card)
+      except contract.ModelCardError as e:
+        raise ModelError(f"{card_path}: {e}") from None
   return card
 
 
-def load_saved_model(model_dir) -> Tuple[Any, contract.ModelCard]:
+def load_saved_model(model_dir, *, check_copies: bool = True
+                     ) -> Tuple[Any, contract.ModelCard]:
   """(SavedModel, model card) of a directory written by `reviewscore train`,
   after `load_model_card`'s checks; copied to a local folder first where
   TensorFlow cannot open the filesystem itself."""
-  card = load_model_card(str(model_dir))
+  card = load_model_card(str(model_dir), check_copies=check_copies)
   import tensorflow as tf
   text_ops.register_text_ops()  # the tokenizer's WordPiece ops
   saved_model = saved_model_path(str(model_dir).rstrip("/") or "/")

@@ -1,13 +1,12 @@
-"""OpenVINO: the engine of a model's copies (int8, float32), for both halves.
+"""OpenVINO: the engine of a model's float32 copy (and of the int8 copies of
+models made before 2026-12-08), for both halves.
 
 Training converts the SavedModel's float32 classify signature to OpenVINO's
-format, as it is (`train.export.float32_copy`) and quantized
-(`train.export.quantize`); scoring workers compile a copy once per process
-and call it from any of their threads. Nothing here imports
+format as it is (`train.export.float32_copy`); scoring workers compile a
+copy once per process and call it from any of their threads. Nothing here imports
 OpenVINO until a function is called, so commands that never touch the copy
 never load it.
 """
-import hashlib
 import os
 import tempfile
 import threading
@@ -17,40 +16,14 @@ import numpy as np
 
 from schemas import model_dir as contract
 
-RUNTIME_NAME = "openvino"
+RUNTIME_NAME = contract.OPENVINO
 DEVICE = "CPU"
-
-
-class CopyError(Exception):
-  """A copy is missing or not the one the card describes."""
 
 
 def version() -> str:
   """The installed OpenVINO release, e.g. 2026.4.1."""
   from importlib import metadata
   return metadata.version("openvino")
-
-
-def sha256_of(path: str) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      digest.update(block)
-  return digest.hexdigest()
-
-
-def check_files(copy_dir: str, expected: Dict[str, str]) -> None:
-  """Every file of the copy is there with the sha256 the card records."""
-  for name, digest in sorted(expected.items()):
-    path = os.path.join(copy_dir, name)
-    if not os.path.isfile(path):
-      raise CopyError(f"{path}: missing (the model card lists it as part of "
-                      "this copy)")
-    actual = sha256_of(path)
-    if actual != digest:
-      raise CopyError(f"{path}: changed since it was made (sha256 "
-                      f"{actual[:12]}, the model card says {digest[:12]}); "
-                      "refusing to score with it")
 
 
 def convert_signature(saved_model_dir: str, signature: str, module=None):

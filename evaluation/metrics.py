@@ -66,10 +66,23 @@ def softmax_log_loss(labels: np.ndarray, logits: np.ndarray) -> float:
   return float(-log_probabilities[rows, np.asarray(labels, np.int64)].mean())
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-  shifted = np.asarray(logits, np.float64)
-  shifted = np.exp(shifted - shifted.max(axis=1, keepdims=True))
-  return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+def probabilities(logits: np.ndarray) -> np.ndarray:
+  """The positive class's probability from [n] logits (the sigmoid), or
+  every class's from [n, classes] (the softmax), in float64."""
+  logits = np.asarray(logits, np.float64)
+  if logits.ndim == 2:
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted / shifted.sum(axis=1, keepdims=True)
+  return 1.0 / (1.0 + np.exp(-logits))
+
+
+def decisions(logits: np.ndarray, threshold: Optional[float]) -> np.ndarray:
+  """Class ids a model decides from its logits: the positive class where
+  its probability reaches `threshold` ([n] logits), else the likeliest."""
+  logits = np.asarray(logits)
+  if logits.ndim == 2:
+    return logits.argmax(axis=1).astype(np.int64)
+  return (probabilities(logits) >= threshold).astype(np.int64)
 
 
 def calibration_bin_of(scores: np.ndarray, bins: int = CALIBRATION_BINS

@@ -59,7 +59,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                bucket_boundaries: Optional[Sequence[int]] = None,
                max_attempts: int = DEFAULTS["inference_attempts"],
                backoff_secs: float = BACKOFF_SECS,
-               openvino_copies: Optional[Dict[str, Dict[str, Any]]] = None):
+               copies: Optional[Dict[str, Dict[str, Any]]] = None):
     bucketing = {}
     if length_bucketing:
       bucketing = dict(batch_length_fn=token_count,
@@ -73,8 +73,8 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
     # precision -> classify signature, for the precisions the model carries.
     self._signatures = dict(signatures)
     self._requested_precision = precision
-    # precision -> {"folder", "model_file", "files_sha256"} of its copy.
-    self._openvino_copies = dict(openvino_copies or {})
+    # precision -> {"engine", "folder", "model_file", "files_sha256"}.
+    self._copies = dict(copies or {})
     self._fingerprint = model_fingerprint
     self._max_attempts = max(1, int(max_attempts))
     self._backoff_secs = backoff_secs
@@ -82,7 +82,7 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
   def load_model(self) -> ScoringModel:
     return load_scoring_model(
         self._saved_model_dir, requested=self._requested_precision,
-        signatures=self._signatures, openvino_copies=self._openvino_copies)
+        signatures=self._signatures, copies=self._copies)
 
   def _classify(self, model: ScoringModel, ids, mask):
     """One model call; the seam where transient faults surface."""

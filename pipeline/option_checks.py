@@ -33,9 +33,10 @@ class CheckedOptions:
   bucket_boundaries: Optional[List[int]]  # with --length-bucketing
   max_batch_duration_secs: Optional[float]
   runner: Any  # None: the runner --runner names
-  # precision -> where workers find the OpenVINO copy computing it and what
-  # its files hash to, for the precisions they may use.
-  openvino_copies: Dict[str, Dict[str, Any]]
+  # precision -> the copy computing it (`scoring_model.CopySpec` fields:
+  # engine, folder, model file, what its files hash to), for the precisions
+  # the workers may use.
+  copies: Dict[str, Dict[str, Any]]
 
 
 def parse_options(argv: Optional[List[str]], values: Dict[str, Any], *,
@@ -109,18 +110,19 @@ def check_against_model(opts: ScoreOptions, card: ModelCard, *,
                        "run a new --output prefix beside it")
   return CheckedOptions(
       signatures=signatures, min_batch_size=min_batch_size,
-      openvino_copies=_openvino_copies_of(model_dir, card, signatures),
+      copies=_copies_of(model_dir, card, signatures),
       **_batching(opts, buckets, options=options,
                   direct=runs_on_direct_runner(options)))
 
 
-def _openvino_copies_of(model_dir: str, card: ModelCard, signatures
-                        ) -> Dict[str, Dict[str, Any]]:
+def _copies_of(model_dir: str, card: ModelCard, signatures
+               ) -> Dict[str, Dict[str, Any]]:
   """The copies of the precisions the workers may score in."""
-  return {precision: {"folder": copy_path(model_dir, copy),
+  return {precision: {"engine": copy.engine,
+                      "folder": copy_path(model_dir, copy),
                       "model_file": copy.model_file,
                       "files_sha256": copy.files_sha256}
-          for precision, copy in card.openvino_copies.items()
+          for precision, copy in card.copies.items()
           if precision in signatures}
 
 

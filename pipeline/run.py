@@ -19,7 +19,8 @@ from typing import Any, Callable, Dict, List, Optional
 import apache_beam as beam
 from apache_beam.runners.runner import PipelineState
 
-from engines.model_dir import ModelError, load_model_card, saved_model_path
+from engines.model_dir import (ModelError, copy_problems, load_model_card,
+                               saved_model_path)
 from pipeline.commit import OutputPaths
 from pipeline.graph import build_pipeline
 from pipeline.progress import Expected, progress_log
@@ -87,6 +88,18 @@ class PlannedRun:
   paths: OutputPaths  # the output prefix and this run's id
 
 
+def _refuse_damaged_copies(model_dir: str, card, checked) -> None:
+  """A copy the workers may compute with must be as it was made: missing
+  or altered, it stops the job here, never scores another way. Copies of
+  precisions the job cannot use (`--precision float32` and the int8 copy)
+  are not its business."""
+  problems = copy_problems(model_dir, card)
+  used = [line for precision, line in problems.items()
+          if precision in checked.copies]
+  if used:
+    raise ModelError("; ".join(used) + " (refusing to score with it)")
+
+
 def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
              *, echo: Callable[[str], None] = lambda m: print(m, file=sys.stderr),
              **values) -> PlannedRun:
@@ -100,9 +113,10 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
   options = parse_options(argv, values, save_main_session=save_main_session)
   opts = options.view_as(ScoreOptions)
   # Model first, then the input: both before any record is read.
-  card = load_model_card(opts.model)
+  card = load_model_card(opts.model, check_copies=False)
   checked = check_against_model(opts, card, options=options,
                                 model_dir=opts.model)
+  _refuse_damaged_copies(opts.model, card, checked)
   plan = plan_input(opts.input, format=opts.format,
                     text_column=opts.text_column, id_column=opts.id_column,
                     positional_ids=opts.positional_ids,
@@ -148,7 +162,7 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
       length_bucketing=opts.length_bucketing,
       bucket_boundaries=checked.bucket_boundaries,
       max_attempts=opts.inference_attempts,
-      openvino_copies=checked.openvino_copies)
+      copies=checked.copies)
   try:
     p = beam.Pipeline(runner=checked.runner, options=options)
   except (ValueError, ImportError, AttributeError) as e:  # an unknown --runner

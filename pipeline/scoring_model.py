@@ -4,8 +4,9 @@ its threads, computing in the precision chosen for this worker.
 The SavedModel (TensorFlow) is always loaded: it tokenizes, and it computes
 bfloat16, and float32 on GPUs or where the model has no float32 copy. Where
 the worker scores in int8, or in float32 on a CPU, and the model directory
-carries an OpenVINO copy in that precision, the copy is checked against its
-card and compiled by OpenVINO beside it (docs/engines.md measures why).
+carries a copy in that precision, the copy is checked against its card and
+loaded by its engine beside it (int8: ONNX Runtime; float32: OpenVINO;
+docs/engines.md measures why).
 Both go through module-level `shared.Shared` handles, so the Tokenize step
 and RunInference of one process hold one copy of each.
 """
@@ -23,7 +24,7 @@ from runtime.hardware import FLOAT32, INT8, choose_precision
 from schemas import model_dir as contract
 
 _MODELS = shared.Shared()
-_OPENVINO_COPIES = shared.Shared()
+_COPIES = shared.Shared()
 _TF_CONFIGURED = threading.Lock()
 _tf_configured = False
 _LOGGED_CHOICES = set()
@@ -85,76 +86,82 @@ def acquire_model(saved_model_dir: str) -> LoadedSavedModel:
   return model
 
 
-class _OpenVinoCopy:
-  """A checked, compiled OpenVINO copy (weak-referenceable for `shared`)."""
+class _Copy:
+  """A checked copy loaded by its engine (weak-referenceable for `shared`)."""
 
-  def __init__(self, folder: str, model_file: str,
-               files_sha256: Dict[str, str]):
-    from engines import openvino_classifier as engine
+  def __init__(self, engine: str, folder: str, model_file: str,
+               files_sha256: Dict[str, str], precision: str):
+    from engines.model_dir import check_copy_files
     local = local_copy(folder)
-    engine.check_files(local, files_sha256)
-    self.classifier = engine.Classifier(f"{local.rstrip('/')}/{model_file}")
+    check_copy_files(local, files_sha256, precision)
+    path = f"{local.rstrip('/')}/{model_file}"
+    if engine == contract.ONNXRUNTIME:
+      from engines.onnx_classifier import Classifier
+    else:
+      from engines.openvino_classifier import Classifier
+    self.classifier = Classifier(path)
 
   def classify(self, word_ids: np.ndarray, mask: np.ndarray):
     out = self.classifier.classify(word_ids, mask)
     return {name: out[name] for name in SCORED_OUTPUTS if name in out}
 
 
-def acquire_openvino_copy(folder: str, model_file: str,
-                          files_sha256: Dict[str, str]) -> _OpenVinoCopy:
-  """The process's shared, sha256-checked copy in `folder`."""
-  return _OPENVINO_COPIES.acquire(
-      lambda: _OpenVinoCopy(folder, model_file, files_sha256), tag=folder)
+def acquire_copy(precision: str, copy: Dict) -> _Copy:
+  """The process's shared, sha256-checked copy of `precision`
+  (`copy`: engine, folder, model_file, files_sha256)."""
+  return _COPIES.acquire(lambda: _Copy(precision=precision, **copy),
+                         tag=f"{copy['folder']}/{copy['model_file']}")
 
 
 class ScoringModel:
-  """What RunInference holds on a worker: the SavedModel, the OpenVINO copy
-  it computes with where it uses one, and the precision it chose (once, when
+  """What RunInference holds on a worker: the SavedModel, the copy it
+  computes with where it uses one, and the precision it chose (once, when
   it loaded the model: `auto` follows the worker's hardware, not the
   launcher's)."""
 
   def __init__(self, saved_model: LoadedSavedModel, precision: str, why: str,
-               signature: Optional[str],
-               openvino_copy: Optional[_OpenVinoCopy]):
+               signature: Optional[str], copy: Optional[_Copy]):
     self.saved_model = saved_model
     self.precision = precision
     self.why = why
     self._signature = signature
-    self._openvino_copy = openvino_copy
+    self._copy = copy
 
   def classify(self, word_ids: np.ndarray, mask: np.ndarray):
-    if self._openvino_copy is not None:
-      return self._openvino_copy.classify(word_ids, mask)
+    if self._copy is not None:
+      return self._copy.classify(word_ids, mask)
     return self.saved_model.classify(self._signature, word_ids, mask)
 
 
 def load_scoring_model(saved_model_dir: str, *, requested: str,
                        signatures: Dict[str, str],
-                       openvino_copies: Optional[Dict[str, Dict]] = None
+                       copies: Optional[Dict[str, Dict]] = None
                        ) -> ScoringModel:
   """The worker's model, in the precision chosen for it, with the choice
   and its reason logged once per process.
 
-  `openvino_copies`: precision -> {"folder", "model_file", "files_sha256"}.
+  `copies`: precision -> {"engine", "folder", "model_file", "files_sha256"}.
   int8 has only its copy; float32 computes with its copy on CPUs (TensorFlow
   keeps GPUs).
   """
-  openvino_copies = openvino_copies or {}
+  copies = copies or {}
   saved_model = acquire_model(saved_model_dir)
-  precision, why = choose_precision(requested, available=signatures,
-                                    has_gpu=saved_model.has_gpu)
-  if precision == INT8 and INT8 not in openvino_copies:
+  int8 = copies.get(INT8)
+  precision, why = choose_precision(
+      requested, available=signatures, has_gpu=saved_model.has_gpu,
+      int8_pays_without_vnni=bool(int8) and int8["engine"] == contract.ONNXRUNTIME)
+  if precision == INT8 and not int8:
     raise ValueError("int8 chosen but the model offers no int8 copy")
   use_copy = precision == INT8 or (
-      precision == FLOAT32 and FLOAT32 in openvino_copies
-      and not saved_model.has_gpu)
-  if use_copy and precision == FLOAT32:
-    why += "; computed by OpenVINO from the model's float32 copy"
+      precision == FLOAT32 and FLOAT32 in copies and not saved_model.has_gpu)
+  if use_copy:
+    engine = contract.ENGINE_NAMES[copies[precision]["engine"]]
+    why += f"; computed by {engine} from the model's {precision} copy"
   key = (saved_model_dir, precision)
   if key not in _LOGGED_CHOICES:  # once per worker process
     _LOGGED_CHOICES.add(key)
     worker_log.info("scoring in %s (%s)", precision, why)
   if use_copy:
     return ScoringModel(saved_model, precision, why, None,
-                        acquire_openvino_copy(**openvino_copies[precision]))
+                        acquire_copy(precision, copies[precision]))
   return ScoringModel(saved_model, precision, why, signatures[precision], None)

@@ -90,10 +90,11 @@ SCORE_OPTIONS = (
                 "too_long.", default=DEFAULT_MAX_REVIEW_BYTES, type=int,
                 minimum=1),
     ScoreOption("precision", "auto: each worker chooses, when it loads the "
-                "model, among what the model carries: int8 (its OpenVINO "
-                "copy) where the CPU has int8 dot-product instructions "
-                "(AVX-512 VNNI, AVX-VNNI, AMX), else bfloat16 where the CPU "
-                "computes it natively (AVX-512 BF16, AMX), else float32. "
+                "model, among what the model carries: int8 (its ONNX Runtime "
+                "copy) on any x86 CPU with AVX2 (an OpenVINO int8 copy of "
+                "before 2026-12-08: where the CPU has VNNI or AMX), else "
+                "bfloat16 where the CPU computes it natively (AVX-512 BF16, "
+                "AMX), else float32. "
                 "float32 on a CPU is computed by the model's OpenVINO float32 "
                 "copy where it carries one; GPUs keep TensorFlow's float32. "
                 "A precision forces it.",

@@ -20,6 +20,17 @@ from apache_beam.io.filesystems import FileSystems
 _EXTRA_FOR_SCHEME = {"gs": "gcp", "s3": "aws"}
 
 
+def sha256_of(path) -> str:
+  """The sha256 of a file on any Beam filesystem (local paths too), read in
+  blocks: the one digest of files the project checks."""
+  digest = hashlib.sha256()
+  with FileSystems.open(str(path),
+                        compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      digest.update(block)
+  return digest.hexdigest()
+
+
 def outside_a_pipeline() -> None:
   """Gives Beam's filesystems default options where no pipeline set any.
 

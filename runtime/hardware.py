@@ -1,10 +1,13 @@
 """Which precision a process should compute in, from what its hardware does.
 
-int8 (a model's OpenVINO copy) pays most where the CPU has int8 dot-product
-instructions (VNNI, AMX); bfloat16 pays only where the CPU computes it
-natively (AVX-512 BF16 or AMX), elsewhere TensorFlow emulates it and float32
-is faster. On GPUs float32 (TensorFlow) stays the choice until a GPU run has
-measured another. docs/performance.md has the measurements behind the order.
+On CPUs, by what docs/engines.md measured side by side: bfloat16 where the
+CPU computes it natively (AVX-512 BF16, AMX), elsewhere TensorFlow emulates
+it; a model's int8 copy with 7-bit weights (ONNX Runtime's, what training
+makes) on every other x86 CPU with AVX2, VNNI or not: its pair sums cannot
+saturate, so it beats float32 there, but native bfloat16 beats it. An 8-bit
+copy (OpenVINO's, in models made before 2026-12-08) pays only where the CPU
+has int8 dot products (VNNI, AMX), and there it beats bfloat16 too. On GPUs
+float32 (TensorFlow) stays the choice until a GPU run has measured another.
 """
 import functools
 from typing import Iterable, Optional, Tuple
@@ -18,6 +21,9 @@ INT8 = "int8"
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 # CPU flags that mean int8 dot products in one instruction (u8 x s8 -> s32).
 INT8_DOT_PRODUCT_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+# The least an x86 CPU needs for ONNX Runtime's int8 kernels to beat its
+# float32 ones (u8 x s8 pairs summed in 16 bits, `vpmaddubsw`).
+INT8_WITHOUT_VNNI_FLAG = "avx2"
 CPUINFO = "/proc/cpuinfo"
 
 
@@ -50,31 +56,48 @@ def int8_dot_product(flags: Optional[Iterable[str]] = None) -> Tuple[bool, str]:
 
 def choose_precision(requested: str, *, available: Iterable[str] = (
     FLOAT32, BFLOAT16), has_gpu: bool = False,
-                     flags: Optional[Iterable[str]] = None) -> Tuple[str, str]:
+                     flags: Optional[Iterable[str]] = None,
+                     int8_pays_without_vnni: bool = False) -> Tuple[str, str]:
   """(precision to compute in, why) for `requested` = auto or a precision.
 
-  `available` is what the model carries (scoring) or what training can do.
-  An explicit request is returned as it is: checking it against the model is
-  the caller's business, with the caller's error message.
+  `available` is what the model carries (scoring) or what training can do;
+  `int8_pays_without_vnni`: its int8 copy has 7-bit weights (ONNX
+  Runtime's). An explicit request is returned as it is: checking it against
+  the model is the caller's business, with the caller's error message.
   """
   if requested != AUTO:
     return requested, "asked for"
   available = set(available)
+  flags = cpu_flags() if flags is None else frozenset(flags)
   native, flag = native_bfloat16(flags)
   vnni, vnni_flags = int8_dot_product(flags)
+  avx2 = INT8_WITHOUT_VNNI_FLAG in flags
   if has_gpu:
     choice, why = FLOAT32, "auto: GPU (float32 until a GPU run measures otherwise)"
-  elif vnni and INT8 in available:
+  elif INT8 in available and vnni and not int8_pays_without_vnni:
     return INT8, (f"auto: the CPU has int8 dot-product instructions "
-                  f"({vnni_flags}) and the model carries an int8 copy")
+                  f"({vnni_flags}) and the model carries an 8-bit int8 copy")
   elif native and BFLOAT16 in available:
     return BFLOAT16, f"auto: the CPU computes bfloat16 natively ({flag})"
+  elif INT8 in available and vnni:
+    return INT8, (f"auto: the CPU has int8 dot-product instructions "
+                  f"({vnni_flags}) and no native bfloat16; the model carries "
+                  "an int8 copy")
+  elif INT8 in available and int8_pays_without_vnni and avx2:
+    return INT8, ("auto: the model's int8 copy has 7-bit weights, faster "
+                  "than float32 on any x86 CPU with AVX2 (this one has "
+                  "neither VNNI nor native bfloat16)")
   elif native:
     choice, why = FLOAT32, "auto: the model carries no bfloat16 copy"
+  elif INT8 in available and int8_pays_without_vnni:
+    choice, why = FLOAT32, ("auto: no x86 CPU with AVX2 (the int8 copy's "
+                            "speed is measured there only), no native "
+                            "bfloat16")
   elif INT8 in available:
     choice, why = FLOAT32, ("auto: the CPU has neither int8 dot-product "
                             "instructions (VNNI, AMX) nor native bfloat16 "
-                            "(AVX-512 BF16, AMX)")
+                            "(AVX-512 BF16, AMX), and the model's int8 copy "
+                            "has 8-bit weights (slower than float32 here)")
   else:
     choice, why = FLOAT32, ("auto: the CPU has no native bfloat16 (no AVX-512 "
                             "BF16 or AMX)")

@@ -70,7 +70,7 @@ def test_training_offers_a_float32_copy_compared_with_tensorflow(
   assert not (tiny_int8_model_dir /
               (contract.FLOAT32_COPY_DIR + ".partial")).exists()
   parsed = contract.ModelCard.from_dict(card)
-  assert set(parsed.openvino_copies) == {"int8", "float32"}
+  assert set(parsed.copies) == {"int8", "float32"}
   # Asked not to (`--no-float32-copy`): no copy, no folder.
   assert _card(tiny_model_dir).get("float32_copy") is None
   assert not (tiny_model_dir / contract.FLOAT32_COPY_DIR).exists()
@@ -78,16 +78,22 @@ def test_training_offers_a_float32_copy_compared_with_tensorflow(
 
 def test_a_cpu_worker_scores_float32_with_the_copy_as_tensorflow_does(
     tiny_int8_model_dir, reviews_parquet, tmp_path, monkeypatch):
-  """Under auto on a CPU with neither VNNI nor native bfloat16, and under
-  --precision float32: the copy computes, says so, and gives TensorFlow's
-  scores and decisions; the same model without the copy still scores."""
+  """Under auto on a CPU with neither VNNI nor native bfloat16 (for a model
+  without an int8 copy, which auto would take there), and under --precision
+  float32: the copy computes, says so, and gives TensorFlow's scores and
+  decisions; the same model without the copy still scores."""
   from pipeline.run import run
   from runtime import hardware
   monkeypatch.setattr(hardware, "cpu_flags", lambda *a: frozenset(ZEN3_FLAGS))
   plain = _without_copy(tiny_int8_model_dir, tmp_path / "plain")
+  no_int8 = tmp_path / "no-int8"
+  shutil.copytree(tiny_int8_model_dir, no_int8)
+  card = _card(no_int8)
+  card["int8"] = None
+  (no_int8 / contract.MODEL_CARD_FILE).write_text(json.dumps(card))
   runs = {}
   for name, model, extra in (
-      ("auto", tiny_int8_model_dir, []),
+      ("auto", no_int8, []),
       ("float32", tiny_int8_model_dir, ["--precision=float32"]),
       ("tensorflow", plain, ["--precision=float32"])):
     out = tmp_path / name / "scores"
@@ -134,28 +140,37 @@ def test_the_copy_computes_what_the_saved_model_does(tiny_int8_model_dir,
 def test_a_conversion_that_fails_leaves_the_model_complete(
     tiny_model_dir, tmp_path, monkeypatch):
   """And a copy whose numbers differ is refused with the reason."""
+  import tensorflow as tf
+
   from engines import openvino_classifier as engine
+  from runtime import text_ops
   from train.export import float32_copy
   from train.loops.trainer import TokenizedReviews
   model_dir = tmp_path / "model"
   shutil.copytree(tiny_model_dir / contract.SAVED_MODEL_DIR,
                   model_dir / contract.SAVED_MODEL_DIR)
+  text_ops.register_text_ops()
+  module = tf.saved_model.load(str(model_dir / contract.SAVED_MODEL_DIR))
   rng = np.random.default_rng(0)
   ids = rng.integers(5, 90, size=(16, 32)).astype(np.int32)  # tiny vocab
   reviews = TokenizedReviews(ids, np.full(16, 32, np.int32),
                              np.zeros(16, np.int32))
   signature = contract.classify_signature_for("float32")
-  refused = float32_copy.make_float32_copy(
-      model_dir, float32_signature=signature, validation=reviews,
-      max_probability_difference=-1.0, progress=lambda line: None)
+  refused, staged = float32_copy.make_float32_copy(
+      model_dir, module=module, float32_signature=signature,
+      validation=reviews, max_probability_difference=-1.0,
+      progress=lambda line: None)
   assert refused.offered is False and "differ from TensorFlow's" in refused.reason
+  assert staged is None
   assert not (model_dir / contract.FLOAT32_COPY_DIR).exists()
+  assert not (model_dir / (contract.FLOAT32_COPY_DIR + ".partial")).exists()
 
   def crashing(*args, **kwargs):
     raise RuntimeError("the converter crashed")
   monkeypatch.setattr(engine, "convert_signature", crashing)
   with pytest.raises(float32_copy.CopyFailed, match="the converter crashed"):
-    float32_copy.make_float32_copy(model_dir, float32_signature=signature,
+    float32_copy.make_float32_copy(model_dir, module=module,
+                                   float32_signature=signature,
                                    validation=reviews,
                                    progress=lambda line: None)
   assert not (model_dir / contract.FLOAT32_COPY_DIR).exists()
@@ -169,4 +184,4 @@ def test_models_without_the_field_still_load(tiny_model_dir):
   card = _card(tiny_model_dir)
   card.pop("float32_copy", None)
   parsed = contract.ModelCard.from_dict(card)
-  assert parsed.openvino_copies == {}
+  assert parsed.copies == {}

@@ -80,14 +80,15 @@ def test_a_worker_loading_the_model_loads_neither(tiny_model_dir):
   assert later.stdout.strip().endswith("Dense"), later.stderr[-2000:]
 
 
-def test_help_and_float32_scoring_load_no_openvino_or_nncf(tiny_model_dir,
-                                                           imdb_dir, tmp_path):
-  """Catches the int8 engine's imports creeping into `--help` or into a
-  worker that scores without it (OpenVINO is 180 MB, NNCF pulls SciPy)."""
+def test_help_and_float32_scoring_load_no_copy_engine(tiny_model_dir,
+                                                      imdb_dir, tmp_path):
+  """Catches the copies' engines creeping into `--help` or into a worker
+  that scores without them (OpenVINO is 180 MB; tf2onnx and onnx are
+  training's alone)."""
   for command in (["--help"], ["score", "--help"], ["train", "--help"]):
     _, modules = _modules_of([_SCORE_AND_LIST_MODULES, *command])
     assert "click" in modules
-    assert not {"openvino", "nncf", "tensorflow"} & modules, command
+    assert not {"openvino", "onnxruntime", "tensorflow"} & modules, command
   data = tmp_path / "in.parquet"
   pq.write_table(pq.read_table(imdb_dir / "test.parquet").slice(0, 5), data)
   _, modules = _modules_of(
@@ -95,7 +96,7 @@ def test_help_and_float32_scoring_load_no_openvino_or_nncf(tiny_model_dir,
        str(tiny_model_dir), "--output", str(tmp_path / "scores" / "run"),
        "--precision", "float32"])
   assert "tensorflow" in modules
-  assert not {"openvino", "nncf"} & modules
+  assert not {"openvino", "onnxruntime", "tf2onnx", "onnx"} & modules
 
 
 def test_pytorch_kept_out_without_breaking_libraries_that_look_for_it():

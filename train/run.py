@@ -18,18 +18,18 @@ import tf_keras
 from evaluation import metrics as metric_lib
 from evaluation import plots
 from schemas import columns
-from runtime.hardware import FLOAT32
 from schemas import model_dir as contract
 from train.data import reviews as data_lib
 from train.data.pseudo_labels import PseudoLabelled, read_pseudo_labels
-from train.export import float32_copy, quantize
+from engines import onnx_bert
+from train.export import copies
 from train.model.classifier import (build_classifier, scoring_copies,
                               weights_fingerprint)
 from train.encoders.source import check_reachable, resolve_encoder
 from runtime.filesystems import replace_dir
 from train.export.serving import (ReloadCheck, ServingModule,
                           save_serving_model, write_json)
-from train.encoders.hf_checkpoint import sha256_of
+from runtime.filesystems import sha256_of
 from train.data.labels import LabelScheme
 from train.data.review_packer import ReviewPacker
 from train.settings import resolve_auto
@@ -55,9 +55,7 @@ def _versions() -> dict:
 
 def _probabilities(logits: np.ndarray) -> np.ndarray:
   """The positive class's probability ([n] logits), or every class's."""
-  if logits.ndim == 2:
-    return metric_lib.softmax(logits)
-  return (1.0 / (1.0 + np.exp(-logits.astype(np.float64)))).astype(np.float32)
+  return metric_lib.probabilities(logits).astype(np.float32)
 
 
 def _pseudo_labelled(prefixes, settings, class_names, text_column, held_out,
@@ -132,51 +130,6 @@ def _refuse_out_among_inputs(out: pathlib.Path, data_path, encoder: str
                               "the model to a folder of its own")
 
 
-def _int8_copy_and_accuracies(out, *, settings, metrics, tokenized, threshold,
-                              signatures, wanted: bool,
-                              max_accuracy_drop: float, progress):
-  """(the card's int8 record or None, accuracy by precision): training's own
-  evaluation is its precision's, in TensorFlow; the int8 copy adds its own."""
-  by_precision = {settings.precision: {
-      "runtime": f"tensorflow {tf.__version__}",
-      **{f"{name}_accuracy": m["accuracy"] for name, m in metrics.items()}}}
-  float32_signature = contract.classify_signature_for(FLOAT32)
-  if not wanted:
-    return None, by_precision
-  if float32_signature not in signatures:
-    progress("int8: no copy (the model has no float32 classifier to quantize)")
-    return None, by_precision
-  float32_accuracy = None
-  if settings.precision == FLOAT32:
-    float32_accuracy = {name: m["accuracy"] for name, m in metrics.items()}
-  try:
-    copy, measured = quantize.make_int8_copy(
-        out, float32_signature=float32_signature, train=tokenized["train"],
-        validation=tokenized["validation"], test=tokenized.get("test"),
-        threshold=threshold, seed=settings.seed,
-        float32_accuracy=float32_accuracy,
-        max_accuracy_drop=max_accuracy_drop, progress=progress)
-  except quantize.QuantizationError as e:
-    progress(f"int8: no copy ({e}); scoring keeps float32")
-    return {"offered": False, "reason": str(e)}, by_precision
-  return copy.to_dict(), {**by_precision, **measured}
-
-
-def _float32_copy(out, *, tokenized, signatures, wanted: bool, progress
-                  ) -> Optional[dict]:
-  """The card's record of the float32 copy, or None where not made."""
-  float32_signature = contract.classify_signature_for(FLOAT32)
-  if not wanted or float32_signature not in signatures:
-    return None
-  try:
-    return float32_copy.make_float32_copy(
-        out, float32_signature=float32_signature,
-        validation=tokenized["validation"], progress=progress).to_dict()
-  except float32_copy.CopyFailed as e:
-    progress(f"float32 copy: none ({e}); scoring keeps TensorFlow")
-    return {"offered": False, "reason": str(e)}
-
-
 def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                      preprocessor: Optional[str] = None,
                      text_column: str = columns.INPUT_TEXT, label_column: str = columns.INPUT_LABEL,
@@ -202,9 +155,10 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   ensemble teacher): the confident rows join the training split
   (self-training). `on_checkpoint` runs after each checkpoint is written
   (`runtime.state_mirror`). `int8`: also make the int8 copy
-  (`train.export.quantize`), offered if its validation accuracy is at most
-  `int8_max_accuracy_drop` below float32's. `float32_copy_wanted`: also
-  make the float32 copy (`train.export.float32_copy`) for CPU workers.
+  (`train.export.quantize`), offered if its accuracy on held-out reviews is
+  at most `int8_max_accuracy_drop` below float32's on the same reviews.
+  `float32_copy_wanted`: also make the float32 copy
+  (`train.export.float32_copy`) for CPU workers.
   """
   out = pathlib.Path(out)
   source = resolve_encoder(encoder, preprocessor=preprocessor)
@@ -235,15 +189,16 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
         f"(classes {list(class_names)}): a classifier learns only the classes "
         "it sees")
   label_scheme = label_scheme.with_class_names(class_names)
-  labelled = data_lib.sample(labelled, settings.max_examples, seed=settings.seed)
-  train_set, validation_set = data_lib.split_train_validation(
-      labelled, validation_fraction=settings.validation_fraction,
-      seed=settings.seed)
+  train_set, validation_set, unused_set = data_lib.training_splits(
+      labelled, max_examples=settings.max_examples,
+      validation_fraction=settings.validation_fraction, seed=settings.seed)
+  dropped_by_label_map = labelled.dropped
+  del labelled
   test_set = data_lib.read_labelled(data_path, "test", labels=label_scheme,
                                     **columns)
   if test_set is not None:
     test_set = data_lib.sample(test_set, max_test_examples, seed=settings.seed)
-  dropped = labelled.dropped + (test_set.dropped if test_set else 0)
+  dropped = dropped_by_label_map + (test_set.dropped if test_set else 0)
   # The same review in both makes the test metrics a training score.
   seen = set(train_set.texts) | set(validation_set.texts)
   test_in_training = sum(t in seen for t in test_set.texts) if test_set else 0
@@ -277,6 +232,14 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   if pseudo is not None:
     tokenized["train"] = _with_targets_as(pseudo.targets, tokenized["train"]) + \
         tokenize_reviews(packer, pseudo.texts, pseudo.targets)
+  # The int8 copy's guard: validation reviews, then reviews training never
+  # used, up to INT8_GUARD_REVIEWS (tokenized now, while the packer is here).
+  unused_for_guard = min(len(unused_set), max(
+      0, contract.INT8_GUARD_REVIEWS - len(validation_set))) if int8 else 0
+  unused_tokenized = (tokenize_reviews(
+      packer, unused_set.texts[:unused_for_guard],
+      unused_set.labels[:unused_for_guard]) if unused_for_guard else None)
+  del unused_set
   # The head's initial weights (and the first dropout masks) follow --seed:
   # the same command trains the same model.
   tf_keras.utils.set_random_seed(settings.seed)
@@ -357,14 +320,6 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   files_sha256 = {name: sha256_of(out / contract.SAVED_MODEL_DIR / name)
                   for name in contract.CHECKED_FILES}
 
-  int8_record, accuracy_by_precision = _int8_copy_and_accuracies(
-      out, settings=settings, metrics=metrics, tokenized=tokenized,
-      threshold=threshold, signatures=module.signatures(), wanted=int8,
-      max_accuracy_drop=int8_max_accuracy_drop, progress=progress)
-  float32_record = _float32_copy(out, tokenized=tokenized,
-                                 signatures=module.signatures(),
-                                 wanted=float32_copy_wanted, progress=progress)
-
   exported = state["history"][trainer.exported_epoch - 1]
   metrics = {"train": {"accuracy": exported["accuracy"],
                        "loss": exported["loss"], "epoch": exported["epoch"]},
@@ -383,47 +338,66 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                             labels=labels, threshold=threshold,
                             class_names=class_names)
 
-  card = contract.ModelCard(
-      format_version=contract.FORMAT_VERSION,
-      model_name=out.resolve().name,
-      model_fingerprint=weights_fingerprint(model),
-      created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
-          timespec="seconds"),
-      class_names=list(class_names),
-      threshold=threshold,
-      seq_length=settings.seq_length,
-      truncation=packer.describe(),
-      pooling=settings.pooling,
-      serving_precision=serving_precision,
-      precisions=sorted(classifiers),
-      signatures=sorted(module.signatures()),
-      encoder=source.provenance(),
-      hyperparameters=settings.to_dict(),
-      label_map=label_scheme.describe()["label_map"],
-      files_sha256=files_sha256,
-      training={"epochs_run": len(state["history"]),
-                "threshold_from": threshold_source,
-                "best_epoch": state["best_epoch"],
-                "stopped_early": state["stopped_early"],
-                "exported_epoch": trainer.exported_epoch,
-                "exported_weights": ("lowest validation loss"
-                                     if restore_best else "last epoch"),
-                "steps": trainer.step, "total_steps": trainer.total_steps},
-      metrics=metrics,
-      data={"train": train_set.summary(),
-            "validation": validation_set.summary(),
-            "test": test_set.summary() if test_set else None,
-            "columns": {"text": text_column, "label": label_column,
-                        "id": id_column},
-            "dropped_by_label_map": dropped,
-            "test_reviews_in_training": test_in_training,
-            "pseudo_labels": pseudo.summary if pseudo is not None else None},
-      reload_check_max_difference=reload_difference,
-      versions=_versions(),
-      int8=int8_record,
-      float32_copy=float32_record,
-      accuracy_by_precision=accuracy_by_precision,
-  ).to_dict()
-  # Written last: a model directory with a card is a finished one.
-  write_json(out / contract.MODEL_CARD_FILE, card)
+  guard, guard_from = copies.guard_reviews(
+      tokenized["validation"], unused_tokenized, seed=settings.seed)
+  made = copies.make_copies(
+      out, validation=tokenized["validation"], guard=guard,
+      guard_from=guard_from, threshold=threshold, int8=int8,
+      float32=float32_copy_wanted, architecture=onnx_bert.Architecture.of(
+          source.provenance(), settings.pooling, threshold),
+      max_accuracy_drop=int8_max_accuracy_drop, progress=progress)
+  accuracy_by_precision = {settings.precision: {
+      "runtime": f"tensorflow {tf.__version__}",
+      **{f"{name}_accuracy": m["accuracy"] for name, m in metrics.items()}},
+      **made.measured}
+  try:
+    card = contract.ModelCard(
+        format_version=contract.FORMAT_VERSION,
+        model_name=out.resolve().name,
+        model_fingerprint=weights_fingerprint(model),
+        created_at=datetime.datetime.now(datetime.timezone.utc).isoformat(
+            timespec="seconds"),
+        class_names=list(class_names),
+        threshold=threshold,
+        seq_length=settings.seq_length,
+        truncation=packer.describe(),
+        pooling=settings.pooling,
+        serving_precision=serving_precision,
+        precisions=sorted(classifiers),
+        signatures=sorted(module.signatures()),
+        encoder=source.provenance(),
+        hyperparameters=settings.to_dict(),
+        label_map=label_scheme.describe()["label_map"],
+        files_sha256=files_sha256,
+        training={"epochs_run": len(state["history"]),
+                  "threshold_from": threshold_source,
+                  "best_epoch": state["best_epoch"],
+                  "stopped_early": state["stopped_early"],
+                  "exported_epoch": trainer.exported_epoch,
+                  "exported_weights": ("lowest validation loss"
+                                       if restore_best else "last epoch"),
+                  "steps": trainer.step, "total_steps": trainer.total_steps},
+        metrics=metrics,
+        data={"train": train_set.summary(),
+              "validation": validation_set.summary(),
+              "test": test_set.summary() if test_set else None,
+              "columns": {"text": text_column, "label": label_column,
+                          "id": id_column},
+              "positional_ids": positional_ids,
+              "dropped_by_label_map": dropped,
+              "test_reviews_in_training": test_in_training,
+              "pseudo_labels": pseudo.summary if pseudo is not None else None},
+        reload_check_max_difference=reload_difference,
+        versions=_versions(),
+        int8=made.int8,
+        float32_copy=made.float32,
+        accuracy_by_precision=accuracy_by_precision,
+    ).to_dict()
+  except BaseException:
+    copies.discard(out, made)
+    raise
+  # Written last, with the copies it describes: a model directory with a
+  # card is a finished one.
+  copies.install(out, made, lambda: write_json(out / contract.MODEL_CARD_FILE,
+                                               card))
   return card

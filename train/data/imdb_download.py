@@ -24,7 +24,7 @@ import urllib.request
 from typing import Callable, Dict, List, Optional
 
 from schemas import columns
-from train.encoders.hf_checkpoint import sha256_of
+from runtime.filesystems import sha256_of
 
 IMDB_URL = "https://ai.stanford.edu/~amaas/data/sentiment/aclImdb_v1.tar.gz"
 IMDB_SIZE = 84_125_825

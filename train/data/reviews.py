@@ -315,5 +315,22 @@ def sample(data: LabelledReviews, max_examples: Optional[int], *, seed: int
   return data.subset(np.sort(order))
 
 
+def training_splits(labelled: LabelledReviews, *, max_examples: Optional[int],
+                    validation_fraction: float, seed: int
+                    ) -> Tuple[LabelledReviews, LabelledReviews,
+                               LabelledReviews]:
+  """(train, validation, unused) of a labelled split, as training chooses
+  them: `max_examples` sampled and split; the rest, never trained on, in a
+  seeded order (empty where every review was sampled). The one way both
+  training and `optimize` rebuild a model's splits."""
+  sampled = sample(labelled, max_examples, seed=seed)
+  train, validation = split_train_validation(
+      sampled, validation_fraction=validation_fraction, seed=seed)
+  rest = np.arange(0)
+  if max_examples and max_examples < len(labelled):
+    rest = np.random.default_rng(seed).permutation(len(labelled))[max_examples:]
+  return train, validation, labelled.subset(rest)
+
+
 # Splits whose text pre-training may read from a data folder: the test split
 # is kept for the final figure alone, so its text is never trained on.

