@@ -29,7 +29,16 @@ MODEL_DIR="${MODEL_DIR:-models/$PRESET}"
 read -r -a TRAIN_OPTIONS <<< "${TRAIN_OPTIONS:-}"
 OUTPUT="${OUTPUT:-scores/local}"
 
-step() { printf '\n== %s (%ds)\n' "$1" "$(( $(date +%s) - start ))" >&2; }
+# Each phase's time, printed at the end: "name seconds" lines.
+phases=()
+phase_start=$start
+phase_name=""
+step() {
+  local now; now=$(date +%s)
+  [ -n "$phase_name" ] && phases+=("$phase_name $(( now - phase_start ))")
+  phase_name="$1"; phase_start=$now
+  printf '\n== %s (%ds)\n' "$1" "$(( now - start ))" >&2
+}
 
 if [ ! -x .venv/bin/reviewscore ]; then
   step "creating .venv and installing reviewscore"
@@ -101,4 +110,8 @@ if truth is not None:
   print(f"accuracy:     {correct / joined.num_rows:.4f} on {joined.num_rows:,} "
         "labelled reviews (joined on review_id)")
 EOF
+step "done"
+for phase in "${phases[@]}"; do
+  printf 'phase:        %ss  %s\n' "${phase##* }" "${phase% *}" >&2
+done
 echo "elapsed:      $(( $(date +%s) - start ))s" >&2

@@ -176,33 +176,91 @@ def without_copies(model_dir: pathlib.Path, target: pathlib.Path
   return target
 
 
-def end_to_end(model_dir, parquet, passes, log, *, int8: bool):
-  """Whole `reviewscore score` processes, alternated."""
+ORT_SCRIPT = "ort-int8-script"
+
+
+def end_to_end(model_dir, parquet, passes, log, *, int8: bool,
+               ort_script: bool = False):
+  """Whole `reviewscore score` processes, alternated (with the plain ONNX
+  Runtime script around the model's int8 copy, benchmarks/ort_script.py)."""
   variants = {"auto": [], "float32": ["--precision", "float32"]}
   if int8:
     variants["int8"] = ["--precision", "int8"]
   variants[TENSORFLOW_ONLY] = ["--precision", "float32"]
+  if ort_script:
+    variants[ORT_SCRIPT] = None
   seconds = {name: [] for name in variants}
-  chosen = {}
+  chosen, accuracy = {}, {}
+  import pyarrow.parquet as pq
+  truth = dict(zip(*pq.read_table(parquet, columns=["review_id", "label"]
+                                  ).to_pydict().values()))
   reviewscore = pathlib.Path(sys.executable).parent / "reviewscore"
   with tempfile.TemporaryDirectory() as tmp:
     plain = without_copies(model_dir, pathlib.Path(tmp) / "tensorflow-only")
     for attempt in range(passes):
       for name, extra in variants.items():
         out = pathlib.Path(tmp) / f"{name}-{attempt}"
-        start = time.perf_counter()
         model = plain if name == TENSORFLOW_ONLY else model_dir
-        subprocess.run([str(reviewscore), "score", "--input", str(parquet),
-                        "--model", str(model), "--output", str(out),
-                        *extra], check=True, stdout=subprocess.DEVNULL,
+        if name == ORT_SCRIPT:
+          command = [sys.executable, str(REPO / "benchmarks" / "ort_script.py"),
+                     str(model), str(parquet), f"{out}.parquet"]
+        else:
+          command = [str(reviewscore), "score", "--input", str(parquet),
+                     "--model", str(model), "--output", str(out), *extra]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL)
         seconds[name].append(time.perf_counter() - start)
-        manifest = json.loads(pathlib.Path(f"{out}-manifest.json").read_text())
-        chosen[name] = manifest["model"]["precision"].get(
-            "why", manifest["model"]["precision"]["used"])
+        if name == ORT_SCRIPT:
+          chosen[name] = "int8: the model's copy, ONNX Runtime"
+          scored = pq.read_table(f"{out}.parquet")
+        else:
+          manifest = json.loads(pathlib.Path(f"{out}-manifest.json").read_text())
+          chosen[name] = manifest["model"]["precision"].get(
+              "why", manifest["model"]["precision"]["used"])
+          scored = pq.read_table(manifest["scores"])
+        decided = dict(zip(scored["review_id"].to_pylist(),
+                           scored["label_id"].to_pylist()))
+        accuracy[name] = float(np.mean([decided[k] == v
+                                        for k, v in truth.items()]))
         log(f"  end to end {name}: {seconds[name][-1]:.1f}s ({chosen[name]})")
-  return {name: {"seconds": s, "best_s": min(s), "precision": chosen[name]}
+  return {name: {"seconds": s, "best_s": min(s), "precision": chosen[name],
+                 "accuracy": accuracy[name]}
           for name, s in seconds.items()}
+
+
+def startup(model_dir, parquet, passes, log, *, int8: bool):
+  """One-review `reviewscore score` processes: seconds from launch to the
+  first scored review and to exit, for every default and, where the model
+  has the copy, --precision int8 (medians of `passes`)."""
+  import statistics
+
+  from benchmarks.scale import measure, score_command
+  variants = {"auto": []}
+  if int8:
+    variants["int8"] = ["--precision", "int8"]
+  runs = {name: [] for name in variants}
+  with tempfile.TemporaryDirectory() as tmp:
+    for attempt in range(passes):
+      for name, extra in variants.items():
+        out = pathlib.Path(tmp) / f"{name}-{attempt}" / "scores"
+        runs[name].append(measure(score_command(parquet, model_dir, out,
+                                                *extra), log,
+                                  first_scored=True))
+        log(f"  one review, {name}: first scored after "
+            f"{runs[name][-1]['seconds_to_first_scored']:.2f} s, whole "
+            f"process {runs[name][-1]['seconds']:.2f} s")
+  return {name: {
+      "seconds_to_first_scored": statistics.median(
+          r["seconds_to_first_scored"] for r in rows),
+      "seconds": statistics.median(r["seconds"] for r in rows),
+      "peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in rows),
+      "passes": len(rows)} for name, rows in runs.items()}
+
+
+def _importable(name: str) -> bool:
+  import importlib.util
+  return importlib.util.find_spec(name) is not None
 
 
 def _has_pytorch() -> bool:
@@ -248,7 +306,8 @@ def render(reports) -> str:
               f"{model['fingerprint'][:12]}." + (
                   f" **oneDNN held to {report['onednn_max_isa']}** "
                   "(`--onednn-max-isa`: TensorFlow's and OpenVINO's kernels "
-                  "as on a CPU without AVX-512; ONNX Runtime's are not held)."
+                  "as on a CPU without AVX-512; ONNX Runtime's are not held, "
+                  "nor are the peaks above)."
                   if report.get("onednn_max_isa") else ""), ""]
     lines += [f"Model call alone: {report['reviews']:,} test reviews "
               f"({report['mean_tokens']:.0f} tokens on average), the same "
@@ -276,22 +335,39 @@ def render(reports) -> str:
       lines += ["", f"`reviewscore score` as a whole process on {n:,} test "
                 "reviews (Parquet in and out), best of the alternated passes; "
                 f"the baseline is {baseline}:", "",
-                "| options | seconds | reviews/s | × baseline "
-                "| precision the worker used |", "| --- | ---: | ---: | ---: | --- |"]
-      for name in ("auto", "float32", "int8", TENSORFLOW_ONLY):
+                "| options | seconds | reviews/s | × baseline | accuracy "
+                "| precision the worker used |",
+                "| --- | ---: | ---: | ---: | ---: | --- |"]
+      for name in ("auto", "float32", "int8", TENSORFLOW_ONLY, ORT_SCRIPT):
         if name not in e2e:
           continue
         run = e2e[name]
         options = {"auto": "every default",
-                   TENSORFLOW_ONLY: "--precision float32, no copies"}.get(
+                   TENSORFLOW_ONLY: "--precision float32, no copies",
+                   ORT_SCRIPT: "the plain ONNX Runtime script "
+                   "(benchmarks/ort_script.py), not ours"}.get(
                        name, f"--precision {name}")
         chosen = "; ".join(run["precision"]) if isinstance(
             run["precision"], list) else run["precision"]
         # The worker's reason for a precision forced on the command line.
         chosen = chosen.replace(": asked for", ": set by `--precision`")
+        accuracy = (f"{run['accuracy'] * 100:.2f}%" if "accuracy" in run
+                    else "")
         lines.append(f"| {options} | {run['best_s']:.1f} | "
                      f"{n / run['best_s']:.1f} | "
-                     f"{e2e[base]['best_s'] / run['best_s']:.2f} | {chosen} |")
+                     f"{e2e[base]['best_s'] / run['best_s']:.2f} | {accuracy} "
+                     f"| {chosen} |")
+    boot = report.get("startup")
+    if boot:
+      lines += ["", "A one-review `reviewscore score` as a whole process (medians of "
+                f"{next(iter(boot.values()))['passes']}): from launch to the first "
+                "scored review, and to exit:", "",
+                "| options | first review scored (s) | whole process (s) | peak memory (MiB) |",
+                "| --- | ---: | ---: | ---: |"]
+      for name, run in boot.items():
+        options = "every default" if name == "auto" else f"--precision {name}"
+        lines.append(f"| {options} | {run['seconds_to_first_scored']:.2f} | "
+                     f"{run['seconds']:.2f} | {run['peak_rss_mib']:,.0f} |")
     lines.append("")
   return "\n".join(lines)
 
@@ -312,6 +388,8 @@ def main(argv=None):
   parser.add_argument("--reviews", type=int, default=2000)
   parser.add_argument("--passes", type=int, default=2)
   parser.add_argument("--end-to-end", type=int, default=0, metavar="N")
+  parser.add_argument("--startup", type=int, default=0, metavar="PASSES",
+                      help="also time one-review runs, PASSES times each")
   parser.add_argument("--out", type=pathlib.Path, default=None)
   parser.add_argument("--candidates-dir", type=pathlib.Path, default=None,
                       help="where the int8 candidates are made (reused)")
@@ -327,17 +405,17 @@ def main(argv=None):
     return
   if args.model is None:
     parser.error("--model is required")
-  if args.onednn_max_isa:  # before TensorFlow or OpenVINO loads
-    import os
-    os.environ["ONEDNN_MAX_CPU_ISA"] = args.onednn_max_isa
 
   def log(line):
     print(line, flush=True)
 
   from engines.model_dir import load_model_card
   card = load_model_card(str(args.model))
-  info = machine.describe()
+  info = machine.describe()  # its peaks: the machine's own, not held
   log(machine.summary(info))
+  if args.onednn_max_isa:  # before TensorFlow or OpenVINO loads here
+    import os
+    os.environ["ONEDNN_MAX_CPU_ISA"] = args.onednn_max_isa
   # Whole processes first: this one's engines, once loaded, keep threads
   # that would take CPU from them.
   end_to_end_report = None
@@ -351,8 +429,12 @@ def main(argv=None):
       pq.write_table(pa.table({"review_id": ids, "text": texts,
                                "label": labels}), parquet)
       log(f"\nend to end: `reviewscore score` on {len(texts)} reviews")
-      runs = end_to_end(args.model, parquet, args.passes, log,
-                        int8=card.int8_copy is not None)
+      own = card.copies.get(contract.INT8)
+      runs = end_to_end(
+          args.model, parquet, args.passes, log,
+          int8=card.int8_copy is not None,
+          ort_script=bool(own and own.engine == contract.ONNXRUNTIME)
+          and _importable("tokenizers"))
     for name, run in runs.items():
       run["speedup_over_tensorflow_float32"] = (
           runs[TENSORFLOW_ONLY]["best_s"] / run["best_s"])
@@ -360,6 +442,18 @@ def main(argv=None):
           f"{run['speedup_over_tensorflow_float32']:.2f}x TensorFlow's "
           "float32 pipeline")
     end_to_end_report = {"reviews": len(texts), **runs}
+  startup_report = None
+  if args.startup:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    ids, texts, labels = throughput.sample_reviews(1, data_dir=args.data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+      parquet = pathlib.Path(tmp) / "one-review.parquet"
+      pq.write_table(pa.table({"review_id": ids, "text": texts,
+                               "label": labels}), parquet)
+      log("\nstart-up: one-review runs")
+      startup_report = startup(args.model, parquet, args.startup, log,
+                               int8=card.int8_copy is not None)
   ids, texts, labels = throughput.sample_reviews(args.reviews,
                                                  data_dir=args.data_dir)
   from benchmarks.int8_candidates import CALIBRATION_REVIEWS
@@ -368,7 +462,9 @@ def main(argv=None):
   calibration = calibration_token_ids(saved, args.data_dir, CALIBRATION_REVIEWS)
   candidates_dir = args.candidates_dir or pathlib.Path(
       tempfile.mkdtemp(prefix="reviewscore-int8-candidates-"))
-  saved, found, skipped = engines(args.model, card, info["native_bfloat16"],
+  # Held to an ISA without it, the CPU has no bfloat16 for oneDNN.
+  native_bf16 = info["native_bfloat16"] and not args.onednn_max_isa
+  saved, found, skipped = engines(args.model, card, native_bf16,
                                   calibration, candidates_dir, log)
   token_ids = []
   for start in range(0, len(texts), 256):
@@ -432,6 +528,8 @@ def main(argv=None):
       "onednn_max_isa": args.onednn_max_isa}
   if end_to_end_report:
     report["end_to_end"] = end_to_end_report
+  if startup_report:
+    report["startup"] = startup_report
   suffix = f"-onednn-{args.onednn_max_isa.lower()}" if args.onednn_max_isa else ""
   out = args.out or RESULTS / f"int8_runtime-{machine.cpu_slug(info)}{suffix}.json"
   out.write_text(json.dumps(report, indent=2) + "\n")

@@ -181,7 +181,7 @@ def build(weights: Dict[str, np.ndarray], architecture: Architecture):
                (contract.OUTPUT_LABEL_ID, [None])]
   types = {contract.OUTPUT_LABEL_ID: TensorProto.INT32}
   graph = helper.make_graph(
-      nodes, "classify_tokens",
+      nodes, contract.CLASSIFY_SIGNATURE,
       [helper.make_tensor_value_info(name, TensorProto.INT32,
                                      ["batch", "length"])
        for name in (contract.TOKEN_IDS, contract.TOKEN_MASK)],

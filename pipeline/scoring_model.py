@@ -11,6 +11,8 @@ Both go through module-level `shared.Shared` handles, so the Tokenize step
 and RunInference of one process hold one copy of each.
 """
 import logging
+import os
+import sys
 import threading
 import time
 from typing import Dict, Optional, Sequence
@@ -75,6 +77,22 @@ class LoadedSavedModel:
         **{contract.TOKEN_IDS: tf.constant(word_ids, tf.int32),
            contract.TOKEN_MASK: tf.constant(mask, tf.int32)})
     return {name: out[name].numpy() for name in SCORED_OUTPUTS if name in out}
+
+
+def _say(line: str) -> None:
+  """A worker's line for the user: through the launcher's handler where the
+  worker runs in the launcher's process (`pipeline.run` installs it), else
+  straight to this process's stderr, tagged with its pid. Worker processes
+  (multi_processing, a portable runner's pool) share the launcher's stderr,
+  or their pool's, but log at ERROR, which would drop the line."""
+  if not worker_log.handlers:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        f"worker {os.getpid()}: %(message)s"))
+    worker_log.addHandler(handler)
+    worker_log.setLevel(logging.INFO)
+    worker_log.propagate = False
+  worker_log.info(line)
 
 
 def acquire_model(saved_model_dir: str) -> LoadedSavedModel:
@@ -160,7 +178,7 @@ def load_scoring_model(saved_model_dir: str, *, requested: str,
   key = (saved_model_dir, precision)
   if key not in _LOGGED_CHOICES:  # once per worker process
     _LOGGED_CHOICES.add(key)
-    worker_log.info("scoring in %s (%s)", precision, why)
+    _say(f"scoring in {precision} ({why})")
   if use_copy:
     return ScoringModel(saved_model, precision, why, None,
                         acquire_copy(precision, copies[precision]))

@@ -12,11 +12,8 @@ float32 (TensorFlow) stays the choice until a GPU run has measured another.
 import functools
 from typing import Iterable, Optional, Tuple
 
-AUTO = "auto"
-FLOAT32 = "float32"
-BFLOAT16 = "bfloat16"
-FLOAT16 = "float16"
-INT8 = "int8"
+from schemas.model_dir import AUTO, BFLOAT16, FLOAT16, FLOAT32, INT8  # noqa: F401
+
 # CPU flags (as /proc/cpuinfo spells them) that mean native bfloat16 math.
 NATIVE_BFLOAT16_FLAGS = ("avx512_bf16", "amx_bf16")
 # CPU flags that mean int8 dot products in one instruction (u8 x s8 -> s32).

@@ -18,6 +18,14 @@ import dataclasses
 import json
 from typing import Any, Dict, List, Optional
 
+# The precisions a model computes in (its signatures and copies), and `auto`
+# (each scoring worker chooses, `runtime.hardware`): declared once, here.
+AUTO = "auto"
+FLOAT32 = "float32"
+BFLOAT16 = "bfloat16"
+FLOAT16 = "float16"
+INT8 = "int8"
+
 SAVED_MODEL_DIR = "saved_model"
 MODEL_CARD_FILE = "model_card.json"
 # The version training writes, and the versions scoring accepts.
@@ -39,7 +47,6 @@ CHECKED_FILES = (SAVED_MODEL_GRAPH, SAVED_MODEL_INDEX)
 # The int8 copy: derived from the float32 classify signature, offered only
 # where its accuracy holds (`Int8Copy`). Training makes it for ONNX Runtime:
 # dynamic int8 with 7-bit weights, the same integer sums on every x86 CPU.
-INT8 = "int8"
 INT8_COPY_DIR = "int8"
 INT8_ONNX_FILE = "classify_tokens_int8.onnx"
 # What models made before 2026-12-08 carry: OpenVINO's format (NNCF, 8-bit
@@ -62,7 +69,6 @@ ENGINE_NAMES = {OPENVINO: "OpenVINO", ONNXRUNTIME: "ONNX Runtime"}
 # The float32 copy: the same signature converted to OpenVINO as it is (no
 # quantization), offered only where its outputs match TensorFlow's on
 # validation reviews (`Float32Copy`); CPU workers compute float32 with it.
-FLOAT32 = "float32"
 FLOAT32_COPY_DIR = "float32"
 FLOAT32_MODEL_FILE = "classify_tokens_float32.xml"
 FLOAT32_WEIGHTS_FILE = "classify_tokens_float32.bin"

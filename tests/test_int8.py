@@ -642,13 +642,20 @@ def test_a_failure_at_any_step_leaves_the_model_as_it_was(
   assert leftovers == [] and snapshot() == before
 
 
-def test_training_whose_quantizer_fails_keeps_a_complete_float32_model(
-    tiny_encoder_dir, tiny_training_data, tmp_path, monkeypatch):
-  """Catches: a converter error failing a training run whose model is fine,
-  a half-made int8 folder left behind, or a card offering it."""
+@pytest.mark.parametrize("cause", ["quantizer fails", "no [int8] extra"])
+def test_training_without_an_int8_copy_keeps_a_complete_float32_model(
+    tiny_encoder_dir, tiny_training_data, tmp_path, monkeypatch, cause):
+  """Catches: a converter error, or a worker-style install without the
+  quantizer's packages, failing a training run whose model is fine, a
+  half-made int8 folder left behind, a card offering it, or no word on how
+  to add it later."""
+  from train.export import copies
   from train.loops.trainer import TrainSettings
   from train.run import train_and_export
-  _fail_at("quantization", monkeypatch)
+  if cause == "quantizer fails":
+    _fail_at("quantization", monkeypatch)
+  else:
+    monkeypatch.setattr(copies, "int8_tools_installed", lambda: False)
   lines = []
   out = tmp_path / "model"
   card = train_and_export(
@@ -660,8 +667,12 @@ def test_training_whose_quantizer_fails_keeps_a_complete_float32_model(
       progress=lines.append, int8=True)
   warned = [line for line in lines if line.startswith("int8: no copy")]
   assert len(warned) == 1, lines
-  assert "crashed at quantization" in warned[0]
-  assert "scoring keeps float32" in warned[0]
+  if cause == "quantizer fails":
+    assert "crashed at quantization" in warned[0]
+    assert "scoring keeps float32" in warned[0]
+  else:
+    assert "pip install 'reviewscore[int8]'" in warned[0]
+    assert "reviewscore optimize" in warned[0]
   assert not (out / contract.INT8_COPY_DIR).exists()
   assert not (out / (contract.INT8_COPY_DIR + ".partial")).exists()
   written = _card(out)
@@ -670,3 +681,4 @@ def test_training_whose_quantizer_fails_keeps_a_complete_float32_model(
   assert "int8" not in written["accuracy_by_precision"]
   assert written["float32_copy"]["offered"] is True
   assert (out / contract.SAVED_MODEL_DIR / contract.SAVED_MODEL_GRAPH).is_file()
+  assert any(line.startswith("after training (") for line in lines), lines

@@ -45,14 +45,13 @@ def _wait_for_port(port: int, process, timeout: float = 60.0) -> None:
 
 
 @contextlib.contextmanager
-def _service(module: str, *args, port: int):
+def _service(module: str, *args, port: int, stderr=subprocess.DEVNULL):
   # The worker pool starts SDK workers as plain `python`: this interpreter.
   env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3",
              PATH=os.path.dirname(sys.executable) + os.pathsep +
              os.environ.get("PATH", ""))
   process = subprocess.Popen([sys.executable, "-m", module, *args], env=env,
-                             stdout=subprocess.DEVNULL,
-                             stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=stderr)
   try:
     _wait_for_port(port, process)
     yield process
@@ -87,13 +86,25 @@ def _scores(tmp_path, name, data, model, *extra):
   return dict(zip(table[c.REVIEW_ID].to_pylist(), table[c.SCORE].to_pylist()))
 
 
+def _each_worker_said_its_precision_once(stderr: str) -> None:
+  """Worker processes log at ERROR: their choice of precision must still
+  reach the terminal, once per process that scored."""
+  import re
+  said = re.findall(r"^worker (\d+): scoring in float32 \(asked for\)$",
+                    stderr, flags=re.MULTILINE)
+  assert said, stderr[-2000:]
+  assert len(said) == len(set(said)), said  # once per process
+  assert str(os.getpid()) not in said  # the workers', not the launcher's
+
+
 @pytest.mark.slow
 def test_scores_agree_across_runners_and_batch_sizes(tiny_model_dir, reviews,
                                                       tmp_path, capfd):
   """The same scores on every runner and batching, and multi_processing's
   worker processes get the pipeline's options: their log level keeps
   Beam's INFO lines about channels off the user's terminal (a bare
-  FnApiRunner() gave them none)."""
+  FnApiRunner() gave them none), while each worker process, there and in
+  the portable runner's pool, says once which precision it took."""
   data, rows = reviews
   ids = rows["review_id"].to_pylist()
   model = tf.saved_model.load(str(tiny_model_dir / "saved_model"))
@@ -116,9 +127,13 @@ def test_scores_agree_across_runners_and_batch_sizes(tiny_model_dir, reviews,
       "--direct_running_mode=multi_processing", "--direct_num_workers=2")
   workers_said = capfd.readouterr().err
   assert "state channel" not in workers_said, workers_said[-2000:]
+  _each_worker_said_its_precision_once(workers_said)
   job_port, pool_port = _free_port(), _free_port()
-  with _service("apache_beam.runners.worker.worker_pool_main",
-                f"--service_port={pool_port}", port=pool_port), \
+  pool_said = tmp_path / "pool-stderr"
+  with open(pool_said, "wb") as pool_stderr, \
+      _service("apache_beam.runners.worker.worker_pool_main",
+               f"--service_port={pool_port}", port=pool_port,
+               stderr=pool_stderr), \
       _service("apache_beam.runners.portability.local_job_service_main",
                f"--port={job_port}", port=job_port):
     runs["portable"] = _scores(
@@ -126,6 +141,7 @@ def test_scores_agree_across_runners_and_batch_sizes(tiny_model_dir, reviews,
         f"--job_endpoint=localhost:{job_port}", "--environment_type=EXTERNAL",
         f"--environment_config=localhost:{pool_port}")
 
+  _each_worker_said_its_precision_once(pool_said.read_text())
   for name, scores in runs.items():
     assert sorted(scores) == sorted(ids), name
     np.testing.assert_allclose([scores[i] for i in ids], reference,

@@ -8,6 +8,7 @@ import os
 import pathlib
 import platform
 import shutil
+import time
 from typing import Callable, Optional, Sequence
 
 import numpy as np
@@ -261,7 +262,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                     restore_best=restore_best, on_checkpoint=on_checkpoint)
   if resume and not trainer.restore():
     progress(f"nothing to resume in {out}: starting a new run")
+  started = time.monotonic()
   state = trainer.run()
+  trained = time.monotonic()
 
   # Started before evaluation, so that the fresh process that checks the
   # export imports TensorFlow while the model is evaluated and exported.
@@ -340,6 +343,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
 
   guard, guard_from = copies.guard_reviews(
       tokenized["validation"], unused_tokenized, seed=settings.seed)
+  export_done = time.monotonic()
   made = copies.make_copies(
       out, validation=tokenized["validation"], guard=guard,
       guard_from=guard_from, threshold=threshold, int8=int8,
@@ -400,4 +404,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   # card is a finished one.
   copies.install(out, made, lambda: write_json(out / contract.MODEL_CARD_FILE,
                                                card))
+  done = time.monotonic()
+  training_s = max(trained - started, 1e-9)
+  progress(f"after training ({training_s:.0f}s): evaluation and export "
+           f"{export_done - trained:.0f}s, copies {done - export_done:.0f}s "
+           f"({(done - trained) / training_s:.0%} of the training time)")
   return card
