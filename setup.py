@@ -34,9 +34,11 @@ GCP = ["apache-beam[gcp]>=2.77,<2.78"]
 # an S3-compatible server (moto's) and a Cloud Storage emulator of their own
 # on 127.0.0.1, through Beam's filesystems for both clouds (the gcp extra adds
 # about 320 MB and 25 s to an install).
-TEST = INT8 + ["pytest>=8", "pytest-xdist>=3.6", "duckdb>=1.0", "pandas>=2.2", "ruff>=0.6",
-        "moto[server]>=5.1,<6", "gcp-storage-emulator>=2026.7.19,<2027"
-        ] + AWS + GCP
+# SciPy: a library that looks for PyTorch as it imports, which the tests
+# import with PyTorch kept out (test_startup).
+TEST = INT8 + ["pytest>=8", "scipy>=1.11", "pytest-xdist>=3.6", "duckdb>=1.0",
+               "pandas>=2.2", "ruff>=0.6", "moto[server]>=5.1,<6",
+               "gcp-storage-emulator>=2026.7.19,<2027"] + AWS + GCP
 # Reference implementations compared against ours (never runtime deps):
 # torch 2.13.0's CPU wheel lies on this project's machines.
 PARITY = ["torch==2.13.0", "transformers>=4.44,<6"]

@@ -100,9 +100,10 @@ def test_help_and_float32_scoring_load_no_copy_engine(tiny_model_dir,
 
 
 def test_pytorch_kept_out_without_breaking_libraries_that_look_for_it():
-  """Catches PyTorch kept out by a None in sys.modules: SciPy (which Keras
-  imports through scikit-learn, an NNCF dependency) then fails on import,
-  as training after scoring in one process did."""
+  """Catches PyTorch kept out by a None in sys.modules: SciPy, which looks
+  for PyTorch as it imports (as Keras does through scikit-learn where it is
+  installed), then fails on import, as training after scoring in one
+  process once did."""
   done = subprocess.run(
       [sys.executable, "-c",
        "import sys\nfrom runtime.quiet import keep_pytorch_out\n"
