@@ -19,6 +19,7 @@ import numpy as np
 from engines import onnx_classifier as engine
 from engines import onnx_export
 from evaluation.metrics import decisions
+from runtime.filesystems import sha256_of
 from schemas import model_dir as contract
 from train.loops.trainer import TokenizedReviews, predict_logits
 
@@ -93,7 +94,7 @@ def make_int8_copy(model_dir, *, module, float32_signature: str,
     int8_logits = _logits(engine.Classifier(str(int8_graph)), guard,
                           progress, "int8 on the guard's reviews")
     float32_graph.unlink()
-    files = {contract.INT8_ONNX_FILE: _sha256(int8_graph)}
+    files = {contract.INT8_ONNX_FILE: sha256_of(str(int8_graph))}
   except Exception as e:  # tf2onnx's, onnx's and ONNX Runtime's errors
     shutil.rmtree(staging, ignore_errors=True)
     raise QuantizationError(f"{type(e).__name__}: {e}") from e
@@ -134,8 +135,3 @@ def _hard_labels(labels: np.ndarray) -> np.ndarray:
   labels = np.asarray(labels)
   return (labels >= 0.5).astype(np.int64) if labels.dtype.kind == "f" \
       else labels.astype(np.int64)
-
-
-def _sha256(path: pathlib.Path) -> str:
-  from runtime.filesystems import sha256_of
-  return sha256_of(str(path))
