@@ -21,6 +21,8 @@ RUNTIME = [
     # float32 one (and the int8 copies of models made before 2026-12-08).
     "onnxruntime>=1.20,<2",
     "openvino>=2026.4,<2026.5",
+    # The tokenizer copy: a worker computing with a copy loads no TensorFlow.
+    "tokenizers>=0.20,<1",
     # tensorflow-hub 0.16 imports pkg_resources, which setuptools 80+ dropped.
     "setuptools>=65,<80",
 ]

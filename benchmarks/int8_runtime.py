@@ -171,12 +171,30 @@ def without_copies(model_dir: pathlib.Path, target: pathlib.Path
   (target / contract.SAVED_MODEL_DIR).symlink_to(
       (model_dir / contract.SAVED_MODEL_DIR).resolve())
   card = json.loads((model_dir / contract.MODEL_CARD_FILE).read_text())
-  card.update(int8=None, float32_copy=None)
+  card.update(int8=None, float32_copy=None, tokenizer_copy=None)
+  (target / contract.MODEL_CARD_FILE).write_text(json.dumps(card))
+  return target
+
+
+def without_tokenizer_copy(model_dir: pathlib.Path, target: pathlib.Path
+                           ) -> pathlib.Path:
+  """The model with its int8 and float32 copies but not its tokenizer copy
+  (as models were made before 2026-12-08's second session): its workers
+  load TensorFlow to tokenize."""
+  target.mkdir(parents=True)
+  for folder in (contract.SAVED_MODEL_DIR, contract.INT8_COPY_DIR,
+                 contract.FLOAT32_COPY_DIR):
+    if (model_dir / folder).exists():
+      (target / folder).symlink_to((model_dir / folder).resolve())
+  card = json.loads((model_dir / contract.MODEL_CARD_FILE).read_text())
+  card.update(tokenizer_copy=None)
   (target / contract.MODEL_CARD_FILE).write_text(json.dumps(card))
   return target
 
 
 ORT_SCRIPT = "ort-int8-script"
+# --precision int8 on the model without its tokenizer copy.
+INT8_SIGNATURE_TOKENIZER = "int8-signature-tokenizer"
 
 
 def end_to_end(model_dir, parquet, passes, log, *, int8: bool,
@@ -186,6 +204,11 @@ def end_to_end(model_dir, parquet, passes, log, *, int8: bool,
   variants = {"auto": [], "float32": ["--precision", "float32"]}
   if int8:
     variants["int8"] = ["--precision", "int8"]
+  tokenizer_copy = bool((json.loads((model_dir / contract.MODEL_CARD_FILE)
+                                    .read_text()).get("tokenizer_copy") or {})
+                        .get("offered"))
+  if int8 and tokenizer_copy:
+    variants[INT8_SIGNATURE_TOKENIZER] = ["--precision", "int8"]
   variants[TENSORFLOW_ONLY] = ["--precision", "float32"]
   if ort_script:
     variants[ORT_SCRIPT] = None
@@ -197,10 +220,14 @@ def end_to_end(model_dir, parquet, passes, log, *, int8: bool,
   reviewscore = pathlib.Path(sys.executable).parent / "reviewscore"
   with tempfile.TemporaryDirectory() as tmp:
     plain = without_copies(model_dir, pathlib.Path(tmp) / "tensorflow-only")
+    models = {TENSORFLOW_ONLY: plain}
+    if INT8_SIGNATURE_TOKENIZER in variants:
+      models[INT8_SIGNATURE_TOKENIZER] = without_tokenizer_copy(
+          model_dir, pathlib.Path(tmp) / "signature-tokenizer")
     for attempt in range(passes):
       for name, extra in variants.items():
         out = pathlib.Path(tmp) / f"{name}-{attempt}"
-        model = plain if name == TENSORFLOW_ONLY else model_dir
+        model = models.get(name, model_dir)
         if name == ORT_SCRIPT:
           command = [sys.executable, str(REPO / "benchmarks" / "ort_script.py"),
                      str(model), str(parquet), f"{out}.parquet"]
@@ -303,7 +330,11 @@ def render(reports) -> str:
               f"{' '.join(info['flags']) or 'none of interest'}; "
               f"TensorFlow matmul peaks (GFLOP/s): {peaks}. Model: "
               f"seq_length {model['seq_length']}, fingerprint "
-              f"{model['fingerprint'][:12]}." + (
+              f"{model['fingerprint'][:12]}; "
+              + ("with its tokenizer copy (workers computing with a copy load "
+                 "no TensorFlow)." if (model.get("tokenizer_copy") or {}).get(
+                     "offered") else "no tokenizer copy (workers load "
+                 "TensorFlow to tokenize).") + (
                   f" **oneDNN held to {report['onednn_max_isa']}** "
                   "(`--onednn-max-isa`: TensorFlow's and OpenVINO's kernels "
                   "as on a CPU without AVX-512; ONNX Runtime's are not held, "
@@ -338,12 +369,15 @@ def render(reports) -> str:
                 "| options | seconds | reviews/s | × baseline | accuracy "
                 "| precision the worker used |",
                 "| --- | ---: | ---: | ---: | ---: | --- |"]
-      for name in ("auto", "float32", "int8", TENSORFLOW_ONLY, ORT_SCRIPT):
+      for name in ("auto", "float32", "int8", INT8_SIGNATURE_TOKENIZER,
+                   TENSORFLOW_ONLY, ORT_SCRIPT):
         if name not in e2e:
           continue
         run = e2e[name]
         options = {"auto": "every default",
                    TENSORFLOW_ONLY: "--precision float32, no copies",
+                   INT8_SIGNATURE_TOKENIZER: "--precision int8, no tokenizer "
+                   "copy (TensorFlow tokenizes)",
                    ORT_SCRIPT: "the plain ONNX Runtime script "
                    "(benchmarks/ort_script.py), not ours"}.get(
                        name, f"--precision {name}")
@@ -522,7 +556,8 @@ def main(argv=None):
       "benchmark": "int8_runtime", "date": datetime.date.today().isoformat(),
       "machine": info,
       "model": {"dir": str(args.model), "fingerprint": card.model_fingerprint,
-                "seq_length": card.seq_length, "int8": card.int8},
+                "seq_length": card.seq_length, "int8": card.int8,
+                "tokenizer_copy": card.tokenizer_copy},
       "reviews": len(texts), "mean_tokens": mean_tokens, "batch_size": BATCH,
       "passes": args.passes, "model_call": rows, "skipped": skipped,
       "onednn_max_isa": args.onednn_max_isa}

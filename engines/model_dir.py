@@ -35,13 +35,8 @@ def _read_bytes(path: str) -> bytes:
     return f.read()
 
 
-def _check_saved_model(model_dir: str, signatures) -> None:
-  """The SavedModel's files are there and its graph proto parses.
-
-  Parsing the graph file with protobuf alone catches a missing, truncated or
-  foreign file and a model without the signatures the card promises;
-  damaged variables would still fail on the worker, loudly.
-  """
+def _check_saved_model_files(model_dir: str) -> None:
+  """The SavedModel's graph and weights index are there."""
   saved_model = saved_model_path(model_dir)
   pb_path = join_path(saved_model, contract.SAVED_MODEL_GRAPH)
   if not FileSystems.exists(pb_path):
@@ -50,6 +45,18 @@ def _check_saved_model(model_dir: str, signatures) -> None:
   if not FileSystems.exists(index_path):
     raise ModelError(f"{model_dir}: the SavedModel has no variables "
                      f"({index_path} is missing)")
+
+
+def _check_saved_model(model_dir: str, signatures) -> None:
+  """The SavedModel's graph proto parses and has the card's signatures.
+
+  Parsing the graph file with protobuf catches a truncated or foreign file
+  and a model without the signatures the card promises (damaged variables
+  would still fail on the worker, loudly). It needs TensorFlow's proto
+  classes, whose import is TensorFlow's: only where the card records no
+  sha256 of the graph, or the file no longer has it.
+  """
+  pb_path = join_path(saved_model_path(model_dir), contract.SAVED_MODEL_GRAPH)
   data = _read_bytes(pb_path)
   try:
     from tensorflow.core.protobuf import saved_model_pb2
@@ -86,6 +93,16 @@ def _check_files_unchanged(model_dir: str, card: contract.ModelCard) -> None:
                        "to score with weights the card does not describe")
 
 
+def _as_trained(model_dir: str, card: contract.ModelCard) -> bool:
+  """Whether the card records the sha256 of every checked file and each
+  still has it: then the graph is the one training wrote, with the
+  signatures it listed, and need not be parsed."""
+  recorded = card.files_sha256 or {}
+  return all(name in recorded for name in contract.CHECKED_FILES) and not any(
+      _changed_file(join_path(saved_model_path(model_dir), *name.split("/")),
+                    expected) for name, expected in recorded.items())
+
+
 def _copy_problem(folder: str, files_sha256: Dict[str, str], precision: str
                   ) -> str:
   """'' when every file of a copy is there as made, else what is wrong."""
@@ -102,14 +119,18 @@ def _copy_problem(folder: str, files_sha256: Dict[str, str], precision: str
 
 
 def copy_problems(model_dir: str, card: contract.ModelCard) -> Dict[str, str]:
-  """precision -> one line on what is wrong with the copy the card offers
-  in it (a file missing or altered); empty when every copy is as made."""
+  """precision (or `tokenizer`) -> one line on what is wrong with the copy
+  the card offers (a file missing or altered); empty when every copy is as
+  made."""
   problems = {}
-  for precision, copy in sorted(card.copies.items()):
+  copies = dict(sorted(card.copies.items()))
+  if card.fast_tokenizer:
+    copies[contract.TOKENIZER] = card.fast_tokenizer.copy
+  for name, copy in copies.items():
     problem = _copy_problem(copy_path(model_dir, copy), copy.files_sha256,
-                            precision)
+                            name)
     if problem:
-      problems[precision] = problem
+      problems[name] = problem
   return problems
 
 
@@ -165,8 +186,10 @@ def _load_model_card(model_dir: str, check_saved_model: bool,
   except contract.ModelCardError as e:
     raise ModelError(f"{card_path}: {e}") from None
   if check_saved_model:
-    _check_saved_model(model_dir, card.signatures)
-    _check_files_unchanged(model_dir, card)
+    _check_saved_model_files(model_dir)
+    if not _as_trained(model_dir, card):
+      _check_saved_model(model_dir, card.signatures)
+      _check_files_unchanged(model_dir, card)
     if check_copies:
       try:
         _check_copies(model_dir, card)

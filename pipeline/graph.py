@@ -19,7 +19,6 @@ from pipeline.options import ScoreOptions
 from pipeline.plan import InputPlan
 from pipeline.read import ReadReviews, Validate
 from pipeline.tokenize import TokenizeBatch
-from engines.model_dir import saved_model_path
 from schemas import arrow as schema_lib
 from schemas import columns as c
 from schemas import model_dir as contract
@@ -104,10 +103,10 @@ def build_pipeline(p: beam.Pipeline, *, plan: InputPlan,
           DEAD, main="valid")
   tokenized = (
       valid.valid
-      # Tokenizing a batch at a time amortises the TensorFlow call.
+      # Tokenizing a batch at a time amortises the tokenizer's call.
       | "BatchForTokenize" >> beam.BatchElements(
           min_batch_size=1, max_batch_size=opts.tokenize_batch_size)
-      | "Tokenize" >> beam.ParDo(TokenizeBatch(saved_model_path(opts.model)))
+      | "Tokenize" >> beam.ParDo(TokenizeBatch(handler.worker_model))
       .with_outputs(DEAD, main="tokens"))
   tokens = tokenized.tokens
   if sort_wave_size:

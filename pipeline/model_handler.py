@@ -14,7 +14,8 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 from apache_beam.utils import retry
 
 from pipeline import records
-from pipeline.scoring_model import ScoringModel, load_scoring_model
+from pipeline.scoring_model import (ScoringModel, WorkerModel,
+                                    load_scoring_model)
 from pipeline.settings import DEFAULTS
 from schemas import model_dir as contract
 
@@ -59,7 +60,8 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                bucket_boundaries: Optional[Sequence[int]] = None,
                max_attempts: int = DEFAULTS["inference_attempts"],
                backoff_secs: float = BACKOFF_SECS,
-               copies: Optional[Dict[str, Dict[str, Any]]] = None):
+               copies: Optional[Dict[str, Dict[str, Any]]] = None,
+               tokenizer: Optional[Dict[str, Any]] = None):
     bucketing = {}
     if length_bucketing:
       bucketing = dict(batch_length_fn=token_count,
@@ -69,20 +71,19 @@ class TokenIdsModelHandler(ModelHandler[Dict[str, Any], PredictionResult,
                      max_batch_size=max_batch_size,
                      max_batch_duration_secs=max_batch_duration_secs,
                      **bucketing)
-    self._saved_model_dir = saved_model_dir
-    # precision -> classify signature, for the precisions the model carries.
-    self._signatures = dict(signatures)
-    self._requested_precision = precision
-    # precision -> {"engine", "folder", "model_file", "files_sha256"}.
-    self._copies = dict(copies or {})
+    # precision -> classify signature, for the precisions the model carries;
+    # copies: precision -> {"engine", "folder", "model_file", "files_sha256"};
+    # tokenizer: {"folder", "record"} of the tokenizer copy.
+    self.worker_model = WorkerModel(
+        saved_model_dir=saved_model_dir, requested=precision,
+        signatures=dict(signatures), copies=dict(copies or {}),
+        tokenizer=tokenizer)
     self._fingerprint = model_fingerprint
     self._max_attempts = max(1, int(max_attempts))
     self._backoff_secs = backoff_secs
 
   def load_model(self) -> ScoringModel:
-    return load_scoring_model(
-        self._saved_model_dir, requested=self._requested_precision,
-        signatures=self._signatures, copies=self._copies)
+    return load_scoring_model(self.worker_model)
 
   def _classify(self, model: ScoringModel, ids, mask):
     """One model call; the seam where transient faults surface."""

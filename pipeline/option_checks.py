@@ -37,6 +37,8 @@ class CheckedOptions:
   # engine, folder, model file, what its files hash to), for the precisions
   # the workers may use.
   copies: Dict[str, Dict[str, Any]]
+  # The tokenizer copy ({"folder", "record"}), where the model offers one.
+  tokenizer: Optional[Dict[str, Any]] = None
 
 
 def parse_options(argv: Optional[List[str]], values: Dict[str, Any], *,
@@ -111,6 +113,7 @@ def check_against_model(opts: ScoreOptions, card: ModelCard, *,
   return CheckedOptions(
       signatures=signatures, min_batch_size=min_batch_size,
       copies=_copies_of(model_dir, card, signatures),
+      tokenizer=_tokenizer_of(model_dir, card),
       **_batching(opts, buckets, options=options,
                   direct=runs_on_direct_runner(options)))
 
@@ -124,6 +127,14 @@ def _copies_of(model_dir: str, card: ModelCard, signatures
                       "files_sha256": copy.files_sha256}
           for precision, copy in card.copies.items()
           if precision in signatures}
+
+
+def _tokenizer_of(model_dir: str, card: ModelCard) -> Optional[Dict[str, Any]]:
+  """The tokenizer copy every worker uses where the model offers one."""
+  copy = card.fast_tokenizer
+  if copy is None:
+    return None
+  return {"folder": copy_path(model_dir, copy.copy), "record": copy.to_dict()}
 
 
 _DIRECT_RUNNER_NAMES = ("directrunner", "direct", "switchingdirectrunner")

@@ -32,6 +32,7 @@ from pipeline.option_checks import (check_against_model, parse_options,
 from pipeline.options import ScoreOptions
 from pipeline.plan import InputError, InputPlan, plan_input
 from pipeline.scoring_model import worker_log
+from schemas.model_dir import TOKENIZER
 from pipeline.settings import OptionsError, parse_names
 from runtime import quiet
 from schemas.manifest import (Counts, ManifestError, ModelUsed, Precision,
@@ -94,8 +95,8 @@ def _refuse_damaged_copies(model_dir: str, card, checked) -> None:
   precisions the job cannot use (`--precision float32` and the int8 copy)
   are not its business."""
   problems = copy_problems(model_dir, card)
-  used = [line for precision, line in problems.items()
-          if precision in checked.copies]
+  used = [line for name, line in problems.items()
+          if name in checked.copies or (name == TOKENIZER and checked.tokenizer)]
   if used:
     raise ModelError("; ".join(used) + " (refusing to score with it)")
 
@@ -162,7 +163,7 @@ def plan_run(argv: Optional[List[str]] = None, save_main_session: bool = True,
       length_bucketing=opts.length_bucketing,
       bucket_boundaries=checked.bucket_boundaries,
       max_attempts=opts.inference_attempts,
-      copies=checked.copies)
+      copies=checked.copies, tokenizer=checked.tokenizer)
   try:
     p = beam.Pipeline(runner=checked.runner, options=options)
   except (ValueError, ImportError, AttributeError) as e:  # an unknown --runner
@@ -274,7 +275,6 @@ def _metric_counts(result) -> Dict[str, int]:
 
 def main(argv=None) -> int:
   quiet.quiet_process()
-  quiet.import_tensorflow(keras=False)
   try:
     run(argv)
   except OptionsError as e:  # a bad option, ours or Beam's: as click's usage errors

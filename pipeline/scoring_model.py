@@ -1,35 +1,41 @@
 """The model as a scoring worker holds it: loaded once per process, shared by
 its threads, computing in the precision chosen for this worker.
 
-The SavedModel (TensorFlow) is always loaded: it tokenizes, and it computes
-bfloat16, and float32 on GPUs or where the model has no float32 copy. Where
-the worker scores in int8, or in float32 on a CPU, and the model directory
-carries a copy in that precision, the copy is checked against its card and
-loaded by its engine beside it (int8: ONNX Runtime; float32: OpenVINO;
-docs/engines.md measures why).
-Both go through module-level `shared.Shared` handles, so the Tokenize step
+Where the worker scores in int8, or in float32 on a CPU, and the model
+directory carries a copy in that precision, the copy is checked against its
+card and computes (int8: ONNX Runtime; float32: OpenVINO; docs/engines.md
+measures why); where the model also carries its tokenizer copy (Hugging
+Face's `tokenizers`), that worker never loads TensorFlow: its import and the
+SavedModel's load were most of a scoring process's start-up. Otherwise the
+SavedModel (TensorFlow) computes, bfloat16, and float32 on GPUs or where the
+model has no float32 copy, and tokenizes where there is no tokenizer copy.
+Each goes through a module-level `shared.Shared` handle, so the Tokenize step
 and RunInference of one process hold one copy of each.
 """
+import dataclasses
 import logging
 import os
 import sys
 import threading
 import time
-from typing import Dict, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 from apache_beam.utils import shared
 
 from runtime import quiet, text_ops
 from runtime.filesystems import local_copy
-from runtime.hardware import FLOAT32, INT8, choose_precision
+from runtime.hardware import (FLOAT32, INT8, choose_precision,
+                               nvidia_device_present)
 from schemas import model_dir as contract
 
 _MODELS = shared.Shared()
 _COPIES = shared.Shared()
+_TOKENIZERS = shared.Shared()
 _TF_CONFIGURED = threading.Lock()
 _tf_configured = False
-_LOGGED_CHOICES = set()
+_SAID_LOCK = threading.Lock()
+_SAID = set()  # (model, precision chosen): said once per worker process
 worker_log = logging.getLogger("reviewscore.worker")
 # The classify outputs a scored row is made of (probabilities: 3+ classes).
 SCORED_OUTPUTS = (contract.OUTPUT_PROBABILITY, contract.OUTPUT_LABEL_ID,
@@ -71,6 +77,12 @@ class LoadedSavedModel:
         **{contract.TEXT_INPUT: tf.constant(list(texts), tf.string)})
     return out[contract.TOKEN_IDS].numpy(), out[contract.NUM_TOKENS].numpy()
 
+  def token_lists(self, texts: Sequence[str]) -> List[np.ndarray]:
+    """One int32 array of ids per text ([CLS] … [SEP], unpadded)."""
+    ids, counts = self.tokenize(texts)
+    return [np.ascontiguousarray(row[:int(count)], np.int32)
+            for row, count in zip(ids, counts, strict=True)]
+
   def classify(self, signature: str, word_ids: np.ndarray, mask: np.ndarray):
     import tensorflow as tf
     out = self.signatures[signature](
@@ -104,6 +116,97 @@ def acquire_model(saved_model_dir: str) -> LoadedSavedModel:
   return model
 
 
+@dataclasses.dataclass(frozen=True)
+class WorkerModel:
+  """What a worker needs to load the model its way (pickled with the steps):
+  the SavedModel, the precision asked for, the classify signatures and
+  copies of the precisions it may take, and the tokenizer copy if any."""
+  saved_model_dir: str
+  requested: str
+  signatures: Dict[str, str]
+  # precision -> {"engine", "folder", "model_file", "files_sha256"}.
+  copies: Dict[str, Dict[str, Any]] = dataclasses.field(default_factory=dict)
+  # {"folder": ..., "record": TokenizerCopy.to_dict()}.
+  tokenizer: Optional[Dict[str, Any]] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+  """A worker process's precision, why, and whether a copy computes it."""
+  precision: str
+  why: str
+  use_copy: bool
+
+
+def _has_gpu() -> bool:
+  """Whether TensorFlow sees a GPU here; asked only where an NVIDIA device
+  is present (without one TensorFlow sees none, and need not load)."""
+  if not nvidia_device_present():
+    return False
+  _configure_tensorflow()
+  import tensorflow as tf
+  return bool(tf.config.list_physical_devices("GPU"))
+
+
+def choose(worker: WorkerModel) -> Choice:
+  """The precision this process computes in (`auto` follows the worker's
+  hardware, not the launcher's), said once per process."""
+  copies = worker.copies
+  int8 = copies.get(INT8)
+  has_gpu = _has_gpu()
+  precision, why = choose_precision(
+      worker.requested, available=worker.signatures, has_gpu=has_gpu,
+      int8_pays_without_vnni=bool(int8) and
+      int8["engine"] == contract.ONNXRUNTIME)
+  if precision == INT8 and not int8:
+    raise ValueError("int8 chosen but the model offers no int8 copy")
+  use_copy = precision == INT8 or (
+      precision == FLOAT32 and FLOAT32 in copies and not has_gpu)
+  if use_copy:
+    engine = contract.ENGINE_NAMES[copies[precision]["engine"]]
+    why += f"; computed by {engine} from the model's {precision} copy"
+  with _SAID_LOCK:
+    first = (worker.saved_model_dir, precision) not in _SAID
+    _SAID.add((worker.saved_model_dir, precision))
+  if first:
+    _say(f"scoring in {precision} ({why}); tokenized by " + (
+        "the model's tokenizer copy" if _fast_tokenizer_usable(worker)
+        else "the SavedModel"))
+  return Choice(precision, why, use_copy)
+
+
+def _fast_tokenizer_usable(worker: WorkerModel) -> bool:
+  from engines import fast_tokenizer
+  return bool(worker.tokenizer) and fast_tokenizer.available()
+
+
+class _Tokenizer:
+  """The checked tokenizer copy (weak-referenceable for `shared`)."""
+
+  def __init__(self, folder: str, record: Dict[str, Any]):
+    from engines.fast_tokenizer import FastTokenizer
+    from engines.model_dir import check_copy_files
+    copy = contract.TokenizerCopy.from_dict(record)
+    local = local_copy(folder)
+    check_copy_files(local, copy.files_sha256, contract.TOKENIZER)
+    self.tokenizer = FastTokenizer(f"{local.rstrip('/')}/{contract.TOKENIZER_FILE}",
+                                   copy)
+
+  def token_lists(self, texts: Sequence[str]) -> List[np.ndarray]:
+    return self.tokenizer.token_lists(texts)
+
+
+def acquire_tokenizer(worker: WorkerModel):
+  """The process's tokenizer: the model's tokenizer copy where it has one
+  (and `tokenizers` is installed), else the SavedModel's signature; either
+  way `token_lists(texts)`."""
+  if not _fast_tokenizer_usable(worker):
+    return acquire_model(worker.saved_model_dir)
+  folder = worker.tokenizer["folder"]
+  return _TOKENIZERS.acquire(
+      lambda: _Tokenizer(folder, worker.tokenizer["record"]), tag=folder)
+
+
 class _Copy:
   """A checked copy loaded by its engine (weak-referenceable for `shared`)."""
 
@@ -132,54 +235,31 @@ def acquire_copy(precision: str, copy: Dict) -> _Copy:
 
 
 class ScoringModel:
-  """What RunInference holds on a worker: the SavedModel, the copy it
-  computes with where it uses one, and the precision it chose (once, when
-  it loaded the model: `auto` follows the worker's hardware, not the
-  launcher's)."""
+  """What RunInference holds on a worker: the copy it computes with, or the
+  SavedModel, and the precision it chose."""
 
-  def __init__(self, saved_model: LoadedSavedModel, precision: str, why: str,
-               signature: Optional[str], copy: Optional[_Copy]):
-    self.saved_model = saved_model
-    self.precision = precision
-    self.why = why
+  def __init__(self, choice: Choice, *,
+               saved_model: Optional[LoadedSavedModel] = None,
+               signature: Optional[str] = None, copy: Optional[_Copy] = None):
+    self.precision = choice.precision
+    self.why = choice.why
+    self._saved_model = saved_model
     self._signature = signature
     self._copy = copy
 
   def classify(self, word_ids: np.ndarray, mask: np.ndarray):
     if self._copy is not None:
       return self._copy.classify(word_ids, mask)
-    return self.saved_model.classify(self._signature, word_ids, mask)
+    return self._saved_model.classify(self._signature, word_ids, mask)
 
 
-def load_scoring_model(saved_model_dir: str, *, requested: str,
-                       signatures: Dict[str, str],
-                       copies: Optional[Dict[str, Dict]] = None
-                       ) -> ScoringModel:
-  """The worker's model, in the precision chosen for it, with the choice
-  and its reason logged once per process.
-
-  `copies`: precision -> {"engine", "folder", "model_file", "files_sha256"}.
-  int8 has only its copy; float32 computes with its copy on CPUs (TensorFlow
-  keeps GPUs).
-  """
-  copies = copies or {}
-  saved_model = acquire_model(saved_model_dir)
-  int8 = copies.get(INT8)
-  precision, why = choose_precision(
-      requested, available=signatures, has_gpu=saved_model.has_gpu,
-      int8_pays_without_vnni=bool(int8) and int8["engine"] == contract.ONNXRUNTIME)
-  if precision == INT8 and not int8:
-    raise ValueError("int8 chosen but the model offers no int8 copy")
-  use_copy = precision == INT8 or (
-      precision == FLOAT32 and FLOAT32 in copies and not saved_model.has_gpu)
-  if use_copy:
-    engine = contract.ENGINE_NAMES[copies[precision]["engine"]]
-    why += f"; computed by {engine} from the model's {precision} copy"
-  key = (saved_model_dir, precision)
-  if key not in _LOGGED_CHOICES:  # once per worker process
-    _LOGGED_CHOICES.add(key)
-    _say(f"scoring in {precision} ({why})")
-  if use_copy:
-    return ScoringModel(saved_model, precision, why, None,
-                        acquire_copy(precision, copies[precision]))
-  return ScoringModel(saved_model, precision, why, signatures[precision], None)
+def load_scoring_model(worker: WorkerModel) -> ScoringModel:
+  """The worker's model, in the precision chosen for it: the copy of that
+  precision where one computes it (no SavedModel loaded for it), else the
+  SavedModel's signature."""
+  choice = choose(worker)
+  if choice.use_copy:
+    return ScoringModel(choice, copy=acquire_copy(
+        choice.precision, worker.copies[choice.precision]))
+  return ScoringModel(choice, saved_model=acquire_model(worker.saved_model_dir),
+                      signature=worker.signatures[choice.precision])

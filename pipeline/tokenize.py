@@ -1,14 +1,15 @@
 """Tokenization as a step of its own, so inference can batch by length.
 
-Uses the SavedModel's `tokenize` signature: exactly training's WordPiece,
-truncation and special tokens. Emits one record per review with its token
-ids unpadded (np.int32, [CLS] … [SEP]); padding is the inference batch's job.
+Uses the SavedModel's `tokenize` signature (exactly training's WordPiece,
+truncation and special tokens) or the model's tokenizer copy, checked to
+give the same ids (`scoring_model.acquire_tokenizer`). Emits one record per
+review with its token ids unpadded (np.int32, [CLS] … [SEP]); padding is
+the inference batch's job.
 """
 import logging
 from typing import List
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 
 from pipeline import records
@@ -19,24 +20,26 @@ from schemas import columns as c
 class TokenizeBatch(beam.DoFn):
   """[valid review records] → tokenized records, dead letters tagged DEAD."""
 
-  def __init__(self, saved_model_dir: str):
-    self._saved_model_dir = saved_model_dir
-    self._model = None
+  def __init__(self, worker_model):
+    """`worker_model`: `scoring_model.WorkerModel`, RunInference's too."""
+    self._worker_model = worker_model
+    self._tokenizer = None
 
   def setup(self):
-    # Heavy: the same per-process model object RunInference uses.
-    from pipeline.scoring_model import acquire_model
-    self._model = acquire_model(self._saved_model_dir)
+    # Heavy, once per process: the tokenizer copy, or the same SavedModel
+    # object RunInference uses.
+    from pipeline.scoring_model import acquire_tokenizer
+    self._tokenizer = acquire_tokenizer(self._worker_model)
     self._tokenized = Metrics.counter("reviewscore", "tokenized")
     self._tokens = Metrics.distribution("reviewscore", "tokens_per_review")
 
   def _emit(self, batch: List[records.Record]):
-    ids, counts = self._model.tokenize([r[records.TEXT] for r in batch])
-    for record, row, count in zip(batch, ids, counts, strict=True):
+    token_lists = self._tokenizer.token_lists(
+        [r[records.TEXT] for r in batch])
+    for record, tokens in zip(batch, token_lists, strict=True):
       self._tokenized.inc()
-      self._tokens.update(int(count))
-      yield records.tokenized(
-          record, np.ascontiguousarray(row[:int(count)], np.int32))
+      self._tokens.update(len(tokens))
+      yield records.tokenized(record, tokens)
 
   def process(self, batch):
     try:

@@ -6,10 +6,10 @@ import click
 import train as _tf_keras_switch  # noqa: F401  (sets TF_USE_LEGACY_KERAS first)
 from runtime import quiet
 
-# Commands that never load TensorFlow: no reason to pay for its import.
-_WITHOUT_TENSORFLOW = {"report", "download-imdb"}
-# Commands that only load SavedModels: TensorFlow without its Keras import.
-_WITHOUT_KERAS = {"score"}
+# Commands that load TensorFlow only where they need it (`score`: workers
+# computing with the SavedModel, without Keras; not those with the copies),
+# or never: no reason to pay for its import up front.
+_WITHOUT_TENSORFLOW = {"report", "download-imdb", "score"}
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,8 +33,7 @@ def main(ctx, verbose):
   # must not wait for TensorFlow.
   asking_for_help = {"-h", "--help"} & set(sys.argv[1:])
   if ctx.invoked_subcommand not in _WITHOUT_TENSORFLOW and not asking_for_help:
-    quiet.import_tensorflow(
-        keras=ctx.invoked_subcommand not in _WITHOUT_KERAS)
+    quiet.import_tensorflow()
 
 
 def _add_commands():

@@ -10,6 +10,8 @@ has int8 dot products (VNNI, AMX), and there it beats bfloat16 too. On GPUs
 float32 (TensorFlow) stays the choice until a GPU run has measured another.
 """
 import functools
+import glob
+import os
 from typing import Iterable, Optional, Tuple
 
 from schemas.model_dir import AUTO, BFLOAT16, FLOAT16, FLOAT32, INT8  # noqa: F401
@@ -35,6 +37,14 @@ def cpu_flags(cpuinfo: str = CPUINFO) -> frozenset:
   except OSError:
     pass
   return frozenset()
+
+
+def nvidia_device_present() -> bool:
+  """Whether the kernel shows an NVIDIA GPU (a device node or its driver's
+  listing): where none is, TensorFlow sees no GPU, so a worker that will
+  not compute with TensorFlow need not load it to ask."""
+  return os.path.exists("/dev/nvidia0") or bool(
+      glob.glob("/proc/driver/nvidia/gpus/*"))
 
 
 def native_bfloat16(flags: Optional[Iterable[str]] = None) -> Tuple[bool, str]:

@@ -8,6 +8,9 @@
                          like the rest
     DIR/float32/         optional float32 copy of that signature (OpenVINO,
                          converted as it is), for CPUs, checked like the rest
+    DIR/tokenizer/       optional copy of the `tokenize` signature for
+                         Hugging Face's `tokenizers` (no TensorFlow), offered
+                         where it gives the same ids
     DIR/model_card.json  ModelCard: how to score with it, and where it came from
 
 Plain Python (no TensorFlow, no Beam): the launcher of a scoring job checks a
@@ -64,7 +67,8 @@ INT8_GUARD_REVIEWS = 2000
 # The engines that compute a copy, and how people write their names.
 OPENVINO = "openvino"
 ONNXRUNTIME = "onnxruntime"
-ENGINE_NAMES = {OPENVINO: "OpenVINO", ONNXRUNTIME: "ONNX Runtime"}
+ENGINE_NAMES = {OPENVINO: "OpenVINO", ONNXRUNTIME: "ONNX Runtime",
+                "tokenizers": "Hugging Face tokenizers"}
 
 # The float32 copy: the same signature converted to OpenVINO as it is (no
 # quantization), offered only where its outputs match TensorFlow's on
@@ -75,6 +79,15 @@ FLOAT32_WEIGHTS_FILE = "classify_tokens_float32.bin"
 FLOAT32_FILES = (FLOAT32_MODEL_FILE, FLOAT32_WEIGHTS_FILE)
 # The most a float32 copy's probability may differ from TensorFlow's.
 FLOAT32_MAX_PROBABILITY_DIFFERENCE = 1e-3
+
+# The tokenizer copy: the `tokenize` signature's vocabulary and WordPiece as
+# Hugging Face's `tokenizers` runs them (`TokenizerCopy`), so that a worker
+# computing with a copy loads no TensorFlow; offered only where it gives the
+# same ids as the signature on every review and probe it was compared on.
+TOKENIZER = "tokenizer"  # its name among the copies
+TOKENIZER_ENGINE = "tokenizers"
+TOKENIZER_COPY_DIR = "tokenizer"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,6 +167,8 @@ class ModelCard:
   # precision -> {"runtime", "validation_accuracy", "test_accuracy"}: what
   # each way of computing the model scores, measured after export.
   accuracy_by_precision: Optional[Dict[str, Dict[str, Any]]] = None
+  # The tokenizer copy (`TokenizerCopy.to_dict()`), offered or refused.
+  tokenizer_copy: Optional[Dict[str, Any]] = None
 
   def __post_init__(self):
     if len(self.class_names) < 2 or len(set(self.class_names)) != len(
@@ -173,6 +188,9 @@ class ModelCard:
     if absent:
       raise ModelCardError(f"signatures: the model has no {absent} signature "
                            "(exported by an older trainer?)")
+    # The copies' records, read once here: a malformed one is the card's
+    # error, said when it is loaded.
+    self.int8_copy, self.fast_tokenizer  # noqa: B018
 
   @property
   def binary(self) -> bool:
@@ -199,6 +217,14 @@ class ModelCard:
                                     FLOAT32_MODEL_FILE,
                                     dict(record.get("files_sha256") or {}))
     return copies
+
+  @property
+  def fast_tokenizer(self) -> Optional["TokenizerCopy"]:
+    """The tokenizer copy when the model offers one."""
+    record = self.tokenizer_copy or {}
+    if not record.get("offered"):
+      return None
+    return TokenizerCopy.from_dict(record)
 
   @property
   def scoring_precisions(self) -> List[str]:
@@ -319,11 +345,7 @@ class Int8Copy:
 
   @classmethod
   def from_dict(cls, record: Dict[str, Any]) -> "Int8Copy":
-    names = {f.name for f in dataclasses.fields(cls)}
-    try:
-      return cls(**{k: v for k, v in record.items() if k in names})
-    except TypeError as e:
-      raise ModelCardError(f"int8: {e}") from None
+    return _record_of(cls, record, "int8")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -344,6 +366,52 @@ class Float32Copy:
 
   def to_dict(self) -> Dict[str, Any]:
     return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class TokenizerCopy:
+  """The card's record of the tokenizer copy (`ModelCard.tokenizer_copy`):
+  DIR/tokenizer/tokenizer.json (normalizer, pre-tokenizer, WordPiece) and
+  the packing around it, which `engines.fast_tokenizer` applies: line
+  breaks cleaned or not, lower-cased or not, [CLS] the first `head_tokens` wordpieces and the
+  last `tail_tokens` [SEP]. Offered where, on `compared_reviews` held-out
+  reviews and `compared_probes` texts made to find differences, every id is
+  the `tokenize` signature's; `reason` says why not otherwise."""
+  offered: bool
+  runtime: str  # e.g. "tokenizers 0.23.3"
+  files_sha256: Dict[str, str]
+  head_tokens: int = 0
+  tail_tokens: int = 0
+  clean_line_breaks: bool = True
+  lower_case: bool = True
+  cls_id: int = 0
+  sep_id: int = 0
+  unk_id: int = 0
+  compared_reviews: int = 0
+  compared_probes: int = 0
+  reason: Optional[str] = None
+
+  @property
+  def copy(self) -> DerivedCopy:
+    return DerivedCopy(TOKENIZER, TOKENIZER_ENGINE, TOKENIZER_COPY_DIR,
+                       TOKENIZER_FILE, self.files_sha256)
+
+  def to_dict(self) -> Dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, record: Dict[str, Any]) -> "TokenizerCopy":
+    return _record_of(cls, record, "tokenizer_copy")
+
+
+def _record_of(cls, record: Dict[str, Any], field: str):
+  """A card's record of a copy as `cls`: keys this release does not know
+  are left out; a missing or bad one is a ModelCardError naming `field`."""
+  names = {f.name for f in dataclasses.fields(cls)}
+  try:
+    return cls(**{k: v for k, v in record.items() if k in names})
+  except TypeError as e:
+    raise ModelCardError(f"{field}: {e}") from None
 
 
 def _strings(value) -> List[str]:

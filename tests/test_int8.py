@@ -594,6 +594,7 @@ def _fail_at(step, monkeypatch):
   """Makes one step of making the copies raise."""
   from engines import onnx_classifier, onnx_export
   from engines import openvino_classifier as openvino
+  from train.export import tokenizer_copy
 
   def crashing(*args, **kwargs):
     raise RuntimeError(f"crashed at {step}")
@@ -602,14 +603,15 @@ def _fail_at(step, monkeypatch):
             "quantization": (onnx_export, "quantize"),
             "compile": (onnx_classifier, "Classifier"),
             "float32 conversion": (openvino, "convert_signature"),
-            "float32 compile": (openvino, "Classifier")}.get(step)
+            "float32 compile": (openvino, "Classifier"),
+            "tokenizer": (tokenizer_copy, "_write_tokenizer")}.get(step)
   if target is not None:
     monkeypatch.setattr(*target, crashing)
 
 
 @pytest.mark.parametrize("step", [
     "version query", "conversion", "quantization", "compile",
-    "float32 conversion", "float32 compile", "writing the card"])
+    "float32 conversion", "float32 compile", "tokenizer", "writing the card"])
 def test_a_failure_at_any_step_leaves_the_model_as_it_was(
     tiny_int8_model_dir, tiny_training_data, tmp_path, monkeypatch, step):
   """`optimize` over a model with both copies: whatever step fails, the

@@ -90,7 +90,8 @@ def _each_worker_said_its_precision_once(stderr: str) -> None:
   """Worker processes log at ERROR: their choice of precision must still
   reach the terminal, once per process that scored."""
   import re
-  said = re.findall(r"^worker (\d+): scoring in float32 \(asked for\)$",
+  said = re.findall(r"^worker (\d+): scoring in float32 \(asked for\); "
+                    r"tokenized by the model.s tokenizer copy$",
                     stderr, flags=re.MULTILINE)
   assert said, stderr[-2000:]
   assert len(said) == len(set(said)), said  # once per process

@@ -240,6 +240,9 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
   unused_tokenized = (tokenize_reviews(
       packer, unused_set.texts[:unused_for_guard],
       unused_set.labels[:unused_for_guard]) if unused_for_guard else None)
+  # The tokenizer copy is compared with the SavedModel on the same reviews.
+  held_out_texts = list(validation_set.texts) + list(
+      unused_set.texts[:unused_for_guard])
   del unused_set
   # The head's initial weights (and the first dropout masks) follow --seed:
   # the same command trains the same model.
@@ -349,7 +352,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
       guard_from=guard_from, threshold=threshold, int8=int8,
       float32=float32_copy_wanted, architecture=onnx_bert.Architecture.of(
           source.provenance(), settings.pooling, threshold),
-      max_accuracy_drop=int8_max_accuracy_drop, progress=progress)
+      max_accuracy_drop=int8_max_accuracy_drop, truncation=packer.describe(),
+      held_out_texts=held_out_texts, progress=progress)
   accuracy_by_precision = {settings.precision: {
       "runtime": f"tensorflow {tf.__version__}",
       **{f"{name}_accuracy": m["accuracy"] for name, m in metrics.items()}},
@@ -396,6 +400,7 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
         int8=made.int8,
         float32_copy=made.float32,
         accuracy_by_precision=accuracy_by_precision,
+        tokenizer_copy=made.tokenizer,
     ).to_dict()
   except BaseException:
     copies.discard(out, made)

@@ -1,8 +1,8 @@
-"""A model's derived copies (int8, float32), made from one loaded SavedModel
-and installed together with the card that describes them.
+"""A model's derived copies (int8, float32, tokenizer), made from one loaded
+SavedModel and installed together with the card that describes them.
 
 Training and `optimize` both come here. Each copy is staged beside the model
-directory (`int8.partial`, `float32.partial`); only when every copy is made
+directory (`int8.partial`, `float32.partial`, `tokenizer.partial`); only when every copy is made
 are they moved into place and the card written, and a failure while doing
 that puts back what was there: a model directory is never half-made.
 """
@@ -10,13 +10,13 @@ import dataclasses
 import importlib.util
 import pathlib
 import shutil
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from runtime.hardware import FLOAT32
 from schemas import model_dir as contract
-from train.export import float32_copy, quantize
+from train.export import float32_copy, quantize, tokenizer_copy
 from train.loops.trainer import TokenizedReviews
 
 # What training without the quantizer's packages says about the int8 copy.
@@ -63,6 +63,7 @@ class MadeCopies:
   measured: Dict[str, Dict]
   staged: Dict[str, Optional[pathlib.Path]]
   failed: List[str] = dataclasses.field(default_factory=list)
+  tokenizer: Optional[dict] = None
 
 
 def make_copies(model_dir, *, validation: TokenizedReviews,
@@ -70,10 +71,13 @@ def make_copies(model_dir, *, validation: TokenizedReviews,
                 threshold: Optional[float], int8: bool, float32: bool,
                 architecture=None,
                 max_accuracy_drop: float = contract.INT8_MAX_ACCURACY_DROP,
+                truncation: Optional[Dict] = None,
+                held_out_texts: Sequence[str] = (),
                 progress: Callable[[str], None] = print) -> MadeCopies:
   """Stages the copies asked for of DIR/saved_model's float32 classifier
   (`architecture`: `engines.onnx_bert.Architecture`, for the int8 copy's
-  fused graph)."""
+  fused graph) and, given the card's `truncation`, of its tokenizer,
+  compared on `held_out_texts`."""
   import tensorflow as tf
 
   from runtime import text_ops
@@ -82,6 +86,18 @@ def make_copies(model_dir, *, validation: TokenizedReviews,
   module = tf.saved_model.load(str(model_dir / contract.SAVED_MODEL_DIR))
   signature = contract.classify_signature_for(FLOAT32)
   made = MadeCopies(None, None, {}, {})
+  if truncation is not None:
+    try:
+      record, staged = tokenizer_copy.make_tokenizer_copy(
+          model_dir, module=module, texts=held_out_texts,
+          truncation=truncation, progress=progress)
+      made.tokenizer = record.to_dict()
+      made.staged[contract.TOKENIZER_COPY_DIR] = staged
+    except tokenizer_copy.TokenizerCopyFailed as e:
+      progress(f"tokenizer: no copy (it failed: {e}); workers tokenize with "
+               "the SavedModel")
+      made.tokenizer = {"offered": False, "reason": f"failed: {e}"}
+      made.failed.append(f"tokenizer copy: {e}")
   if signature not in module.signatures:
     if int8 or float32:
       progress("copies: none (the model has no float32 classifier)")

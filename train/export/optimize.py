@@ -1,4 +1,4 @@
-"""`reviewscore optimize`: a model's copies (int8, float32) added or
+"""`reviewscore optimize`: a model's copies (int8, float32, tokenizer) added or
 remade after the fact.
 
 The labelled reviews are read again from the data the model was trained on
@@ -66,6 +66,12 @@ def _splits_as_trained(card: contract.ModelCard, data_path):
   return validation, unused
 
 
+def _head_only(seq_length: int) -> dict:
+  """The packing of a card that records none (the first wordpieces)."""
+  return {"seq_length": seq_length, "truncation": "head",
+          "head_tokens": seq_length - 2, "tail_tokens": 0}
+
+
 class CopiesFailed(Exception):
   """A copy could not be made: the model directory is as it was."""
 
@@ -98,7 +104,11 @@ def optimize_model(model_dir, data_path, *,
       model_dir, validation=validation_tokens, guard=guard,
       guard_from=guard_from, threshold=card.threshold, int8=True,
       float32=True, architecture=onnx_bert.Architecture.of(
-          card.encoder, card.pooling, card.threshold), max_accuracy_drop=max_accuracy_drop, progress=progress)
+          card.encoder, card.pooling, card.threshold),
+      max_accuracy_drop=max_accuracy_drop,
+      truncation=card.truncation or _head_only(card.seq_length),
+      held_out_texts=list(validation.texts) + list(unused.texts),
+      progress=progress)
   if made.failed:
     copies.discard(model_dir, made)
     raise CopiesFailed("; ".join(made.failed) + f" ({model_dir} is as it was)")
@@ -107,7 +117,7 @@ def optimize_model(model_dir, data_path, *,
                   if name != contract.INT8}
   by_precision.update(made.measured)
   rewritten = {**card.to_dict(), "int8": made.int8,
-               "float32_copy": made.float32,
+               "float32_copy": made.float32, "tokenizer_copy": made.tokenizer,
                "accuracy_by_precision": by_precision}
   contract.ModelCard.from_dict(rewritten)  # still a valid card
   copies.install(model_dir, made, lambda: write_json(
