@@ -31,16 +31,11 @@ RESULTS = REPO / "benchmarks" / "results"
 def _batches(token_lists):
   """(ids, mask, rows) of length-sorted batches of BATCH, padded to their
   longest, as the pipeline hands them to the model."""
+  from pipeline.model_handler import pad_batch
   order = np.argsort([len(t) for t in token_lists], kind="stable")
   for start in range(0, len(order), BATCH):
     rows = order[start:start + BATCH]
-    width = max(len(token_lists[r]) for r in rows)
-    ids = np.zeros((len(rows), width), np.int32)
-    mask = np.zeros_like(ids)
-    for i, r in enumerate(rows):
-      ids[i, :len(token_lists[r])] = token_lists[r]
-      mask[i, :len(token_lists[r])] = 1
-    yield ids, mask, rows
+    yield (*pad_batch([token_lists[r] for r in rows]), rows)
 
 
 def main(argv=None):

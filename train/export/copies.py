@@ -86,18 +86,27 @@ def make_copies(model_dir, *, validation: TokenizedReviews,
   module = tf.saved_model.load(str(model_dir / contract.SAVED_MODEL_DIR))
   signature = contract.classify_signature_for(FLOAT32)
   made = MadeCopies(None, None, {}, {})
-  if truncation is not None:
+
+  def attempt(field, folder, failure, make, *, failed_as, refused):
+    """One copy: its record and staged folder, or where `make` raises
+    `failure`, a refused record, a line saying what scoring keeps, and the
+    failure for `optimize` to report."""
     try:
-      record, staged = tokenizer_copy.make_tokenizer_copy(
-          model_dir, module=module, texts=held_out_texts,
-          truncation=truncation, progress=progress)
-      made.tokenizer = record.to_dict()
-      made.staged[contract.TOKENIZER_COPY_DIR] = staged
-    except tokenizer_copy.TokenizerCopyFailed as e:
-      progress(f"tokenizer: no copy (it failed: {e}); workers tokenize with "
-               "the SavedModel")
-      made.tokenizer = {"offered": False, "reason": f"failed: {e}"}
-      made.failed.append(f"tokenizer copy: {e}")
+      record, made.staged[folder] = make()
+      setattr(made, field, record.to_dict())
+    except failure as e:
+      progress(refused.format(e=e))
+      setattr(made, field, {"offered": False, "reason": failed_as.format(e=e)})
+      made.failed.append(f"{field} copy: {failed_as.format(e=e)}")
+
+  if truncation is not None:
+    attempt("tokenizer", contract.TOKENIZER_COPY_DIR,
+            tokenizer_copy.TokenizerCopyFailed,
+            lambda: tokenizer_copy.make_tokenizer_copy(
+                model_dir, module=module, texts=held_out_texts,
+                truncation=truncation, progress=progress),
+            failed_as="failed: {e}", refused="tokenizer: no copy (it failed: "
+            "{e}); workers tokenize with the SavedModel")
   if signature not in module.signatures:
     if int8 or float32:
       progress("copies: none (the model has no float32 classifier)")
@@ -106,32 +115,26 @@ def make_copies(model_dir, *, validation: TokenizedReviews,
     progress(f"int8: no copy ({INT8_EXTRA_MISSING})")
     made.int8 = {"offered": False, "reason": INT8_EXTRA_MISSING}
   elif int8:
-    try:
+    def int8_copy():
       record, made.measured, staged = quantize.make_int8_copy(
           model_dir, module=module, float32_signature=signature,
           guard=guard if guard is not None else validation,
           guard_source=guard_from, threshold=threshold,
           architecture=architecture, max_accuracy_drop=max_accuracy_drop,
           progress=progress)
-      made.int8 = record.to_dict()
-      made.staged[contract.INT8_COPY_DIR] = staged
-    except quantize.QuantizationError as e:
-      progress(f"int8: no copy (quantization failed: {e}); scoring keeps "
-               "float32")
-      made.int8 = {"offered": False, "reason": f"quantization failed: {e}"}
-      made.failed.append(f"int8 copy: quantization failed: {e}")
+      return record, staged
+    attempt("int8", contract.INT8_COPY_DIR, quantize.QuantizationError,
+            int8_copy, failed_as="quantization failed: {e}",
+            refused="int8: no copy (quantization failed: {e}); scoring keeps "
+            "float32")
   if float32:
-    try:
-      record, staged = float32_copy.make_float32_copy(
-          model_dir, module=module, float32_signature=signature,
-          validation=validation, progress=progress)
-      made.float32 = record.to_dict()
-      made.staged[contract.FLOAT32_COPY_DIR] = staged
-    except float32_copy.CopyFailed as e:
-      progress(f"float32 copy: none (conversion failed: {e}); scoring keeps "
-               "TensorFlow")
-      made.float32 = {"offered": False, "reason": f"conversion failed: {e}"}
-      made.failed.append(f"float32 copy: conversion failed: {e}")
+    attempt("float32", contract.FLOAT32_COPY_DIR, float32_copy.CopyFailed,
+            lambda: float32_copy.make_float32_copy(
+                model_dir, module=module, float32_signature=signature,
+                validation=validation, progress=progress),
+            failed_as="conversion failed: {e}",
+            refused="float32 copy: none (conversion failed: {e}); scoring "
+            "keeps TensorFlow")
   return made
 
 
