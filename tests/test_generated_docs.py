@@ -53,3 +53,12 @@ def test_every_new_raw_result_records_its_machine():
       missing.add(path.name)
   assert missing <= WITHOUT_THEIR_MACHINE, (
       f"raw results without their machine: {sorted(missing - WITHOUT_THEIR_MACHINE)}")
+
+
+def test_frontier_table_matches_its_json(tmp_path):
+  from benchmarks import quick_frontier
+  doc = tmp_path / "frontier.md"
+  quick_frontier.write_tables(RESULTS, doc)
+  assert doc.read_text() == (REPO / "docs" / "frontier.md").read_text(), (
+      "docs/frontier.md differs from what `python benchmarks/quick_frontier.py "
+      "--tables` makes of benchmarks/results/: rerun it")

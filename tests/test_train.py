@@ -649,3 +649,81 @@ def test_train_writes_no_card_when_a_fresh_process_cannot_load_the_model(
   assert (out / "train_state.json").exists()  # training itself ran
   assert not (out / "model_card.json").exists()
   assert not (out / "saved_model").exists()
+
+
+def _classifier_weights(tiny_encoder_dir, checkpoint=None) -> dict:
+  """name → value of a classifier's weights: the encoder's as imported, or
+  those of a run's checkpoint."""
+  from train.encoders.source import resolve_encoder
+  from train.model.classifier import build_classifier
+  model = build_classifier(resolve_encoder(str(tiny_encoder_dir)),
+                           precision="float32", pooling="cls",
+                           restore_encoder=checkpoint is None)
+  if checkpoint is not None:
+    tf.train.Checkpoint(model=model).read(str(checkpoint)).expect_partial()
+  return {v.name: v.numpy() for v in model.weights}
+
+
+def test_frozen_layers_keep_their_pretrained_weights(small_imdb,
+                                                     tiny_encoder_dir, tmp_path):
+  """Catches: --frozen-layers ignored (the lowest layers trained anyway), or
+  freezing more than asked (the layers above left as imported)."""
+  out = tmp_path / "frozen"
+  card = train_and_export(
+      data_path=small_imdb, encoder=str(tiny_encoder_dir), out=out,
+      settings=TrainSettings(epochs=1, max_examples=80, frozen_layers=2,
+                             learning_rate=1e-3, **TINY),
+      progress=lambda m: None, max_test_examples=20)
+  assert card["hyperparameters"]["frozen_layers"] == 2
+  imported = _classifier_weights(tiny_encoder_dir)
+  trained = _classifier_weights(
+      tiny_encoder_dir, tf.train.latest_checkpoint(str(out / "checkpoints")))
+  changed = {name for name in imported
+             if not np.array_equal(imported[name], trained[name])}
+  lowest = [name for name in imported
+            if "embeddings" in name or "transformer_layer_0/" in name]
+  assert len(lowest) >= 6 and not changed & set(lowest), sorted(changed)
+  above = [name for name in imported if "transformer_layer_1/" in name]
+  assert above and set(above) <= changed, sorted(set(above) - changed)
+
+
+def test_no_gradient_is_computed_below_the_frozen_layers(tiny_encoder_dir,
+                                                         tmp_path):
+  """Catches: frozen variables merely left out of the update while the
+  backward pass still runs through their layers (all the cost, none of the
+  saving)."""
+  from train.encoders.source import resolve_encoder
+  from train.loops.trainer import TokenizedReviews, Trainer
+  from train.model.classifier import build_classifier
+  dummy = TokenizedReviews(np.zeros((1, 8), np.int32), np.array([8]),
+                           np.array([0]))
+
+  def gradient_ops(frozen_layers):
+    model = build_classifier(resolve_encoder(str(tiny_encoder_dir)),
+                             precision="float32", pooling="cls")
+    trainer = Trainer(model, TrainSettings(epochs=1, frozen_layers=frozen_layers,
+                                           **TINY), dummy, dummy,
+                      tmp_path / f"run{frozen_layers}", run_identity={},
+                      progress=lambda m: None)
+    graph = trainer._train_step.get_concrete_function().graph
+    names = [op.name for op in graph.get_operations()
+             if op.name.startswith("gradient_tape/")]
+    return {layer: sum(f"/{layer}/" in n for n in names)
+            for layer in ("transformer_layer_0", "transformer_layer_1")}
+
+  whole, frozen = gradient_ops(0), gradient_ops(2)
+  assert whole["transformer_layer_0"] > 0 and whole["transformer_layer_1"] > 0
+  assert frozen["transformer_layer_0"] == 0
+  # Still differentiated for its weights, less the gradient of its input.
+  assert 0 < frozen["transformer_layer_1"] < whole["transformer_layer_1"]
+
+
+def test_more_frozen_layers_than_the_encoder_has_is_a_usage_error(
+    small_imdb, tiny_encoder_dir, tmp_path):
+  result = CliRunner().invoke(main, [
+      "train", "--data", str(small_imdb), "--encoder", str(tiny_encoder_dir),
+      "--out", str(tmp_path / "x"), "--frozen-layers", "4"])
+  assert result.exit_code == 2, result.output
+  assert ("--frozen-layers 4: this encoder has 3 layers (embeddings and 2 "
+          "transformer blocks)") in result.output
+  assert not (tmp_path / "x").exists()

@@ -25,7 +25,7 @@ from train.data.pseudo_labels import PseudoLabelled, read_pseudo_labels
 from engines import onnx_bert
 from train.export import copies
 from train.model.classifier import (build_classifier, scoring_copies,
-                              weights_fingerprint)
+                                    trained_variables, weights_fingerprint)
 from train.encoders.source import check_reachable, resolve_encoder
 from runtime.filesystems import replace_dir
 from train.export.serving import (ReloadCheck, ServingModule,
@@ -251,6 +251,8 @@ def train_and_export(*, data_path, encoder: str, out, settings: TrainSettings,
                            pooling=settings.pooling, dropout=settings.dropout,
                            num_classes=len(class_names),
                            use_hub_layer=use_hub_layer)
+  # Refuses a --frozen-layers the encoder cannot take before --out is made.
+  trained_variables(model, settings.frozen_layers)
   identity = {"encoder": source.provenance(),
               "train_sha256": train_set.fingerprint(),
               "validation_sha256": validation_set.fingerprint()}

@@ -52,6 +52,9 @@ class TrainSettings(LoopSettings):
   head_tokens: Optional[int] = None
   pooling: str = "auto"
   dropout: float = 0.1
+  # The lowest layers of the encoder left as they were pre-trained, the
+  # embeddings counting as the first: no gradient is computed below them.
+  frozen_layers: int = 0
   patience: int = 1
   length_bucketing: bool = True
   validation_fraction: float = 0.2

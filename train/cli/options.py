@@ -205,6 +205,7 @@ def mirrored_output(out, *, finished_file: str, folders, state_file: str,
   library errors become one line. A finished run clears the mirrored
   checkpoints: what it wrote is what stays."""
   from runtime.filesystems import UnreachableOutput, output_location
+  from train.model.classifier import FrozenLayersUnsupported
   refuse_finished_output(out, finished_file, resume)
   mirror = None
   try:
@@ -213,6 +214,9 @@ def mirrored_output(out, *, finished_file: str, folders, state_file: str,
       mirror = state_mirror(out, local_out, resume=resume,
                             folders=tuple(folders), state_file=state_file)
       yield local_out, mirror and mirror.push
+  except FrozenLayersUnsupported as e:
+    # A bad option that only the encoder can tell: a usage error.
+    raise click.UsageError(str(e)) from None
   except library_errors() + (UnreachableOutput,) as e:
     raise click.ClickException(str(e)) from None
   if mirror:

@@ -47,6 +47,10 @@ from train.settings import (AUTO, POOLINGS, PRECISIONS, PRETRAIN_PRECISIONS,
           "what the encoder was trained for (mean for sentence-transformers "
           "checkpoints such as all-MiniLM-L6-v2, cls for TF Hub BERTs).")
 @setting("dropout", "--dropout", type=click.FloatRange(0, 1, max_open=True))
+@setting("frozen_layers", "--frozen-layers", type=click.IntRange(0, 100),
+          help="Leave the encoder's lowest N layers as pre-trained: 1 the "
+          "embeddings, 2 also the first transformer block, and so on. Steps "
+          "are faster (no gradient below them); a local encoder only.")
 @setting("patience", "--patience", type=click.IntRange(0, 100),
           help="Early stopping: epochs without a lower validation loss "
           "before stopping (0 = never); the best weights are restored.")

@@ -16,7 +16,8 @@ import tensorflow as tf
 import tf_keras
 
 from evaluation.metrics import log_loss_from_logits, softmax_log_loss
-from train.model.classifier import class_count, encoder_inputs
+from train.model.classifier import (class_count, encoder_inputs,
+                                    trained_variables)
 from train.loops.checkpoints import RunCheckpoints
 from train.loops.schedule import WarmupLinearDecay
 from train.model.seeded_dropout import keyed_by
@@ -34,7 +35,7 @@ _NO_DECAY = ["bias", "gamma", "beta"]
 _CHANGEABLE_ON_RESUME = ("patience", "checkpoint_every_steps")
 # Settings added since runs were first made, with the behaviour of the runs
 # made before them: a run without the key was made that way.
-_BEFORE_THE_SETTING_EXISTED = {"keep_markup": True}
+_BEFORE_THE_SETTING_EXISTED = {"keep_markup": True, "frozen_layers": 0}
 
 
 def bert_optimizer(schedule, *, weight_decay: float, precision: str,
@@ -194,9 +195,10 @@ class Trainer:
         settings.learning_rate, self.total_steps,
         int(round(settings.warmup_fraction * self.total_steps)))
     self.schedule = schedule
+    self.trained_variables = trained_variables(model, settings.frozen_layers)
     self.optimizer = bert_optimizer(
         schedule, weight_decay=settings.weight_decay,
-        precision=settings.precision, variables=model.trainable_variables)
+        precision=settings.precision, variables=self.trained_variables)
     self.num_classes = class_count(model)
     self.loss_fn = (
         tf_keras.losses.BinaryCrossentropy(from_logits=True)
@@ -259,20 +261,25 @@ class Trainer:
         return tf.cast(tf.argmax(logits, axis=-1), tf.float32)
 
     seed = self.settings.seed
+    trained = self.trained_variables
 
     @tf.function(input_signature=_TOKEN_SPECS + [tf.TensorSpec([None], tf.float32)])
     def train_step(word_ids, mask, labels):
       inputs = encoder_inputs(word_ids, mask)
-      with tf.GradientTape() as tape, keyed_by(seed, optimizer.iterations):
+      # Only the trained variables are watched, so that the backward pass
+      # stops at the highest frozen layer.
+      with tf.GradientTape(watch_accessed_variables=False) as tape, \
+          keyed_by(seed, optimizer.iterations):
+        tape.watch(trained)
         logits = model(inputs, training=True)
         loss = loss_fn(labels, logits)
         scaled_loss = optimizer.get_scaled_loss(loss) if scaled else loss
-      grads = tape.gradient(scaled_loss, model.trainable_variables)
+      grads = tape.gradient(scaled_loss, trained)
       if scaled:
         grads = optimizer.get_unscaled_gradients(grads)
       # Mean pooling leaves the encoder's pooler without gradients.
       optimizer.apply_gradients([
-          (g, v) for g, v in zip(grads, model.trainable_variables, strict=True)
+          (g, v) for g, v in zip(grads, trained, strict=True)
           if g is not None])
       count = tf.cast(tf.shape(labels)[0], tf.float64)
       # Rounded: soft (teacher probability) targets count as their class.

@@ -282,6 +282,21 @@ class BertBackbone(tf_keras.layers.Layer):
         "default": pooled,
     }
 
+  def lowest_layers_variables(self, count: int) -> list:
+    """The variables of the lowest `count` layers: the embeddings (tables
+    and their layer norm) first, then the transformer blocks upwards."""
+    if not 0 <= count <= len(self.blocks) + 1:
+      raise ValueError(f"this encoder has {len(self.blocks) + 1} layers "
+                       f"(embeddings and {len(self.blocks)} transformer "
+                       f"blocks); cannot freeze {count}")
+    if count == 0:
+      return []
+    variables = [self.word_embeddings, self.position_embeddings,
+                 self.type_embeddings] + self.embedding_norm.trainable_variables
+    for block in self.blocks[:count - 1]:
+      variables += block.trainable_variables
+    return variables
+
   def get_config(self):
     config = {**super().get_config(), "config": self.config.to_dict()}
     if self.dense_dtype is not None:

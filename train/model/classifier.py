@@ -109,6 +109,28 @@ def build_classifier(encoder: EncoderSource, *, precision: str = "float32",
   return model
 
 
+class FrozenLayersUnsupported(Exception):
+  """--frozen-layers asked of an encoder that cannot freeze that many."""
+
+
+def trained_variables(model: tf_keras.Model, frozen_layers: int) -> list:
+  """The variables fine-tuning updates: every trainable one but those of the
+  encoder's lowest `frozen_layers` layers (the embeddings are the first).
+  The model itself is unchanged (its weights keep their order for copies)."""
+  if not frozen_layers:
+    return list(model.trainable_variables)
+  encoder = model.get_layer("encoder")
+  if not isinstance(encoder, BertBackbone):
+    raise FrozenLayersUnsupported(
+        "--frozen-layers needs a local encoder (from `reviewscore "
+        "import-encoder`); a TF Hub layer is trained whole")
+  try:
+    frozen = {v.ref() for v in encoder.lowest_layers_variables(frozen_layers)}
+  except ValueError as e:
+    raise FrozenLayersUnsupported(f"--frozen-layers {frozen_layers}: {e}") from None
+  return [v for v in model.trainable_variables if v.ref() not in frozen]
+
+
 def class_count(model: tf_keras.Model) -> int:
   """How many classes a classifier built here tells apart."""
   shape = model.output_shape
