@@ -11,7 +11,8 @@ Variants: plain; xla (the step compiled with `jit_compile`); inter-op-1 (one
 inter-op thread); onednn-off (`TF_ENABLE_ONEDNN_OPTS=0`); no-clipping
 (AdamW without global clipping: shows what clipping costs, not a recipe);
 frozen-1 and frozen-3 (`--frozen-layers`: the embeddings, then also the two
-lowest blocks, left untrained). Prints reviews/s, useful GFLOP/s (a step
+lowest blocks, left untrained); no-attention-dropout (the encoder's
+attention-probability dropout at 0: what it costs, a recipe change). Prints reviews/s, useful GFLOP/s (a step
 counted as three forward passes over the real tokens) and the share of
 TensorFlow's matmul peak measured in the same run (frozen variants do less
 work per step: their share counts the full step's FLOPs, as the time a user
@@ -19,6 +20,7 @@ waits for a step), each variant's ratio to plain; writes
 benchmarks/results/train_step-<cpu>.json with the machine.
 """
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from unittest import mock
 
 import numpy as np
 
@@ -49,6 +52,7 @@ VARIANTS = {
     "no-clipping": {"clipping": False},
     "frozen-1": {"settings": {"frozen_layers": 1}},
     "frozen-3": {"settings": {"frozen_layers": 3}},
+    "no-attention-dropout": {"config": {"attention_dropout": 0.0}},
 }
 DEFAULT_VARIANTS = ",".join(VARIANTS)
 
@@ -85,8 +89,12 @@ def worker(precision, variant, batches_path, out):
                            **lever.get("settings", {}))
   dummy = TokenizedReviews(np.zeros((1, 8), np.int32), np.array([8]),
                            np.array([0]))
-  model = build_classifier(resolve_encoder(str(ENCODER)), precision=precision,
-                           pooling="mean")
+  from train.model.bert_config import BertConfig
+  from_dict = BertConfig.from_dict
+  with mock.patch.object(BertConfig, "from_dict", lambda d: dataclasses.replace(
+      from_dict(d), **lever.get("config", {}))):
+    model = build_classifier(resolve_encoder(str(ENCODER)),
+                             precision=precision, pooling="mean")
   with tempfile.TemporaryDirectory() as tmp:
     trainer = Trainer(model, settings, dummy, dummy, f"{tmp}/run",
                       run_identity={}, progress=lambda m: None)

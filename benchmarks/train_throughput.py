@@ -89,8 +89,9 @@ def ours(batches, precision, encoder):
   return seconds, loss
 
 
-def compare_training_steps(variants, *, seq_length, steps, encoder, data_dir):
-  """Seconds per mixed-bfloat16 training step of `reviewscore train`
+def compare_training_steps(variants, *, seq_length, steps, encoder, data_dir,
+                           precision="bfloat16"):
+  """Seconds per training step of `reviewscore train` in `precision`
   (MiniLM, mean pooling, batches of 32 IMDB training reviews at up to
   `seq_length` tokens) for each of `variants`, {name: a context manager
   factory in force while that variant's model is built and its step
@@ -103,7 +104,7 @@ def compare_training_steps(variants, *, seq_length, steps, encoder, data_dir):
   batches = make_batches(seq_length, steps + 1, 32, encoder=encoder,
                          data_dir=data_dir)
   source = resolve_encoder(encoder)
-  settings = TrainSettings(batch_size=32, epochs=1, precision="bfloat16",
+  settings = TrainSettings(batch_size=32, epochs=1, precision=precision,
                            pooling="mean")
   dummy = TokenizedReviews(np.zeros((1, 8), np.int32), np.array([8]),
                            np.array([0]))
@@ -111,7 +112,7 @@ def compare_training_steps(variants, *, seq_length, steps, encoder, data_dir):
   with tempfile.TemporaryDirectory() as tmp:
     for name, variant in variants.items():
       with variant():
-        model = build_classifier(source, precision="bfloat16", pooling="mean")
+        model = build_classifier(source, precision=precision, pooling="mean")
         trainer = Trainer(model, settings, dummy, dummy, f"{tmp}/{name}",
                           run_identity={}, progress=lambda m: None)
         step_fns[name] = trainer._train_step
@@ -125,12 +126,14 @@ def compare_training_steps(variants, *, seq_length, steps, encoder, data_dir):
   return {name: seconds / steps for name, seconds in times.items()}
 
 
-def print_training_steps(variants, *, seq_length, steps, encoder, data_dir):
+def print_training_steps(variants, *, seq_length, steps, encoder, data_dir,
+                         precision="bfloat16"):
   """compare_training_steps for {"stock": ..., "ours": ...}, printed."""
   seconds = compare_training_steps(variants, seq_length=seq_length,
                                    steps=steps, encoder=encoder,
-                                   data_dir=data_dir)
-  print(f"training step, {steps} batches of 32 at up to {seq_length} tokens: "
+                                   data_dir=data_dir, precision=precision)
+  print(f"training step in {precision}, {steps} batches of 32 at up to "
+        f"{seq_length} tokens: "
         f"stock {seconds['stock']:.2f} s  ours {seconds['ours']:.2f} s"
         f"  ×{seconds['stock'] / seconds['ours']:.2f}")
 
@@ -148,13 +151,15 @@ def run_side_by_side(description, argv, *, first_part, calls,
                       help=f"alternating training steps (0: {first_part} only)")
   parser.add_argument("--encoder", default=str(REPO / "encoders/minilm"))
   parser.add_argument("--data-dir", type=pathlib.Path, default=DATA_DIR)
+  parser.add_argument("--precisions", default="bfloat16",
+                      help="of the training steps: float32, bfloat16 or both")
   args = parser.parse_args(argv)
   import train  # noqa: F401  (TF_USE_LEGACY_KERAS before TensorFlow loads)
   calls(args.seq_length, args.rounds)
-  if args.train_steps:
+  for precision in args.precisions.split(",") if args.train_steps else ():
     print_training_steps(training_variants(), seq_length=args.seq_length,
                          steps=args.train_steps, encoder=args.encoder,
-                         data_dir=args.data_dir)
+                         data_dir=args.data_dir, precision=precision)
 
 
 def peer(batches, precision, threads=2):
