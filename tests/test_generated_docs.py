@@ -36,7 +36,7 @@ def test_engines_tables_match_their_json(tmp_path):
 # quotes them. None may join them.
 WITHOUT_THEIR_MACHINE = {
     "end_to_end.json", "end_to_end-128.json", "end_to_end-512.json",
-    "int8_kernels.json", "peers-128.json", "peers-512.json",
+    "peers-128.json", "peers-512.json",
     "robustness.json", "scale.json", "shape_cache.json"}
 
 
