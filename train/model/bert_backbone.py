@@ -102,6 +102,13 @@ class LayerNorm(tf_keras.layers.Layer):
     mean |error| 0.0016 against 0.0011 for the float32 form (unit-variance
     rows), the size of the bfloat16 rounding of the output itself.
     """
+    normed = self.normalized_rows(x)
+    return normed * tf.cast(self.gamma, x.dtype) + tf.cast(self.beta, x.dtype)
+
+  def normalized_rows(self, x):
+    """(x - mean) / sqrt(variance + epsilon) of each row, in x's dtype, as
+    one FusedBatchNormV3: the rows as the channels of an NCHW batch norm in
+    training mode (per-row statistics, accumulated in float32)."""
     width = x.shape[-1]
     rows = tf.size(x) // width
     empty = tf.constant([], tf.float32)
@@ -109,8 +116,7 @@ class LayerNorm(tf_keras.layers.Layer):
         x=tf.reshape(x, [1, rows, width, 1]), scale=tf.fill([rows], 1.0),
         offset=tf.fill([rows], 0.0), mean=empty, variance=empty,
         epsilon=self.epsilon, data_format="NCHW", is_training=True)[0]
-    normed = tf.reshape(normed, tf.shape(x))
-    return normed * tf.cast(self.gamma, x.dtype) + tf.cast(self.beta, x.dtype)
+    return tf.reshape(normed, tf.shape(x))
 
 
 class TransformerBlock(tf_keras.layers.Layer):
